@@ -1,0 +1,667 @@
+//! The configuration: `raccoond.toml` read strictly, plus command-line
+//! overrides.
+//!
+//! Takes a file path (or none) and [`Overrides`]; gives a [`Config`] whose
+//! paths are absolute, whose durations are `Duration`s and whose users are
+//! resolved to ids. Every error names the file, the key and what is wrong;
+//! an unknown key is an error, never ignored. This module reads the token
+//! and password files it names but touches nothing else on disk.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::time::{Dur, Size};
+
+/// What the daemon runs with. Built once at start and again on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, for messages and reloads.
+    pub path: Option<PathBuf>,
+    pub spool: PathBuf,
+    /// Jobs running at once, across all types.
+    pub total: usize,
+    /// Upper bound on how long records stay in `done/`.
+    pub keep: Duration,
+    pub fsync: bool,
+    pub max_job_bytes: u64,
+    pub max_output_bytes: u64,
+    pub stop_timeout: Duration,
+    pub kill_grace: Duration,
+    /// `None` when periodic scans of `new/` are off (`rescan = "0"`).
+    pub rescan: Option<Duration>,
+    pub http: HttpConfig,
+    pub mail: Option<MailConfig>,
+    pub types: BTreeMap<String, TypeConfig>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfig {
+    /// `None`: no HTTP server.
+    pub listen: Option<String>,
+    /// The bearer token every request must carry, read from `token_file`.
+    pub token: Option<String>,
+    pub cors_origin: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    pub from: String,
+    pub max_attachment_bytes: u64,
+    /// Allow-list patterns (`*@example.com`, `ann@example.com`); empty: any.
+    pub recipients: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    /// An `smtp://` or `smtps://` URL, with the password from
+    /// `password_file` when one is given.
+    Smtp { url: String, password: Option<String> },
+    Sendmail { program: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notify {
+    Always,
+    Failure,
+    Never,
+}
+
+/// Who a task runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups, as `initgroups(3)` would set them.
+    pub groups: Vec<u32>,
+}
+
+/// The declared type of a param in a type's `params` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    String,
+    Integer,
+    Float,
+    Boolean,
+    Array,
+    Table,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub kind: ParamKind,
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TypeConfig {
+    pub name: String,
+    /// argv; `command[0]` is absolute when it was a relative path with a
+    /// slash, else looked up on `PATH` at exec.
+    pub command: Vec<String>,
+    pub limit: Option<usize>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub keep: Option<Duration>,
+    pub notify: Notify,
+    /// `None`: run as the daemon's own user.
+    pub user: Option<RunAs>,
+    pub env: BTreeMap<String, String>,
+    pub dir: Option<PathBuf>,
+    pub accept_args: bool,
+    /// `None`: params are free-form.
+    pub params: Option<BTreeMap<String, ParamSpec>>,
+    pub max_memory: Option<u64>,
+    pub max_cpu: Option<Duration>,
+    pub max_processes: Option<u64>,
+    pub nice: Option<i32>,
+}
+
+/// Values from the command line, which win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub spool: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub total: Option<usize>,
+    /// `--limit TYPE=N` and `--TYPE=N`, in the order given.
+    pub limits: Vec<(String, usize)>,
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    spool: Option<PathBuf>,
+    total: Option<usize>,
+    keep: Option<Dur>,
+    fsync: Option<bool>,
+    max_job_bytes: Option<Size>,
+    max_output_bytes: Option<Size>,
+    stop_timeout: Option<Dur>,
+    kill_grace: Option<Dur>,
+    rescan: Option<Dur>,
+    http: Option<FileHttp>,
+    mail: Option<FileMail>,
+    #[serde(default)]
+    types: BTreeMap<String, FileType>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+    cors_origin: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMail {
+    smtp: Option<String>,
+    password_file: Option<PathBuf>,
+    sendmail: Option<PathBuf>,
+    from: Option<String>,
+    max_attachment_bytes: Option<Size>,
+    recipients: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileType {
+    command: Vec<String>,
+    limit: Option<usize>,
+    timeout: Option<Dur>,
+    retries: Option<u32>,
+    retry_delay: Option<Dur>,
+    keep: Option<Dur>,
+    notify: Option<String>,
+    user: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    dir: Option<PathBuf>,
+    accept_args: Option<bool>,
+    params: Option<BTreeMap<String, String>>,
+    max_memory: Option<Size>,
+    max_cpu: Option<Dur>,
+    max_processes: Option<u64>,
+    nice: Option<i32>,
+}
+
+/// Line and column (1-based) of a byte offset, for messages.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, col)
+}
+
+/// A TOML or schema error from the `toml` crate, as one line with its place.
+pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let msg = err.message().trim_end();
+    match err.span() {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            format!("line {line}, column {col}: {msg}")
+        }
+        None => msg.to_string(),
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file, then applies the overrides.
+    pub fn load(path: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError> {
+        let (file, text, base) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("{}: cannot read: {e}", p.display())))?;
+                let abs = absolute(p);
+                let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+                (Some(abs), text, base)
+            }
+            None => (None, String::new(), current_dir()),
+        };
+        Self::from_text(file.as_deref(), &text, &base, over)
+    }
+
+    /// Checks configuration text; `base` is the folder relative paths are
+    /// resolved against.
+    pub fn from_text(
+        file: Option<&Path>,
+        text: &str,
+        base: &Path,
+        over: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let name = file
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(no configuration file)".into());
+        let err = |msg: String| ConfigError(format!("{name}: {msg}"));
+        let raw: FileConfig =
+            toml::from_str(text).map_err(|e| err(describe_toml_error(text, &e)))?;
+        let resolve = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let spool = match (&over.spool, &raw.spool) {
+            (Some(s), _) => absolute(s),
+            (None, Some(s)) => resolve(s),
+            (None, None) => base.join("spool"),
+        };
+        let total = over
+            .total
+            .or(raw.total)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if total == 0 {
+            return Err(err("total: must be at least 1".into()));
+        }
+        let max_job_bytes = raw.max_job_bytes.map_or(1 << 20, |s| s.0);
+        if max_job_bytes == 0 {
+            return Err(err("max_job_bytes: must be at least 1".into()));
+        }
+        let rescan = raw.rescan.map_or(Some(Duration::from_secs(60)), |d| {
+            (!d.0.is_zero()).then_some(d.0)
+        });
+
+        let http = match (&over.listen, raw.http) {
+            (listen, None) => HttpConfig {
+                listen: listen.clone().filter(|l| !l.is_empty()),
+                ..HttpConfig::default()
+            },
+            (listen, Some(h)) => {
+                let listen = listen
+                    .clone()
+                    .or(h.listen)
+                    .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+                let token = match &h.token_file {
+                    Some(p) => {
+                        let p = resolve(p);
+                        let t = std::fs::read_to_string(&p).map_err(|e| {
+                            err(format!("[http] token_file: cannot read {}: {e}", p.display()))
+                        })?;
+                        let t = t.trim().to_string();
+                        if t.is_empty() {
+                            return Err(err(format!(
+                                "[http] token_file: {} is empty",
+                                p.display()
+                            )));
+                        }
+                        Some(t)
+                    }
+                    None => None,
+                };
+                HttpConfig {
+                    listen: (!listen.is_empty()).then_some(listen),
+                    token,
+                    cors_origin: h.cors_origin.filter(|o| !o.is_empty()),
+                }
+            }
+        };
+        if let Some(listen) = &http.listen {
+            check_listen(listen, http.token.is_some()).map_err(err)?;
+        }
+
+        let mail = match raw.mail {
+            None => None,
+            Some(m) => Some(mail_config(m, &resolve).map_err(|m| err(format!("[mail] {m}")))?),
+        };
+
+        let we_are_root = nix::unistd::geteuid().is_root();
+        let mut types = BTreeMap::new();
+        for (tname, t) in raw.types {
+            let ty = type_config(&tname, t, &resolve, we_are_root)
+                .map_err(|m| err(format!("[types.{tname}] {m}")))?;
+            types.insert(tname, ty);
+        }
+
+        for (tname, n) in &over.limits {
+            let Some(t) = types.get_mut(tname) else {
+                return Err(err(format!(
+                    "command line: --{tname}={n}: no type {tname:?} in the configuration"
+                )));
+            };
+            if *n == 0 {
+                return Err(err(format!("command line: --{tname}=0: a limit must be at least 1")));
+            }
+            t.limit = Some(*n);
+        }
+
+        Ok(Config {
+            path: file.map(Path::to_path_buf),
+            spool,
+            total,
+            keep: raw.keep.map_or(Duration::from_secs(7 * 86400), |d| d.0),
+            fsync: raw.fsync.unwrap_or(true),
+            max_job_bytes,
+            max_output_bytes: raw.max_output_bytes.map_or(16 << 20, |s| s.0),
+            stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(30), |d| d.0),
+            kill_grace: raw.kill_grace.map_or(Duration::from_secs(10), |d| d.0),
+            rescan,
+            http,
+            mail,
+            types,
+        })
+    }
+
+    /// The limit of a type, or the total when it has none.
+    pub fn limit_of(&self, tname: &str) -> usize {
+        self.types
+            .get(tname)
+            .and_then(|t| t.limit)
+            .unwrap_or(self.total)
+    }
+}
+
+fn check_listen(listen: &str, has_token: bool) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<_> = listen
+        .to_socket_addrs()
+        .map_err(|e| format!("[http] listen = {listen:?}: not an address:port ({e})"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("[http] listen = {listen:?}: resolves to no address"));
+    }
+    if !has_token && addrs.iter().any(|a| !a.ip().is_loopback()) {
+        return Err(format!(
+            "[http] listen = {listen:?} is not a loopback address: set token_file so that requests must carry a token"
+        ));
+    }
+    Ok(())
+}
+
+fn mail_config(m: FileMail, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<MailConfig, String> {
+    let transport = match (m.smtp, m.sendmail) {
+        (Some(_), Some(_)) => return Err("set either smtp or sendmail, not both".into()),
+        (None, None) => return Err("set smtp = \"smtp://host:port\" or sendmail = \"/usr/sbin/sendmail\"".into()),
+        (Some(url), None) => {
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err(format!("smtp = {url:?}: must start with smtp:// or smtps://"));
+            }
+            let password = match m.password_file {
+                Some(p) => {
+                    let p = resolve(&p);
+                    let text = std::fs::read_to_string(&p)
+                        .map_err(|e| format!("password_file: cannot read {}: {e}", p.display()))?;
+                    Some(text.trim_end_matches(['\n', '\r']).to_string())
+                }
+                None => None,
+            };
+            MailTransport::Smtp { url, password }
+        }
+        (None, Some(program)) => {
+            let program = resolve(&program);
+            if !program.is_file() {
+                return Err(format!("sendmail = {}: no such file", program.display()));
+            }
+            MailTransport::Sendmail { program }
+        }
+    };
+    let from = m
+        .from
+        .unwrap_or_else(|| format!("raccoond <raccoon@{}>", hostname()));
+    if from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(format!("from = {from:?}: not a mail address"));
+    }
+    Ok(MailConfig {
+        transport,
+        from,
+        max_attachment_bytes: m.max_attachment_bytes.map_or(10 << 20, |s| s.0),
+        recipients: m.recipients.unwrap_or_default(),
+    })
+}
+
+fn type_config(
+    name: &str,
+    t: FileType,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    we_are_root: bool,
+) -> Result<TypeConfig, String> {
+    if !crate::spool::valid_id(name) {
+        return Err("a type name is 1-100 characters of A-Z a-z 0-9 . _ -".into());
+    }
+    let mut command = t.command;
+    let Some(program) = command.first_mut() else {
+        return Err("command: must name a program".into());
+    };
+    if program.is_empty() {
+        return Err("command: the program is empty".into());
+    }
+    if program.contains('/') && !Path::new(program.as_str()).is_absolute() {
+        *program = resolve(Path::new(program.as_str())).display().to_string();
+    }
+    if t.limit == Some(0) {
+        return Err("limit: must be at least 1".into());
+    }
+    let notify = match t.notify.as_deref() {
+        None | Some("always") => Notify::Always,
+        Some("failure") => Notify::Failure,
+        Some("never") => Notify::Never,
+        Some(other) => {
+            return Err(format!(
+                "notify = {other:?}: must be \"always\", \"failure\" or \"never\""
+            ));
+        }
+    };
+    let user = match (t.user, we_are_root) {
+        (None, true) => {
+            return Err(
+                "user: required when raccoond runs as root (write user = \"root\" to run this type as root)"
+                    .into(),
+            );
+        }
+        (None, false) => None,
+        (Some(u), _) => resolve_user(&u, we_are_root)?,
+    };
+    let params = match t.params {
+        None => None,
+        Some(decl) => {
+            let mut out = BTreeMap::new();
+            for (pname, kind) in decl {
+                out.insert(
+                    pname.clone(),
+                    parse_param_spec(&kind).map_err(|m| format!("params.{pname}: {m}"))?,
+                );
+            }
+            Some(out)
+        }
+    };
+    for key in t.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(format!("env: {key:?} is not a valid variable name"));
+        }
+    }
+    if let Some(n) = t.nice
+        && !(-20..=19).contains(&n)
+    {
+        return Err(format!("nice = {n}: must be between -20 and 19"));
+    }
+    Ok(TypeConfig {
+        name: name.to_string(),
+        command,
+        limit: t.limit,
+        timeout: t.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        retries: t.retries.unwrap_or(0),
+        retry_delay: t.retry_delay.map_or(DEFAULT_RETRY_DELAY, |d| d.0),
+        keep: t.keep.map(|d| d.0),
+        notify,
+        user,
+        env: t.env,
+        dir: t.dir.map(|d| resolve(&d)),
+        accept_args: t.accept_args.unwrap_or(false),
+        params,
+        max_memory: t.max_memory.map(|s| s.0),
+        max_cpu: t.max_cpu.map(|d| d.0),
+        max_processes: t.max_processes,
+        nice: t.nice,
+    })
+}
+
+fn parse_param_spec(text: &str) -> Result<ParamSpec, String> {
+    let (base, optional) = match text.strip_suffix('?') {
+        Some(b) => (b, true),
+        None => (text, false),
+    };
+    let kind = match base {
+        "string" => ParamKind::String,
+        "integer" => ParamKind::Integer,
+        "float" => ParamKind::Float,
+        "boolean" => ParamKind::Boolean,
+        "array" => ParamKind::Array,
+        "table" => ParamKind::Table,
+        _ => {
+            return Err(format!(
+                "{text:?}: must be string, integer, float, boolean, array or table, with ? when optional"
+            ));
+        }
+    };
+    Ok(ParamSpec { kind, optional })
+}
+
+/// Resolves `user`. As root any user; otherwise only the daemon's own user,
+/// since switching needs privileges it does not have.
+fn resolve_user(name: &str, we_are_root: bool) -> Result<Option<RunAs>, String> {
+    use nix::unistd::{Group, User, getgrouplist};
+    let user = User::from_name(name)
+        .map_err(|e| format!("user = {name:?}: cannot look it up: {e}"))?
+        .ok_or_else(|| format!("user = {name:?}: no such user"))?;
+    if !we_are_root {
+        if user.uid == nix::unistd::geteuid() {
+            return Ok(None);
+        }
+        return Err(format!(
+            "user = {name:?}: raccoond runs as uid {} and only root can run tasks as another user",
+            nix::unistd::geteuid()
+        ));
+    }
+    let cname = std::ffi::CString::new(name).map_err(|_| format!("user = {name:?}: contains NUL"))?;
+    let groups = getgrouplist(&cname, user.gid)
+        .map_err(|e| format!("user = {name:?}: cannot list its groups: {e}"))?;
+    let _ = Group::from_gid(user.gid);
+    Ok(Some(RunAs {
+        name: name.to_string(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups: groups.into_iter().map(|g| g.as_raw()).collect(),
+    }))
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn current_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        current_dir().join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_text(
+            Some(Path::new("/etc/r.toml")),
+            text,
+            Path::new("/etc"),
+            &Overrides::default(),
+        )
+    }
+
+    fn me() -> String {
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = load(&format!(
+            "[types.a]\ncommand = [\"tasks/a.sh\", \"{{x}}\"]\nuser = \"{}\"\n",
+            me()
+        ))
+        .unwrap();
+        assert_eq!(c.spool, PathBuf::from("/etc/spool"));
+        assert_eq!(c.types["a"].command[0], "/etc/tasks/a.sh");
+        assert_eq!(c.rescan, Some(Duration::from_secs(60)));
+        assert!(c.fsync);
+        assert!(c.http.listen.is_none());
+        assert_eq!(c.limit_of("a"), c.total);
+    }
+
+    #[test]
+    fn unknown_keys_name_file_key_and_line() {
+        let e = load("total = 2\ntimout = \"5s\"\n").unwrap_err().0;
+        assert!(e.starts_with("/etc/r.toml: line 2, column 1"), "{e}");
+        assert!(e.contains("timout"), "{e}");
+        let e = load("[types.a]\ncommand = [\"x\"]\nlimt = 2\n").unwrap_err().0;
+        assert!(e.contains("line 3") && e.contains("limt"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_say_which_key() {
+        let e = load("keep = \"forever\"\n").unwrap_err().0;
+        assert!(e.contains("line 1") && e.contains("forever"), "{e}");
+        let u = me();
+        let e = load(&format!("[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nnotify = \"sometimes\"\n"))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("[types.a] notify"), "{e}");
+        let e = load(&format!("[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nparams = {{ n = \"int\" }}\n"))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("params.n"), "{e}");
+        let e = load("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err().0;
+        assert!(e.contains("token_file"), "{e}");
+    }
+
+    #[test]
+    fn command_line_limits_override_the_file() {
+        let over = Overrides {
+            total: Some(3),
+            limits: vec![("a".into(), 2)],
+            ..Overrides::default()
+        };
+        let text = format!("total = 9\n[types.a]\ncommand = [\"x\"]\nuser = \"{}\"\nlimit = 5\n", me());
+        let c = Config::from_text(None, &text, Path::new("/"), &over).unwrap();
+        assert_eq!(c.total, 3);
+        assert_eq!(c.limit_of("a"), 2);
+        let over = Overrides {
+            limits: vec![("nope".into(), 2)],
+            ..Overrides::default()
+        };
+        assert!(Config::from_text(None, &text, Path::new("/"), &over).is_err());
+    }
+}

@@ -1,0 +1,1285 @@
+//! The main loop: one thread that owns the queue and the running jobs and
+//! reacts to [`Event`]s.
+//!
+//! Every other thread (the watcher, the signal thread, the task
+//! supervisors, the sweeper, the mailer, HTTP health checks) only sends
+//! events into one channel; the loop `recv`s them with a deadline computed
+//! from the next thing that must happen (a settle check, a `not_before`, a
+//! timeout, a kill after the grace, the report, the watchdog). Nothing here
+//! sleeps and nothing polls.
+//!
+//! Architecture Invariant: all spawning happens on this thread (see
+//! `runner`), and only this thread decides that a job moves; the `spool`
+//! module carries the move out.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use nix::fcntl::Flock;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::config::{Config, Notify, Overrides};
+use crate::job::{self, Job};
+use crate::record::{Record, Status, signal_name};
+use crate::runner::{self, Output};
+use crate::scheduler::{Queue, Queued, Slots};
+use crate::sdnotify::Notifier;
+use crate::spool::{self, ClaimOutcome, Entry, Leftover, Spool};
+use crate::status::{Board, FinishedRow, Histogram, QueuedRow, ROWS, RunningRow, Snapshot, TypeRow};
+use crate::sweeper::{self, Found};
+use crate::time::{self, format_duration};
+use crate::watch::{self, Fs};
+use crate::{http, mail, report};
+
+/// How long a file found by a scan (not announced by a close or a rename)
+/// must be left alone before it is read.
+const SETTLE: Duration = Duration::from_millis(500);
+/// The report is rewritten at most this often.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How often a job in `running/` held by another live process is looked
+/// at again (its holder may be a dying grandchild of a crashed daemon).
+const RECHECK_HELD: Duration = Duration::from_secs(2);
+/// A task's stdout becomes its `result` when it is shorter than this and
+/// it wrote no `RACCOON_RESULT`.
+const STDOUT_RESULT_MAX: u64 = 64 * 1024;
+/// `RACCOON_RESULT` files are read up to this size.
+const RESULT_MAX: u64 = 1 << 20;
+
+/// Everything the loop reacts to.
+pub enum Event {
+    Fs(Fs),
+    /// A task's main process exited and its output is written.
+    Exited { id: String, output: Output },
+    Signal(i32),
+    /// The mailer is done with a job: `sent` or `failed: …`.
+    Mailed { id: String, outcome: String },
+    /// The sweeper's first pass over `done/`.
+    Found(Found),
+    /// A health check: the loop answers, proving it is alive.
+    Ping(Sender<()>),
+}
+
+/// Why the daemon is killing a running task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Timeout,
+    Cancel,
+    /// Shutdown: the job goes back to `new/` and the attempt is not counted.
+    Drain,
+}
+
+struct Running {
+    name: String,
+    kind: String,
+    job: Job,
+    bytes: Vec<u8>,
+    child: Child,
+    /// Held until the record is written: the "alive" lock of the job.
+    _lock: Flock<File>,
+    submitted: SystemTime,
+    submitted_as: Option<String>,
+    started: SystemTime,
+    attempt: u32,
+    deadline: Option<Instant>,
+    stop: Option<Stop>,
+    /// When SIGTERM went to the group; SIGKILL follows after `kill_grace`.
+    term_sent: Option<Instant>,
+}
+
+pub struct Daemon {
+    config: Arc<Config>,
+    overrides: Overrides,
+    spool: Spool,
+    queue: Queue,
+    running: HashMap<String, Running>,
+    /// Names in `new/` waiting to settle, with when to look again.
+    pending: HashMap<String, Instant>,
+    /// Jobs in `running/` that some other live process holds.
+    held: HashSet<String>,
+    next_held_check: Option<Instant>,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    draining: Option<Instant>,
+    next_rescan: Option<Instant>,
+    sweeper: Option<Sender<(String, SystemTime)>>,
+    mailer: Option<mail::Mailer>,
+    board: Board,
+    notifier: Notifier,
+    next_watchdog: Option<Instant>,
+    dirty: bool,
+    report_due: Option<Instant>,
+    last_report: Option<Instant>,
+    recent: VecDeque<FinishedRow>,
+    finished_counts: std::collections::BTreeMap<(String, Status), u64>,
+    durations: std::collections::BTreeMap<String, Histogram>,
+    last_status_line: String,
+    _watcher: Option<notify::RecommendedWatcher>,
+    _http: Option<http::Server>,
+}
+
+/// Why the daemon could not start or went down: systemd's `Restart=` and
+/// the exit code table in raccoond(8) follow this.
+#[derive(Debug)]
+pub enum Fatal {
+    /// The configuration or the command line is wrong (exit 78, EX_CONFIG).
+    Config(String),
+    /// The system refused something that may work later (exit 75, EX_TEMPFAIL).
+    Temporary(String),
+}
+
+impl Daemon {
+    pub fn new(config: Config, overrides: Overrides) -> Result<Daemon, Fatal> {
+        let spool = Spool::open(&config.spool, config.fsync)
+            .map_err(|e| Fatal::Temporary(format!("spool: {e}")))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let config = Arc::new(config);
+        let board = Board::new(config.clone());
+        let mailer = match &config.mail {
+            Some(m) => {
+                let tx = tx.clone();
+                Some(
+                    mail::Mailer::start(m, spool.clone(), move |id, outcome| {
+                        let _ = tx.send(Event::Mailed { id, outcome });
+                    })
+                    .map_err(|e| Fatal::Config(format!("[mail] {e}")))?,
+                )
+            }
+            None => None,
+        };
+        let notifier = Notifier::from_env();
+        Ok(Daemon {
+            config,
+            overrides,
+            spool,
+            queue: Queue::default(),
+            running: HashMap::new(),
+            pending: HashMap::new(),
+            held: HashSet::new(),
+            next_held_check: None,
+            tx,
+            rx,
+            draining: None,
+            next_rescan: None,
+            sweeper: None,
+            mailer,
+            board,
+            next_watchdog: notifier.watchdog.map(|_| Instant::now()),
+            notifier,
+            dirty: true,
+            report_due: None,
+            last_report: None,
+            recent: VecDeque::new(),
+            finished_counts: Default::default(),
+            durations: Default::default(),
+            last_status_line: String::new(),
+            _watcher: None,
+            _http: None,
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT has drained the running jobs.
+    pub fn run(mut self) -> Result<(), Fatal> {
+        let tx = self.tx.clone();
+        let watcher = watch::start(&self.spool.new_dir(), &self.spool.cancel_dir(), move |fs| {
+            let _ = tx.send(Event::Fs(fs));
+        })
+        .map_err(|e| Fatal::Temporary(format!("cannot watch {}: {e}", self.spool.new_dir().display())))?;
+        self._watcher = Some(watcher);
+        self.start_signals()?;
+
+        self.recover();
+        self.scan_new(true);
+        self.scan_cancel();
+        self.next_rescan = self.config.rescan.map(|d| Instant::now() + d);
+
+        let tx = self.tx.clone();
+        self.sweeper = Some(
+            sweeper::start(self.spool.clone(), move |found| {
+                let _ = tx.send(Event::Found(found));
+            })
+            .map_err(|e| Fatal::Temporary(format!("cannot start the sweeper: {e}")))?,
+        );
+
+        if let Some(listen) = self.config.http.listen.clone() {
+            let tx = self.tx.clone();
+            let ping = move || {
+                let (ptx, prx) = crossbeam_channel::bounded(1);
+                tx.send(Event::Ping(ptx)).is_ok() && prx.recv_timeout(Duration::from_secs(2)).is_ok()
+            };
+            let server = http::Server::start(&listen, self.board.clone(), self.spool.clone(), ping)
+                .map_err(|e| Fatal::Temporary(format!("[http] listen = {listen:?}: {e}")))?;
+            eprintln!("http: listening on {}", server.addr());
+            self._http = Some(server);
+        }
+
+        self.tick();
+        self.publish();
+        eprintln!(
+            "raccoond {}: ready, spool {}, total {}, {} queued, {} running",
+            env!("CARGO_PKG_VERSION"),
+            self.spool.root().display(),
+            self.config.total,
+            self.queue.len(),
+            self.running.len()
+        );
+        self.notifier.send("READY=1");
+        self.notify_status();
+
+        loop {
+            if self.draining.is_some() && self.running.is_empty() {
+                break;
+            }
+            let deadline = self.next_deadline();
+            let first = match deadline {
+                Some(d) => self.rx.recv_deadline(d),
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match first {
+                Ok(ev) => {
+                    self.handle(ev);
+                    // Take a batch before the (comparatively costly) tick.
+                    for _ in 0..256 {
+                        match self.rx.try_recv() {
+                            Ok(ev) => self.handle(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.tick();
+            if self.dirty {
+                self.publish();
+            }
+        }
+        self.write_report();
+        eprintln!("raccoond: stopped");
+        Ok(())
+    }
+
+    fn start_signals(&self) -> Result<(), Fatal> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+            .map_err(|e| Fatal::Temporary(format!("cannot install signal handlers: {e}")))?;
+        let tx = self.tx.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if tx.send(Event::Signal(sig)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Fatal::Temporary(format!("cannot start the signal thread: {e}")))?;
+        Ok(())
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Fs(Fs::Ready(name)) => {
+                self.pending.remove(&name);
+                self.ingest(&name, false);
+            }
+            Event::Fs(Fs::Seen(name)) => {
+                if !self.queue.contains(&name) {
+                    self.pending.entry(name).or_insert_with(|| Instant::now() + SETTLE);
+                }
+            }
+            Event::Fs(Fs::Overflow) => {
+                eprintln!("watch: events were lost; scanning new/ and cancel/");
+                self.scan_new(false);
+                self.scan_cancel();
+            }
+            Event::Fs(Fs::Cancel(id)) => self.cancel(&id),
+            Event::Exited { id, output } => self.exited(&id, output),
+            Event::Signal(sig) => self.signal(sig),
+            Event::Mailed { id, outcome } => self.mailed(&id, &outcome),
+            Event::Found(found) => self.found(found),
+            Event::Ping(reply) => {
+                let _ = reply.try_send(());
+            }
+        }
+    }
+
+    // ---- ingestion -------------------------------------------------------
+
+    /// Lists `new/` and takes every submission not yet known. At start
+    /// files are taken at once when they have settled; otherwise (and for
+    /// later scans) unknown names wait for the settle time.
+    fn scan_new(&mut self, at_start: bool) {
+        let names = match self.spool.names(&self.spool.new_dir()) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("scan: {e}");
+                return;
+            }
+        };
+        let mut fresh: Vec<String> = names
+            .into_iter()
+            .filter(|n| !self.queue.contains(n) && !self.pending.contains_key(n))
+            .collect();
+        fresh.sort();
+        for name in fresh {
+            if at_start {
+                self.ingest(&name, true);
+            } else {
+                self.pending.insert(name, Instant::now() + SETTLE);
+            }
+        }
+    }
+
+    fn scan_cancel(&mut self) {
+        if let Ok(names) = self.spool.names(&self.spool.cancel_dir()) {
+            for id in names {
+                self.cancel(&id);
+            }
+        }
+    }
+
+    /// Reads a submission in `new/` and queues or rejects it. With
+    /// `settle`, a file still being written (recently modified, or open for
+    /// writing by someone) is looked at again later instead.
+    fn ingest(&mut self, name: &str, settle: bool) {
+        if name.starts_with('.') {
+            return;
+        }
+        let entry = match self.spool.open_new(name) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("new/{name}: {e}");
+                return;
+            }
+        };
+        let (mut file, meta) = match entry {
+            Entry::Gone => {
+                self.queue.remove(name);
+                return;
+            }
+            Entry::Other(kind) => {
+                self.reject_entry(name, kind);
+                return;
+            }
+            Entry::Regular { file, meta } => (file, meta),
+        };
+        let mtime = meta.modified().unwrap_or_else(|_| time::now());
+        if settle {
+            let young = time::now().duration_since(mtime).map_or(true, |age| age < SETTLE);
+            if young || spool::has_writer(&file) == Some(true) {
+                self.pending.insert(name.to_string(), Instant::now() + SETTLE);
+                return;
+            }
+        }
+        let max = self.config.max_job_bytes;
+        if meta.len() > max {
+            self.reject_regular(
+                name,
+                &[],
+                format!("too large: {} bytes, more than max_job_bytes = {max}", meta.len()),
+                true,
+            );
+            return;
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        use std::io::Read;
+        if let Err(e) = (&mut file).take(max + 1).read_to_end(&mut bytes) {
+            eprintln!("new/{name}: cannot read: {e}");
+            return;
+        }
+        drop(file);
+        match job::parse(&bytes, &self.config) {
+            Ok(job) => {
+                let id = spool::id_from_name(name).map_or_else(spool::fresh_id, str::to_string);
+                let queued = Queued {
+                    name: name.to_string(),
+                    id,
+                    kind: job.kind.clone(),
+                    priority: job.priority,
+                    submitted: job.submitted.unwrap_or(mtime),
+                    not_before: job.not_before,
+                };
+                self.queue.push(queued, time::now());
+                self.dirty = true;
+            }
+            Err(error) => {
+                let keep_file = std::str::from_utf8(&bytes).is_err() || bytes.len() as u64 > max;
+                self.reject_regular(name, &bytes, error, keep_file);
+            }
+        }
+    }
+
+    /// Rejects a regular file: claims it like any job, then writes a
+    /// `rejected` record holding its text. `keep_file` keeps the file
+    /// itself too (binary or oversized), in `done/<id>.files/`.
+    fn reject_regular(&mut self, name: &str, bytes: &[u8], error: String, keep_file: bool) {
+        self.queue.remove(name);
+        let want = spool::id_from_name(name).map_or_else(spool::fresh_id, str::to_string);
+        let claim = match self.spool.claim(name, &want, self.config.max_job_bytes) {
+            Ok(ClaimOutcome::Claimed(c)) => c,
+            Ok(_) => return,
+            Err(e) => {
+                eprintln!("new/{name}: cannot claim to reject it: {e}");
+                return;
+            }
+        };
+        let bytes = if bytes.is_empty() { &claim.bytes[..] } else { bytes };
+        let mut rec = Record::new(&claim.id, &guess_type(bytes), Status::Rejected);
+        let now = time::now();
+        rec.submitted = Some(time::to_toml(now));
+        rec.finished = Some(time::to_toml(now));
+        rec.expires = Some(time::to_toml(now + self.config.keep));
+        rec.error = Some(error.clone());
+        if claim.id != name.strip_suffix(".toml").unwrap_or(name) {
+            rec.submitted_as = Some(name.to_string());
+        }
+        if keep_file {
+            if let Err(e) = self.spool.keep_claimed(&claim.id, name) {
+                eprintln!("{}: cannot keep the rejected file: {e}", claim.id);
+            }
+            if std::str::from_utf8(bytes).is_err() {
+                rec.source = Some(String::from_utf8_lossy(bytes).into_owned());
+            }
+        } else {
+            rec.source = Some(String::from_utf8_lossy(bytes).into_owned());
+        }
+        self.commit(rec, None);
+    }
+
+    /// Rejects a symlink, folder, FIFO, socket or device without opening
+    /// it: it is moved whole into `done/<id>.files/`.
+    fn reject_entry(&mut self, name: &str, kind: &str) {
+        self.queue.remove(name);
+        let id = spool::fresh_id();
+        match self.spool.park(name, &id) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                eprintln!("new/{name}: cannot move it aside: {e}");
+                return;
+            }
+        }
+        let now = time::now();
+        let mut rec = Record::new(&id, "", Status::Rejected);
+        rec.submitted = Some(time::to_toml(now));
+        rec.finished = Some(time::to_toml(now));
+        rec.expires = Some(time::to_toml(now + self.config.keep));
+        rec.error = Some(format!(
+            "not a regular file: new/{name} is a {kind}; it was not opened and is kept in done/{id}.files/"
+        ));
+        rec.submitted_as = Some(name.to_string());
+        rec.source = Some(String::new());
+        self.commit(rec, None);
+    }
+
+    // ---- starting --------------------------------------------------------
+
+    fn start_ready(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        self.queue.promote(time::now());
+        loop {
+            let mut by_type: HashMap<&str, usize> = HashMap::new();
+            for r in self.running.values() {
+                *by_type.entry(r.kind.as_str()).or_default() += 1;
+            }
+            let config = self.config.clone();
+            let limit = |k: &str| config.limit_of(k);
+            let running = |k: &str| by_type.get(k).copied().unwrap_or(0);
+            let slots = Slots {
+                total: config.total,
+                running_total: self.running.len(),
+                limit: &limit,
+                running: &running,
+            };
+            let Some(next) = self.queue.next(&slots).cloned() else {
+                return;
+            };
+            drop(by_type);
+            self.queue.remove(&next.name);
+            self.dirty = true;
+            self.start(next);
+        }
+    }
+
+    fn start(&mut self, q: Queued) {
+        let claim = match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
+            Ok(ClaimOutcome::Claimed(c)) => c,
+            Ok(ClaimOutcome::Gone) | Ok(ClaimOutcome::Busy) => return,
+            Err(e) => {
+                eprintln!("new/{}: cannot claim: {e}", q.name);
+                return;
+            }
+        };
+        let id = claim.id.clone();
+        let submitted_as = (id != q.name.strip_suffix(".toml").unwrap_or(&q.name)).then(|| q.name.clone());
+        // The file may have changed since it was queued: what runs is what
+        // is in running/ now, checked again.
+        let job = match job::parse(&claim.bytes, &self.config) {
+            Ok(j) => j,
+            Err(error) => {
+                let mut rec = Record::new(&id, &guess_type(&claim.bytes), Status::Rejected);
+                let now = time::now();
+                rec.submitted = Some(time::to_toml(q.submitted));
+                rec.finished = Some(time::to_toml(now));
+                rec.expires = Some(time::to_toml(now + self.config.keep));
+                rec.error = Some(error);
+                rec.submitted_as = submitted_as;
+                rec.source = Some(String::from_utf8_lossy(&claim.bytes).into_owned());
+                self.commit(rec, None);
+                return;
+            }
+        };
+        if self.spool.cancel_path(&id).exists() {
+            let rec = self.queued_record(&id, &job, q.submitted, submitted_as, Status::Cancelled, "cancelled before it started");
+            self.commit(rec, Some(&job));
+            let _ = std::fs::remove_file(self.spool.cancel_path(&id));
+            return;
+        }
+        let Some(ty) = self.config.types.get(&job.kind).cloned() else {
+            return;
+        };
+        let attempt = job.attempts + 1;
+        let tx = self.tx.clone();
+        let exit_id = id.clone();
+        let launch = runner::Launch {
+            id: &id,
+            job: &job,
+            ty: &ty,
+            attempt,
+            spool: &self.spool,
+            lock_fd: claim.lock.as_raw_fd(),
+            max_output_bytes: self.config.max_output_bytes,
+        };
+        let started = time::now();
+        match runner::start(&launch, move |output| {
+            let _ = tx.send(Event::Exited { id: exit_id, output });
+        }) {
+            Ok(child) => {
+                eprintln!("{id}: started type={} pid={} attempt={attempt}", job.kind, child.id());
+                let deadline = job.timeout.map(|t| Instant::now() + t);
+                self.running.insert(
+                    id,
+                    Running {
+                        name: q.name,
+                        kind: job.kind.clone(),
+                        bytes: claim.bytes,
+                        job,
+                        child,
+                        _lock: claim.lock,
+                        submitted: q.submitted,
+                        submitted_as,
+                        started,
+                        attempt,
+                        deadline,
+                        stop: None,
+                        term_sent: None,
+                    },
+                );
+            }
+            Err(e) => {
+                eprintln!("{id}: cannot start: {e}");
+                let run = Run {
+                    id: &id,
+                    job: &job,
+                    bytes: &claim.bytes,
+                    submitted: q.submitted,
+                    submitted_as,
+                    started,
+                    attempt,
+                };
+                self.failed_run(run, None, format!("cannot start: {e}"), Output::default());
+                drop(claim);
+            }
+        }
+    }
+
+    // ---- ending ----------------------------------------------------------
+
+    fn exited(&mut self, id: &str, output: Output) {
+        let Some(mut r) = self.running.remove(id) else {
+            return;
+        };
+        self.dirty = true;
+        let status = match r.child.wait() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{id}: cannot reap pid {}: {e}", r.child.id());
+                return;
+            }
+        };
+        let run = Run {
+            id,
+            job: &r.job,
+            bytes: &r.bytes,
+            submitted: r.submitted,
+            submitted_as: r.submitted_as.clone(),
+            started: r.started,
+            attempt: r.attempt,
+        };
+        match r.stop {
+            Some(Stop::Drain) => {
+                // The attempt does not count: the job never had its chance.
+                let text = requeue_text(&r.bytes, r.job.attempts, r.submitted, None);
+                match self.spool.requeue(id, text.as_bytes()) {
+                    Ok(()) => eprintln!("{id}: put back in new/ (shutdown)"),
+                    Err(e) => eprintln!("{id}: cannot put back in new/: {e}"),
+                }
+            }
+            Some(Stop::Cancel) => {
+                let rec = self.run_record(&run, Status::Cancelled, Some(status), Some("cancelled".into()), output);
+                self.commit(rec, Some(&r.job));
+                let _ = std::fs::remove_file(self.spool.cancel_path(id));
+            }
+            Some(Stop::Timeout) => {
+                let limit = r.job.timeout.map(format_duration).unwrap_or_default();
+                let rec = self.run_record(
+                    &run,
+                    Status::TimedOut,
+                    Some(status),
+                    Some(format!("timed out after {limit}")),
+                    output,
+                );
+                self.commit(rec, Some(&r.job));
+            }
+            None if status.success() => {
+                let rec = self.run_record(&run, Status::Succeeded, Some(status), None, output);
+                self.commit(rec, Some(&r.job));
+            }
+            None => {
+                let why = describe_exit(status);
+                self.failed_run(run, Some(status), why, output);
+            }
+        }
+        drop(r.name);
+    }
+
+    /// A run that failed: put back for a retry while retries remain, else
+    /// the record says `failed`.
+    fn failed_run(&mut self, run: Run, status: Option<ExitStatus>, why: String, output: Output) {
+        let id = run.id;
+        if run.attempt <= run.job.retries {
+            let kind = run.job.kind.as_str();
+            let base = self.config.types.get(kind).map_or(crate::config::DEFAULT_RETRY_DELAY, |t| t.retry_delay);
+            let delay = retry_delay(base, run.attempt);
+            let at = time::now() + delay;
+            let text = requeue_text(run.bytes, run.attempt, run.submitted, Some(at));
+            match self.spool.requeue(id, text.as_bytes()) {
+                Ok(()) => eprintln!(
+                    "{id}: {why}; retry {}/{} in {}",
+                    run.attempt,
+                    run.job.retries,
+                    format_duration(delay)
+                ),
+                Err(e) => eprintln!("{id}: cannot put back in new/ for a retry: {e}"),
+            }
+            return;
+        }
+        let rec = self.run_record(&run, Status::Failed, status, Some(why), output);
+        self.commit(rec, Some(run.job));
+    }
+
+    fn run_record(&self, run: &Run, status: Status, exit: Option<ExitStatus>, error: Option<String>, output: Output) -> Record {
+        let now = time::now();
+        let mut rec = self.queued_record(run.id, run.job, run.submitted, run.submitted_as.clone(), status, "");
+        rec.error = error;
+        rec.started = Some(time::to_toml(run.started));
+        rec.finished = Some(time::to_toml(now));
+        rec.expires = Some(time::to_toml(now + run.job.keep));
+        rec.attempts = run.attempt;
+        if let Some(st) = exit {
+            use std::os::unix::process::ExitStatusExt;
+            match (st.code(), st.signal()) {
+                (Some(c), _) => rec.exit_code = Some(c),
+                (None, Some(s)) => rec.signal = Some(signal_name(s)),
+                _ => {}
+            }
+        }
+        rec.result = self.result_of(run.id, output);
+        rec
+    }
+
+    /// A record for a job that never ran (cancelled while queued).
+    fn queued_record(
+        &self,
+        id: &str,
+        job: &Job,
+        submitted: SystemTime,
+        submitted_as: Option<String>,
+        status: Status,
+        error: &str,
+    ) -> Record {
+        let now = time::now();
+        let mut rec = Record::new(id, &job.kind, status);
+        rec.submitted = Some(time::to_toml(job.submitted.unwrap_or(submitted)));
+        rec.finished = Some(time::to_toml(now));
+        rec.expires = Some(time::to_toml(now + job.keep));
+        rec.attempts = job.attempts;
+        rec.error = (!error.is_empty()).then(|| error.to_string());
+        rec.submitted_as = submitted_as;
+        rec.email = job.email.clone();
+        if job.priority != 0 {
+            rec.priority = Some(job.priority);
+        }
+        rec.args = job.args.clone();
+        rec.params = (!job.params.is_empty()).then(|| job.params.clone());
+        rec
+    }
+
+    /// `RACCOON_RESULT` as TOML or JSON; else a short stdout as text.
+    fn result_of(&self, id: &str, output: Output) -> Option<toml::Value> {
+        use std::io::Read;
+        let path = self.spool.running_result(id);
+        let mut text = String::new();
+        if let Ok(f) = File::open(&path) {
+            let _ = f.take(RESULT_MAX).read_to_string(&mut text);
+        }
+        if !text.trim().is_empty() {
+            return Some(parse_result(&text));
+        }
+        if output.cut || output.stdout_bytes == 0 || output.stdout_bytes >= STDOUT_RESULT_MAX {
+            return None;
+        }
+        let out = std::fs::read(self.spool.running_out(id)).ok()?;
+        String::from_utf8(out).ok().map(toml::Value::String)
+    }
+
+    /// Writes a record (the commit point of a job's end) and tells whoever
+    /// cares: the log, the sweeper, the mailer, the report.
+    fn commit(&mut self, mut rec: Record, job: Option<&Job>) {
+        let notify = job
+            .and_then(|j| self.config.types.get(&j.kind))
+            .map_or(Notify::Always, |t| t.notify);
+        let wants_mail = !rec.email.is_empty()
+            && match notify {
+                Notify::Always => true,
+                Notify::Failure => rec.status.is_failure(),
+                Notify::Never => false,
+            };
+        if !rec.email.is_empty() {
+            rec.mail = Some(if wants_mail && self.mailer.is_some() { "pending" } else { "none" }.into());
+        }
+        if let Err(e) = self.spool.finish(&rec) {
+            eprintln!("{}: cannot write the record: {e}", rec.id);
+            return;
+        }
+        let mut line = format!("{}: {}", rec.id, rec.status);
+        if let Some(c) = rec.exit_code {
+            line.push_str(&format!(" exit={c}"));
+        }
+        if let Some(s) = &rec.signal {
+            line.push_str(&format!(" signal={s}"));
+        }
+        if let Some(d) = rec.duration() {
+            line.push_str(&format!(" after {}", format_duration(d)));
+        }
+        if let Some(e) = &rec.error {
+            line.push_str(&format!(" ({e})"));
+        }
+        eprintln!("{line}");
+        if let (Some(sw), Some(exp)) = (&self.sweeper, rec.expires_at()) {
+            let _ = sw.send((rec.id.clone(), exp));
+        }
+        *self.finished_counts.entry((rec.kind.clone(), rec.status)).or_default() += 1;
+        if let Some(d) = rec.duration() {
+            self.durations.entry(rec.kind.clone()).or_default().observe(d);
+        }
+        self.recent.push_front(FinishedRow {
+            id: rec.id.clone(),
+            kind: rec.kind.clone(),
+            status: rec.status,
+            finished: rec.finished_at().unwrap_or_else(time::now),
+            duration: rec.duration(),
+            exit_code: rec.exit_code,
+            signal: rec.signal.clone(),
+        });
+        self.recent.truncate(ROWS);
+        self.dirty = true;
+        if wants_mail && let Some(m) = &self.mailer {
+            m.send(rec);
+        }
+    }
+
+    fn mailed(&mut self, id: &str, outcome: &str) {
+        match self.spool.read_record(id) {
+            Ok(mut rec) => {
+                rec.mail = Some(outcome.to_string());
+                match self.spool.rewrite_record(&rec) {
+                    Ok(()) => eprintln!("{id}: mail {outcome}"),
+                    Err(e) => eprintln!("{id}: mail {outcome}, but the record cannot say so: {e}"),
+                }
+            }
+            Err(e) => eprintln!("{id}: mail {outcome}, but the record is gone: {e}"),
+        }
+    }
+
+    fn found(&mut self, found: Found) {
+        for row in found.recent {
+            if self.recent.len() < ROWS && !self.recent.iter().any(|r| r.id == row.id) {
+                self.recent.push_back(row);
+            }
+        }
+        if let Some(m) = &self.mailer {
+            for id in found.mail_pending {
+                if let Ok(rec) = self.spool.read_record(&id) {
+                    eprintln!("{id}: mail still pending from an earlier run; sending");
+                    m.send(rec);
+                }
+            }
+        }
+        self.dirty = true;
+    }
+
+    // ---- cancel, signals, timers ----------------------------------------
+
+    fn cancel(&mut self, id: &str) {
+        if let Some(r) = self.running.get_mut(id) {
+            if r.stop.is_none() || r.stop == Some(Stop::Drain) {
+                eprintln!("{id}: cancelling (SIGTERM to the process group)");
+                r.stop = Some(Stop::Cancel);
+                term(r);
+            }
+            return;
+        }
+        if let Some(name) = self.queue.name_of(id).map(str::to_string)
+            && let Some(q) = self.queue.remove(&name)
+        {
+            self.dirty = true;
+            // Claiming it first makes sure no other daemon starts it.
+            if let Ok(ClaimOutcome::Claimed(claim)) = self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
+                let submitted_as = (claim.id != q.id).then(|| q.name.clone());
+                match job::parse(&claim.bytes, &self.config) {
+                    Ok(job) => {
+                        let rec = self.queued_record(&claim.id, &job, q.submitted, submitted_as, Status::Cancelled, "cancelled before it started");
+                        self.commit(rec, Some(&job));
+                    }
+                    Err(_) => {
+                        let mut rec = Record::new(&claim.id, &q.kind, Status::Cancelled);
+                        rec.finished = Some(time::to_toml(time::now()));
+                        rec.expires = Some(time::to_toml(time::now() + self.config.keep));
+                        rec.source = Some(String::from_utf8_lossy(&claim.bytes).into_owned());
+                        self.commit(rec, None);
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(self.spool.cancel_path(id));
+            return;
+        }
+        // Not ours: another daemon may be running it; else nothing to do.
+        if spool::valid_id(id) && self.spool.running_job(id).exists() {
+            return;
+        }
+        if !self.spool.done_record(id).exists() {
+            eprintln!("{id}: cancel: no such job");
+        }
+        let _ = std::fs::remove_file(self.spool.cancel_path(id));
+    }
+
+    fn signal(&mut self, sig: i32) {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        match sig {
+            SIGTERM | SIGINT if self.draining.is_none() => {
+                let grace = self.config.stop_timeout;
+                eprintln!(
+                    "raccoond: {}, stopping: {} running job(s) may finish within {}",
+                    signal_name(sig),
+                    self.running.len(),
+                    format_duration(grace)
+                );
+                self.notifier.send("STOPPING=1");
+                self.draining = Some(Instant::now() + grace);
+                self.dirty = true;
+            }
+            SIGTERM | SIGINT => {}
+            SIGHUP => self.reload(),
+            _ => {}
+        }
+    }
+
+    fn reload(&mut self) {
+        self.notifier.send("RELOADING=1");
+        let path = self.config.path.clone();
+        match Config::load(path.as_deref(), &self.overrides) {
+            Ok(mut c) => {
+                if c.spool != self.config.spool {
+                    eprintln!(
+                        "reload: spool cannot change while running; keeping {}",
+                        self.config.spool.display()
+                    );
+                    c.spool = self.config.spool.clone();
+                }
+                eprintln!("reload: configuration read again from {}", path.as_deref().map_or("(none)".into(), |p: &std::path::Path| p.display().to_string()));
+                self.config = Arc::new(c);
+                self.board.set_config(self.config.clone());
+                self.spool = self.spool.with_fsync(self.config.fsync);
+                self.dirty = true;
+            }
+            Err(e) => eprintln!("reload: {e}; the old configuration stays in force"),
+        }
+        self.notifier.send("READY=1");
+    }
+
+    /// Everything that is due: settled files, rescans, timeouts, kills,
+    /// the drain deadline, held jobs, then starting what may start.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        if !self.pending.is_empty() {
+            let due: Vec<String> = self
+                .pending
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in due {
+                self.pending.remove(&name);
+                self.ingest(&name, true);
+            }
+        }
+        if let Some(t) = self.next_rescan
+            && t <= now
+        {
+            self.scan_new(false);
+            self.scan_cancel();
+            self.next_rescan = self.config.rescan.map(|d| now + d);
+        }
+        if self.next_held_check.is_some_and(|t| t <= now) {
+            self.next_held_check = None;
+            self.recover();
+        }
+        let drain_due = self.draining.is_some_and(|t| t <= now);
+        let grace = self.config.kill_grace;
+        for (id, r) in self.running.iter_mut() {
+            if let Some(sent) = r.term_sent {
+                if sent + grace <= now {
+                    eprintln!("{id}: still alive {} after SIGTERM; SIGKILL", format_duration(grace));
+                    let _ = killpg(Pid::from_raw(r.child.id() as i32), Signal::SIGKILL);
+                    r.term_sent = None;
+                    r.deadline = None;
+                }
+                continue;
+            }
+            if r.stop.is_none() && r.deadline.is_some_and(|d| d <= now) {
+                eprintln!("{id}: timed out; SIGTERM to the process group");
+                r.stop = Some(Stop::Timeout);
+                term(r);
+            } else if drain_due && r.stop.is_none() {
+                eprintln!("{id}: stop_timeout passed; SIGTERM to the process group");
+                r.stop = Some(Stop::Drain);
+                term(r);
+            }
+        }
+        self.start_ready();
+        if let Some(t) = self.next_watchdog
+            && t <= now
+        {
+            self.notifier.send("WATCHDOG=1");
+            self.next_watchdog = self.notifier.watchdog.map(|w| now + w);
+        }
+        if self.report_due.is_some_and(|t| t <= now) {
+            self.write_report();
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.pending.values().min().copied());
+        consider(self.next_rescan);
+        consider(self.next_held_check);
+        consider(self.next_watchdog);
+        consider(self.report_due);
+        if self.draining.is_none() {
+            consider(self.queue.next_wakeup().map(|t| {
+                Instant::now() + t.duration_since(time::now()).unwrap_or_default()
+            }));
+        } else if let Some(d) = self.draining {
+            consider(Some(d));
+        }
+        let grace = self.config.kill_grace;
+        for r in self.running.values() {
+            consider(r.term_sent.map(|t| t + grace));
+            if r.stop.is_none() {
+                consider(r.deadline);
+            }
+        }
+        next
+    }
+
+    // ---- recovery --------------------------------------------------------
+
+    /// Jobs left in `running/` by a daemon that died: those no live process
+    /// holds go back to `new/` with the attempt counted, or end `failed`
+    /// (`interrupted`) past their retries.
+    fn recover(&mut self) {
+        let leftovers = match self.spool.recover(self.config.max_job_bytes) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("recover: {e}");
+                return;
+            }
+        };
+        self.held.clear();
+        for left in leftovers {
+            match left {
+                Leftover::Alive(id) => {
+                    if !self.running.contains_key(&id) {
+                        self.held.insert(id);
+                    }
+                }
+                Leftover::Cleaned(id) => eprintln!("{id}: recover: removed leftovers of a finished job"),
+                Leftover::Orphan(claim) => {
+                    let id = claim.id.clone();
+                    if self.running.contains_key(&id) {
+                        continue;
+                    }
+                    match job::parse(&claim.bytes, &self.config) {
+                        Ok(job) => {
+                            let attempt = job.attempts + 1;
+                            let submitted = job.submitted.unwrap_or_else(time::now);
+                            if attempt <= job.retries {
+                                let text = requeue_text(&claim.bytes, attempt, submitted, None);
+                                match self.spool.requeue(&id, text.as_bytes()) {
+                                    Ok(()) => eprintln!("{id}: recover: interrupted; put back in new/ (attempt {attempt} counted)"),
+                                    Err(e) => eprintln!("{id}: recover: cannot put back in new/: {e}"),
+                                }
+                            } else {
+                                let mut rec = self.queued_record(&id, &job, submitted, None, Status::Failed, "interrupted");
+                                rec.attempts = attempt;
+                                self.commit(rec, Some(&job));
+                            }
+                        }
+                        Err(error) => {
+                            let mut rec = Record::new(&id, &guess_type(&claim.bytes), Status::Rejected);
+                            let now = time::now();
+                            rec.finished = Some(time::to_toml(now));
+                            rec.expires = Some(time::to_toml(now + self.config.keep));
+                            rec.error = Some(error);
+                            rec.source = Some(String::from_utf8_lossy(&claim.bytes).into_owned());
+                            self.commit(rec, None);
+                        }
+                    }
+                }
+            }
+        }
+        if !self.held.is_empty() {
+            self.next_held_check = Some(Instant::now() + RECHECK_HELD);
+        }
+    }
+
+    // ---- publishing ------------------------------------------------------
+
+    fn publish(&mut self) {
+        self.dirty = false;
+        let snapshot = self.snapshot();
+        let line = format!(
+            "STATUS={} running, {} queued{}",
+            snapshot.running_total,
+            snapshot.queued_total,
+            if snapshot.draining { ", stopping" } else { "" }
+        );
+        self.board.publish(snapshot);
+        if line != self.last_status_line {
+            self.notifier.send(&line);
+            self.last_status_line = line;
+        }
+        if self.report_due.is_none() {
+            let earliest = self.last_report.map_or(Instant::now(), |t| t + REPORT_EVERY);
+            self.report_due = Some(earliest.max(Instant::now()));
+        }
+    }
+
+    fn notify_status(&mut self) {
+        self.last_status_line.clear();
+        self.publish();
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let counts = self.queue.counts();
+        let mut running_by: HashMap<&str, usize> = HashMap::new();
+        for r in self.running.values() {
+            *running_by.entry(r.kind.as_str()).or_default() += 1;
+        }
+        let types = self
+            .config
+            .types
+            .keys()
+            .map(|name| TypeRow {
+                name: name.clone(),
+                limit: self.config.limit_of(name),
+                running: running_by.get(name.as_str()).copied().unwrap_or(0),
+                queued: counts.get(name).copied().unwrap_or(0),
+            })
+            .collect();
+        let mut running: Vec<RunningRow> = self
+            .running
+            .iter()
+            .map(|(id, r)| RunningRow {
+                id: id.clone(),
+                kind: r.kind.clone(),
+                started: r.started,
+                pid: r.child.id(),
+                attempt: r.attempt,
+            })
+            .collect();
+        running.sort_by(|a, b| a.started.cmp(&b.started));
+        Snapshot {
+            generated: Some(time::now()),
+            total: self.config.total,
+            running_total: self.running.len(),
+            queued_total: self.queue.len(),
+            draining: self.draining.is_some(),
+            types,
+            running,
+            queued: self
+                .queue
+                .first(ROWS)
+                .into_iter()
+                .map(|q| QueuedRow {
+                    id: q.id.clone(),
+                    kind: q.kind.clone(),
+                    priority: q.priority,
+                    submitted: q.submitted,
+                    not_before: q.not_before,
+                })
+                .collect(),
+            finished: self.recent.iter().cloned().collect(),
+            finished_counts: self.finished_counts.clone(),
+            durations: self.durations.clone(),
+        }
+    }
+
+    fn write_report(&mut self) {
+        self.report_due = None;
+        self.last_report = Some(Instant::now());
+        let html = report::render(&self.board.snapshot(), time::now());
+        if let Err(e) = self.spool.write_report(html.as_bytes()) {
+            eprintln!("report: {e}");
+        }
+    }
+}
+
+/// The parts of a run that its record and its retry need.
+struct Run<'a> {
+    id: &'a str,
+    job: &'a Job,
+    bytes: &'a [u8],
+    submitted: SystemTime,
+    submitted_as: Option<String>,
+    started: SystemTime,
+    attempt: u32,
+}
+
+fn term(r: &mut Running) {
+    let _ = killpg(Pid::from_raw(r.child.id() as i32), Signal::SIGTERM);
+    r.term_sent = Some(Instant::now());
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("killed by {}", signal_name(s)),
+        _ => "ended".into(),
+    }
+}
+
+/// `retry_delay` doubled for each earlier retry, give or take a tenth so
+/// that jobs failing together do not retry together.
+fn retry_delay(base: Duration, attempt: u32) -> Duration {
+    let doubled = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let nanos = time::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let jitter = (nanos % 2001) as f64 / 10_000.0 - 0.1; // -0.1 ..= +0.1
+    doubled.mul_f64(1.0 + jitter)
+}
+
+/// The job file's text with `attempts`, `submitted` and (for a retry)
+/// `not_before` set, as it goes back into `new/`.
+fn requeue_text(bytes: &[u8], attempts: u32, submitted: SystemTime, not_before: Option<SystemTime>) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
+    table.insert("attempts".into(), toml::Value::Integer(i64::from(attempts)));
+    table.insert("submitted".into(), toml::Value::Datetime(time::to_toml(submitted)));
+    if let Some(t) = not_before {
+        table.insert("not_before".into(), toml::Value::Datetime(time::to_toml(t)));
+    }
+    toml::to_string(&table).unwrap_or_else(|_| text.into_owned())
+}
+
+/// The type a rejected file names, if it names one, for its record.
+fn guess_type(bytes: &[u8]) -> String {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(t).ok())
+        .and_then(|t| t.get("type").and_then(|v| v.as_str().map(str::to_string)))
+        .unwrap_or_default()
+}
+
+/// A result file: JSON when it looks like JSON, else TOML, else text.
+fn parse_result(text: &str) -> toml::Value {
+    let t = text.trim_start();
+    if (t.starts_with('{') || t.starts_with('['))
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(t)
+        && let Ok(tv) = job::json_to_toml(&v, "result")
+    {
+        return tv;
+    }
+    if let Ok(table) = toml::from_str::<toml::Table>(text) {
+        return toml::Value::Table(table);
+    }
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(t)
+        && let Ok(tv) = job::json_to_toml(&v, "result")
+    {
+        return tv;
+    }
+    toml::Value::String(text.to_string())
+}
+
+#[allow(dead_code)]
+fn _unused(_: PathBuf) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_with_a_little_jitter() {
+        let base = Duration::from_secs(10);
+        for (attempt, want) in [(1, 10.0), (2, 20.0), (3, 40.0)] {
+            let d = retry_delay(base, attempt).as_secs_f64();
+            assert!(d >= want * 0.89 && d <= want * 1.11, "attempt {attempt}: {d}");
+        }
+    }
+
+    #[test]
+    fn requeued_text_keeps_the_job_and_adds_the_schedule() {
+        let t0 = time::parse_rfc3339("2026-11-22T10:00:00Z").unwrap();
+        let text = requeue_text(b"type = \"a\"\n[params]\nn = 1\n", 2, t0, Some(t0));
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(table["type"].as_str(), Some("a"));
+        assert_eq!(table["attempts"].as_integer(), Some(2));
+        assert!(table["submitted"].as_datetime().is_some());
+        assert!(table["not_before"].as_datetime().is_some());
+        assert_eq!(table["params"]["n"].as_integer(), Some(1));
+    }
+
+    #[test]
+    fn results_are_json_toml_or_text() {
+        assert_eq!(parse_result("{\"rows\": 10}")["rows"].as_integer(), Some(10));
+        assert_eq!(parse_result("rows = 10\n")["rows"].as_integer(), Some(10));
+        assert_eq!(parse_result("just words").as_str(), Some("just words"));
+    }
+}

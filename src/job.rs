@@ -1,0 +1,479 @@
+//! The job file: its schema, and the one function that decides whether a
+//! submission is a job.
+//!
+//! Takes the bytes of a submission (a file in `new/`, an HTTP body turned
+//! into TOML, the client's command line) and the configuration; gives a
+//! [`Job`] or a rejection that says what is wrong and where. File drops,
+//! HTTP and the client all go through [`parse`], so they accept and refuse
+//! exactly the same things. This module does no IO.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use toml::value::Datetime;
+
+use crate::config::{Config, ParamKind, TypeConfig, describe_toml_error};
+use crate::time::{self, Dur};
+
+/// A job as the file states it, before it is checked against a type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    #[serde(rename = "type")]
+    kind: String,
+    email: Option<Emails>,
+    priority: Option<i64>,
+    not_before: Option<Datetime>,
+    timeout: Option<Dur>,
+    retries: Option<u32>,
+    keep: Option<Dur>,
+    args: Option<Vec<String>>,
+    params: Option<toml::Table>,
+    attempts: Option<u32>,
+    submitted: Option<Datetime>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Emails {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A checked job: every value already capped by its type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub kind: String,
+    pub email: Vec<String>,
+    pub priority: i64,
+    pub not_before: Option<SystemTime>,
+    /// The effective timeout: the job's, capped by the type's.
+    pub timeout: Option<Duration>,
+    /// The effective number of retries.
+    pub retries: u32,
+    /// The effective time the record is kept.
+    pub keep: Duration,
+    pub args: Vec<String>,
+    pub params: toml::Table,
+    /// Runs so far (0 for a fresh submission).
+    pub attempts: u32,
+    /// The first submission time, when an earlier run wrote it down.
+    pub submitted: Option<SystemTime>,
+}
+
+/// Checks a submission against the configuration.
+///
+/// The error is one line for the record's `error` field.
+pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, String> {
+    if bytes.len() as u64 > config.max_job_bytes {
+        return Err(format!(
+            "too large: {} bytes, more than max_job_bytes = {}",
+            bytes.len(),
+            config.max_job_bytes
+        ));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8: invalid byte at offset {}", e.valid_up_to()))?;
+    parse_text(text, config)
+}
+
+fn parse_text(text: &str, config: &Config) -> Result<Job, String> {
+    let raw: JobFile = toml::from_str(text)
+        .map_err(|e| format!("invalid job file: {}", describe_toml_error(text, &e)))?;
+    let Some(ty) = config.types.get(&raw.kind) else {
+        let known: Vec<&str> = config.types.keys().map(String::as_str).collect();
+        return Err(format!(
+            "unknown type {:?} (this daemon knows: {})",
+            raw.kind,
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ));
+    };
+    let email = match raw.email {
+        None => Vec::new(),
+        Some(Emails::One(a)) => vec![a],
+        Some(Emails::Many(v)) => v,
+    };
+    for addr in &email {
+        check_address(addr, config)?;
+    }
+    let args = raw.args.unwrap_or_default();
+    if !args.is_empty() && !ty.accept_args {
+        return Err(format!(
+            "args: type {:?} does not accept args (accept_args = false)",
+            ty.name
+        ));
+    }
+    let params = raw.params.unwrap_or_default();
+    check_params(&params, ty)?;
+    for name in placeholders(&ty.command) {
+        // A param declared optional may be left out: its placeholder is
+        // then replaced by nothing.
+        let optional = ty
+            .params
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .is_some_and(|spec| spec.optional);
+        if !params.contains_key(name) && !optional {
+            return Err(format!(
+                "missing param {name:?}: the command of type {:?} uses {{{name}}}",
+                ty.name
+            ));
+        }
+    }
+    let not_before = raw
+        .not_before
+        .as_ref()
+        .map(time::from_toml)
+        .transpose()
+        .map_err(|e| format!("not_before: {e}"))?;
+    let submitted = raw
+        .submitted
+        .as_ref()
+        .map(time::from_toml)
+        .transpose()
+        .map_err(|e| format!("submitted: {e}"))?;
+    let timeout = match (raw.timeout.map(|d| d.0), ty.timeout) {
+        (Some(j), Some(t)) => Some(j.min(t)),
+        (Some(j), None) => Some(j),
+        (None, t) => t,
+    }
+    .filter(|d| !d.is_zero());
+    let retries = raw.retries.map_or(ty.retries, |r| r.min(ty.retries));
+    let type_keep = ty.keep.unwrap_or(config.keep).min(config.keep);
+    let keep = raw.keep.map_or(type_keep, |k| k.0.min(type_keep));
+    Ok(Job {
+        kind: raw.kind,
+        email,
+        priority: raw.priority.unwrap_or(0),
+        not_before,
+        timeout,
+        retries,
+        keep,
+        args,
+        params,
+        attempts: raw.attempts.unwrap_or(0),
+        submitted,
+    })
+}
+
+/// Refuses addresses that are not addresses, and those outside the
+/// `[mail] recipients` allow-list when there is one.
+pub fn check_address(addr: &str, config: &Config) -> Result<(), String> {
+    let parsed: lettre::Address = addr
+        .parse()
+        .map_err(|e| format!("email {addr:?}: not a valid address ({e})"))?;
+    if let Some(mail) = &config.mail
+        && !mail.recipients.is_empty()
+        && !mail.recipients.iter().any(|p| address_matches(p, parsed.as_ref()))
+    {
+        return Err(format!(
+            "email {addr:?}: not allowed by [mail] recipients ({})",
+            mail.recipients.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// `*@example.com` matches any user at that domain; other patterns match
+/// one address. Case-insensitive, as domains are.
+fn address_matches(pattern: &str, addr: &str) -> bool {
+    let (p, a) = (pattern.to_ascii_lowercase(), addr.to_ascii_lowercase());
+    match p.strip_prefix('*') {
+        Some(suffix) => a.ends_with(suffix),
+        None => p == a,
+    }
+}
+
+fn check_params(params: &toml::Table, ty: &TypeConfig) -> Result<(), String> {
+    let Some(decl) = &ty.params else {
+        return Ok(());
+    };
+    for (name, spec) in decl {
+        match params.get(name) {
+            None if spec.optional => {}
+            None => {
+                return Err(format!("missing param {name:?} (type {:?} requires it)", ty.name));
+            }
+            Some(v) => {
+                let ok = matches!(
+                    (spec.kind, v),
+                    (ParamKind::String, toml::Value::String(_))
+                        | (ParamKind::Integer, toml::Value::Integer(_))
+                        | (ParamKind::Float, toml::Value::Float(_) | toml::Value::Integer(_))
+                        | (ParamKind::Boolean, toml::Value::Boolean(_))
+                        | (ParamKind::Array, toml::Value::Array(_))
+                        | (ParamKind::Table, toml::Value::Table(_))
+                );
+                if !ok {
+                    return Err(format!(
+                        "param {name:?}: expected {}, found {}",
+                        kind_name(spec.kind),
+                        v.type_str()
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(extra) = params.keys().find(|k| !decl.contains_key(*k)) {
+        let known: Vec<&str> = decl.keys().map(String::as_str).collect();
+        return Err(format!(
+            "unknown param {extra:?} (type {:?} declares: {})",
+            ty.name,
+            known.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn kind_name(k: ParamKind) -> &'static str {
+    match k {
+        ParamKind::String => "a string",
+        ParamKind::Integer => "an integer",
+        ParamKind::Float => "a float",
+        ParamKind::Boolean => "a boolean",
+        ParamKind::Array => "an array",
+        ParamKind::Table => "a table",
+    }
+}
+
+/// The `{name}` placeholders in a command, in order.
+pub fn placeholders(command: &[String]) -> impl Iterator<Item = &str> {
+    command.iter().flat_map(|arg| {
+        let mut found = Vec::new();
+        let mut rest = arg.as_str();
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            match after.find('}') {
+                Some(close) if is_param_name(&after[..close]) => {
+                    found.push(&after[..close]);
+                    rest = &after[close + 1..];
+                }
+                _ => rest = after,
+            }
+        }
+        found
+    })
+}
+
+fn is_param_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The argv of a job: the type's command with each `{name}` replaced by the
+/// param's value inside its own argument (never split, never a shell), then
+/// the job's `args`.
+pub fn argv(ty: &TypeConfig, job: &Job) -> Vec<String> {
+    let mut out: Vec<String> = ty
+        .command
+        .iter()
+        .map(|arg| {
+            let mut s = String::with_capacity(arg.len());
+            let mut rest = arg.as_str();
+            while let Some(open) = rest.find('{') {
+                let after = &rest[open + 1..];
+                match after.find('}') {
+                    Some(close) if is_param_name(&after[..close]) => {
+                        s.push_str(&rest[..open]);
+                        if let Some(v) = job.params.get(&after[..close]) {
+                            s.push_str(&scalar_text(v));
+                        }
+                        rest = &after[close + 1..];
+                    }
+                    _ => {
+                        s.push_str(&rest[..=open]);
+                        rest = after;
+                    }
+                }
+            }
+            s.push_str(rest);
+            s
+        })
+        .collect();
+    out.extend(job.args.iter().cloned());
+    out
+}
+
+/// A param as one piece of text: strings as they are, other scalars as
+/// TOML writes them, arrays and tables as JSON.
+pub fn scalar_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        other => toml_to_json(other).to_string(),
+    }
+}
+
+/// Whether a param becomes a `RACCOON_PARAM_<NAME>` variable.
+pub fn is_scalar(v: &toml::Value) -> bool {
+    !matches!(v, toml::Value::Array(_) | toml::Value::Table(_))
+}
+
+pub fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(match time::from_toml(d) {
+            Ok(t) => time::format_rfc3339(t),
+            Err(_) => d.to_string(),
+        }),
+        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => J::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+    }
+}
+
+/// Turns a JSON value into TOML. `null` has no TOML form: it is an error
+/// that names where it was.
+pub fn json_to_toml(v: &serde_json::Value, at: &str) -> Result<toml::Value, String> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => return Err(format!("{at}: null is not allowed")),
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(a) => toml::Value::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, x)| json_to_toml(x, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        J::Object(o) => {
+            let mut t = toml::Table::new();
+            for (k, x) in o {
+                let sub = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                t.insert(k.clone(), json_to_toml(x, &sub)?);
+            }
+            toml::Value::Table(t)
+        }
+    })
+}
+
+/// The TOML text of a job submitted as JSON (HTTP). Datetime fields arrive
+/// as strings and become TOML datetimes; everything else is carried over
+/// as it is, so that [`parse`] judges it exactly as it judges a file.
+pub fn json_job_to_toml(body: &serde_json::Value) -> Result<String, String> {
+    let serde_json::Value::Object(_) = body else {
+        return Err("the body must be a JSON object".into());
+    };
+    let toml::Value::Table(mut table) = json_to_toml(body, "")? else {
+        return Err("the body must be a JSON object".into());
+    };
+    for key in ["not_before", "submitted"] {
+        if let Some(toml::Value::String(s)) = table.get(key) {
+            let t = time::parse_rfc3339(s).map_err(|e| format!("{key}: {e}"))?;
+            table.insert(key.into(), toml::Value::Datetime(time::to_toml(t)));
+        } else if let Some(toml::Value::Integer(secs)) = table.get(key) {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs((*secs).max(0).unsigned_abs());
+            table.insert(key.into(), toml::Value::Datetime(time::to_toml(t)));
+        }
+    }
+    toml::to_string(&table).map_err(|e| format!("cannot write the job as TOML: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use std::path::Path;
+
+    fn config() -> Config {
+        let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).unwrap().unwrap().name;
+        let text = format!(
+            r#"
+[mail]
+sendmail = "/bin/true"
+recipients = ["*@example.com"]
+[types.report]
+command = ["report", "--num", "{{num}}", "--title={{title}}"]
+user = "{me}"
+timeout = "10m"
+retries = 2
+keep = "1d"
+params = {{ num = "integer", title = "string?" }}
+[types.free]
+command = ["echo"]
+user = "{me}"
+accept_args = true
+"#
+        );
+        Config::from_text(None, &text, Path::new("/"), &Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn a_full_job_is_capped_by_its_type() {
+        let j = parse(
+            br#"type = "report"
+email = "ann@example.com"
+priority = 5
+not_before = 2026-11-23T03:00:00Z
+timeout = "1h"
+retries = 9
+keep = "30d"
+[params]
+num = 10
+title = "a b"
+"#,
+            &config(),
+        )
+        .unwrap();
+        assert_eq!(j.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(j.retries, 2);
+        assert_eq!(j.keep, Duration::from_secs(86400));
+        assert_eq!(j.email, vec!["ann@example.com"]);
+        let ty = &config().types["report"];
+        assert_eq!(argv(ty, &j), vec!["report", "--num", "10", "--title=a b"]);
+    }
+
+    #[test]
+    fn every_way_to_be_wrong_says_what_and_where() {
+        let c = config();
+        let cases: &[(&[u8], &str)] = &[
+            (b"type = \"free\"\ntimout = \"5s\"\n", "line 2, column 1"),
+            (b"type = \"free\"\ntimout = \"5s\"\n", "timout"),
+            (b"type = [\n", "line 1"),
+            (b"type = \"nope\"\n", "unknown type \"nope\""),
+            (b"priority = 1\n", "type"),
+            (b"type = \"report\"\n", "missing param \"num\""),
+            (b"type = \"report\"\nparams = { num = \"x\" }\n", "param \"num\": expected an integer"),
+            (b"type = \"report\"\nparams = { num = 1, zz = 2 }\n", "unknown param \"zz\""),
+            (b"type = \"report\"\nargs = [\"-v\"]\nparams = { num = 1 }\n", "does not accept args"),
+            (b"type = \"free\"\nemail = \"not an address\"\n", "not a valid address"),
+            (b"type = \"free\"\nemail = \"eve@evil.test\"\n", "not allowed by [mail] recipients"),
+            (b"type = \"free\"\n\xff\xfe\n", "not UTF-8"),
+            (b"type = \"free\"\ntimeout = \"soon\"\n", "invalid duration"),
+        ];
+        for (input, want) in cases {
+            let e = parse(input, &c).unwrap_err();
+            assert!(e.contains(want), "{:?}: {e}", String::from_utf8_lossy(input));
+        }
+        let mut big = b"type = \"free\"\n#".to_vec();
+        big.resize(c.max_job_bytes as usize + 1, b'x');
+        assert!(parse(&big, &c).unwrap_err().starts_with("too large"));
+    }
+
+    #[test]
+    fn json_jobs_become_the_same_toml() {
+        let body = serde_json::json!({
+            "type": "report", "params": {"num": 3}, "not_before": "2026-11-23T03:00:00Z"
+        });
+        let text = json_job_to_toml(&body).unwrap();
+        let j = parse(text.as_bytes(), &config()).unwrap();
+        assert_eq!(j.params["num"].as_integer(), Some(3));
+        assert!(j.not_before.is_some());
+        assert!(json_job_to_toml(&serde_json::json!({"type": null})).is_err());
+    }
+
+    #[test]
+    fn placeholders_are_found_inside_arguments() {
+        let cmd: Vec<String> = ["a", "{x}", "--y={y}", "{not a name}", "{}"].map(String::from).to_vec();
+        assert_eq!(placeholders(&cmd).collect::<Vec<_>>(), vec!["x", "y"]);
+    }
+}

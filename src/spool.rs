@@ -1,0 +1,697 @@
+//! The spool on disk: every path under it, and every step that moves a job
+//! from one folder to the next.
+//!
+//! Only this module names, renames, writes or deletes paths in the spool.
+//! Each transition is committed by one `rename(2)`:
+//!
+//! | from            | to                    | step                         |
+//! |-----------------|-----------------------|------------------------------|
+//! | `tmp/x`         | `new/<id>.toml`       | [`Spool::submit`], requeue   |
+//! | `new/<name>`    | `running/<id>.toml`   | [`Spool::claim`]             |
+//! | `tmp/x`         | `done/<id>.toml`      | [`Spool::finish`]            |
+//!
+//! With `fsync = true` a file is fsynced before the rename that publishes
+//! it and the folder after it. Nothing here decides *whether* a job moves;
+//! the daemon decides, this module carries it out and reports what the
+//! file system said, with the path in every error.
+
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::record::Record;
+
+/// An IO error that says what was being done to which path.
+pub fn io_context(action: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{action} {}: {e}", path.display()))
+}
+
+/// A job id or a type name: 1-100 characters of `[A-Za-z0-9._-]`, not
+/// starting with a dot.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && !s.starts_with('.')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The id a name in `new/` asks for: the name without `.toml`, when that
+/// is a valid id.
+pub fn id_from_name(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".toml").unwrap_or(name);
+    valid_id(stem).then_some(stem)
+}
+
+/// A new id: the submission time (so that ids sort by it), a nonce drawn
+/// once per process (so that hosts and processes sharing a spool never
+/// collide), and a counter.
+pub fn fresh_id() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let stamp = crate::time::format_rfc3339(crate::time::now());
+    // 2026-11-22T10:00:00.125Z -> 20261122T100000.125Z
+    let compact: String = stamp.chars().filter(|c| !matches!(c, '-' | ':')).collect();
+    format!("{compact}-{:08x}-{n:04}", nonce())
+}
+
+fn nonce() -> u32 {
+    static NONCE: OnceLock<u32> = OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let mut b = [0u8; 4];
+        match File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+            Ok(()) => u32::from_le_bytes(b),
+            Err(_) => std::process::id() ^ (crate::time::unix_millis(crate::time::now()) as u32),
+        }
+    })
+}
+
+/// A name unique to this process, for files in `tmp/`.
+fn tmp_name(tag: &str) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{}.{:08x}.{n}.{tag}", std::process::id(), nonce())
+}
+
+/// What is at a name in `new/`, looked at without following links and
+/// without an open that could block.
+pub enum Entry {
+    Regular { file: File, meta: Metadata },
+    /// A symlink, folder, FIFO, socket or device, by name.
+    Other(&'static str),
+    /// Gone between the event and the look.
+    Gone,
+}
+
+/// A job this daemon now owns: its file is in `running/` and locked.
+pub struct Claim {
+    pub id: String,
+    /// The job file, open and locked: the lock says "this job is alive" as
+    /// long as the daemon or its task holds the descriptor.
+    pub lock: Flock<File>,
+    pub bytes: Vec<u8>,
+}
+
+pub enum ClaimOutcome {
+    Claimed(Claim),
+    /// Someone else took it, or it was deleted.
+    Gone,
+    /// Another process holds its lock right now.
+    Busy,
+}
+
+/// What recovery found in `running/`.
+pub enum Leftover {
+    /// No live process holds it: the job must be requeued or ended.
+    Orphan(Claim),
+    /// A live process (another daemon or its task) holds it.
+    Alive(String),
+    /// A record or a requeued copy exists: the leftovers were removed.
+    Cleaned(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+    fsync: bool,
+}
+
+impl Spool {
+    /// Opens a spool, creating any missing folder.
+    pub fn open(root: &Path, fsync: bool) -> io::Result<Spool> {
+        let s = Spool {
+            root: root.to_path_buf(),
+            fsync,
+        };
+        for dir in ["", "tmp", "new", "running", "done", "cancel"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(|e| io_context("create folder", &p, e))?;
+        }
+        Ok(s)
+    }
+
+    /// A spool handle for readers (the client): creates nothing.
+    pub fn at(root: &Path) -> Spool {
+        Spool {
+            root: root.to_path_buf(),
+            fsync: true,
+        }
+    }
+
+    pub fn with_fsync(&self, fsync: bool) -> Spool {
+        Spool {
+            root: self.root.clone(),
+            fsync,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    pub fn new_dir(&self) -> PathBuf {
+        self.root.join("new")
+    }
+    pub fn running_dir(&self) -> PathBuf {
+        self.root.join("running")
+    }
+    pub fn done_dir(&self) -> PathBuf {
+        self.root.join("done")
+    }
+    pub fn cancel_dir(&self) -> PathBuf {
+        self.root.join("cancel")
+    }
+    pub fn report_path(&self) -> PathBuf {
+        self.root.join("report.html")
+    }
+    pub fn new_path(&self, name: &str) -> PathBuf {
+        self.root.join("new").join(name)
+    }
+    pub fn running_job(&self, id: &str) -> PathBuf {
+        self.root.join("running").join(format!("{id}.toml"))
+    }
+    pub fn running_out(&self, id: &str) -> PathBuf {
+        self.root.join("running").join(format!("{id}.out"))
+    }
+    pub fn running_err(&self, id: &str) -> PathBuf {
+        self.root.join("running").join(format!("{id}.err"))
+    }
+    pub fn running_files(&self, id: &str) -> PathBuf {
+        self.root.join("running").join(format!("{id}.files"))
+    }
+    pub fn running_result(&self, id: &str) -> PathBuf {
+        self.root.join("running").join(format!("{id}.result"))
+    }
+    pub fn done_record(&self, id: &str) -> PathBuf {
+        self.root.join("done").join(format!("{id}.toml"))
+    }
+    pub fn done_out(&self, id: &str) -> PathBuf {
+        self.root.join("done").join(format!("{id}.out"))
+    }
+    pub fn done_err(&self, id: &str) -> PathBuf {
+        self.root.join("done").join(format!("{id}.err"))
+    }
+    pub fn done_files(&self, id: &str) -> PathBuf {
+        self.root.join("done").join(format!("{id}.files"))
+    }
+    pub fn cancel_path(&self, id: &str) -> PathBuf {
+        self.root.join("cancel").join(id)
+    }
+
+    /// Where a job is, by id: a record in `done/`, a file in `running/`,
+    /// or a file named after it in `new/`.
+    pub fn locate(&self, id: &str) -> Option<crate::record::Status> {
+        use crate::record::Status;
+        if !valid_id(id) {
+            return None;
+        }
+        if self.done_record(id).exists() {
+            Some(Status::Succeeded) // the caller reads the record for the real status
+        } else if self.running_job(id).exists() {
+            Some(Status::Running)
+        } else if self.new_path(&format!("{id}.toml")).exists() || self.new_path(id).exists() {
+            Some(Status::Queued)
+        } else {
+            None
+        }
+    }
+
+    /// Writes a job into `new/<id>.toml` through `tmp/`, as every writer
+    /// must. With `id = None` (or an id already taken) a fresh id is used.
+    /// Returns the id once the file is in `new/` (and durable, with fsync).
+    pub fn submit(&self, id: Option<&str>, bytes: &[u8]) -> io::Result<String> {
+        let tmp = self.write_tmp(bytes, "job")?;
+        let mut want = id.map(str::to_string);
+        for _ in 0..100 {
+            let id = want.take().unwrap_or_else(fresh_id);
+            if self.done_record(&id).exists() || self.running_job(&id).exists() {
+                continue;
+            }
+            let dest = self.new_path(&format!("{id}.toml"));
+            match rename_noreplace(&tmp, &dest) {
+                Ok(()) => {
+                    self.sync_dir(&self.new_dir())?;
+                    return Ok(id);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(io_context("rename into new/", &dest, e));
+                }
+            }
+        }
+        let _ = fs::remove_file(&tmp);
+        Err(io::Error::other("could not find a free job id after 100 tries"))
+    }
+
+    /// Writes bytes to a fresh file in `tmp/`, fsynced when configured.
+    fn write_tmp(&self, bytes: &[u8], tag: &str) -> io::Result<PathBuf> {
+        let path = self.tmp_dir().join(tmp_name(tag));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|e| io_context("create", &path, e))?;
+        f.write_all(bytes).map_err(|e| io_context("write", &path, e))?;
+        if self.fsync {
+            f.sync_all().map_err(|e| io_context("fsync", &path, e))?;
+        }
+        Ok(path)
+    }
+
+    /// Replaces `dest` with `bytes` in one rename from `tmp/`.
+    fn write_replacing(&self, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.write_tmp(bytes, "rec")?;
+        fs::rename(&tmp, dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_context("rename into place", dest, e)
+        })?;
+        if let Some(dir) = dest.parent() {
+            self.sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.fsync {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_context("fsync folder", dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Looks at a name in `new/` without following it or blocking on it.
+    pub fn open_new(&self, name: &str) -> io::Result<Entry> {
+        let path = self.new_path(name);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
+            Err(e) => return Err(io_context("stat", &path, e)),
+        };
+        if let Some(kind) = irregular(&meta) {
+            return Ok(Entry::Other(kind));
+        }
+        let file = match open_nofollow(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Entry::Other("symlink")),
+            Err(e) => return Err(io_context("open", &path, e)),
+        };
+        // The name may have been replaced between lstat and open.
+        let meta = file.metadata().map_err(|e| io_context("stat", &path, e))?;
+        if let Some(kind) = irregular(&meta) {
+            return Ok(Entry::Other(kind));
+        }
+        Ok(Entry::Regular { file, meta })
+    }
+
+    /// Claims a job: locks its file, then renames it from `new/` into
+    /// `running/<id>.toml`. When `id` is taken by a job in `running/` or
+    /// `done/`, a fresh id is used; the returned claim says which.
+    pub fn claim(&self, name: &str, id: &str, max_bytes: u64) -> io::Result<ClaimOutcome> {
+        let path = self.new_path(name);
+        let file = match open_nofollow(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ClaimOutcome::Gone),
+            Err(e) => return Err(io_context("open", &path, e)),
+        };
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(ClaimOutcome::Busy),
+            Err((_, e)) => return Err(io_context("lock", &path, e.into())),
+        };
+        if !same_file(&lock, &path) {
+            return Ok(ClaimOutcome::Gone);
+        }
+        let mut id = id.to_string();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if tries > 100 {
+                return Err(io::Error::other(format!(
+                    "claim {}: could not find a free job id",
+                    path.display()
+                )));
+            }
+            if self.done_record(&id).exists() {
+                id = fresh_id();
+                continue;
+            }
+            let dest = self.running_job(&id);
+            match rename_noreplace(&path, &dest) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => id = fresh_id(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ClaimOutcome::Gone),
+                Err(e) => return Err(io_context("rename into running/", &dest, e)),
+            }
+        }
+        let bytes = read_limited(&mut lock, max_bytes)
+            .map_err(|e| io_context("read", &self.running_job(&id), e))?;
+        Ok(ClaimOutcome::Claimed(Claim { id, lock, bytes }))
+    }
+
+    /// Moves a non-regular entry (or an oversized file) out of `new/` into
+    /// `done/<id>.files/`, untouched, so that nothing submitted is lost.
+    /// Returns false when another daemon moved it first.
+    pub fn park(&self, name: &str, id: &str) -> io::Result<bool> {
+        let dir = self.done_files(id);
+        fs::create_dir_all(&dir).map_err(|e| io_context("create folder", &dir, e))?;
+        let from = self.new_path(name);
+        let to = dir.join(name);
+        match fs::rename(&from, &to) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let _ = fs::remove_dir(&dir);
+                Ok(false)
+            }
+            Err(e) => Err(io_context("move out of new/", &from, e)),
+        }
+    }
+
+    /// Ends a job: moves its output and files into `done/`, writes its
+    /// record (the commit point), then removes what is left in `running/`.
+    pub fn finish(&self, record: &Record) -> io::Result<()> {
+        let id = record.id.as_str();
+        for (from, to) in [
+            (self.running_out(id), self.done_out(id)),
+            (self.running_err(id), self.done_err(id)),
+        ] {
+            if self.fsync
+                && let Ok(f) = File::open(&from)
+            {
+                let _ = f.sync_data();
+            }
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_context("move output", &from, e)),
+            }
+        }
+        let files = self.running_files(id);
+        let done_files = self.done_files(id);
+        // An empty files folder is dropped rather than kept for every job.
+        if fs::remove_dir(&files).is_err() && files.exists() {
+            if done_files.exists() {
+                fs::remove_dir_all(&done_files).map_err(|e| io_context("remove stale", &done_files, e))?;
+            }
+            fs::rename(&files, &done_files).map_err(|e| io_context("move files folder", &files, e))?;
+        }
+        let text = record.to_toml().map_err(io::Error::other)?;
+        self.write_replacing(&self.done_record(id), text.as_bytes())?;
+        self.remove_running(id);
+        Ok(())
+    }
+
+    /// Keeps a claimed file itself (binary or oversized, so its text alone
+    /// would lose something) as `<id>.files/<name>`; `finish` moves it to
+    /// `done/` with the record.
+    pub fn keep_claimed(&self, id: &str, name: &str) -> io::Result<()> {
+        let dir = self.running_files(id);
+        fs::create_dir_all(&dir).map_err(|e| io_context("create folder", &dir, e))?;
+        let to = dir.join(name);
+        fs::rename(self.running_job(id), &to).map_err(|e| io_context("keep", &to, e))
+    }
+
+    /// Replaces `report.html`. Never fsynced: it is rebuilt from state.
+    pub fn write_report(&self, html: &[u8]) -> io::Result<()> {
+        self.with_fsync(false).write_replacing(&self.report_path(), html)
+    }
+
+    /// Rewrites an existing record (its `mail` field changes after mail).
+    pub fn rewrite_record(&self, record: &Record) -> io::Result<()> {
+        let path = self.done_record(&record.id);
+        if !path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("rewrite {}: the record is gone", path.display()),
+            ));
+        }
+        let text = record.to_toml().map_err(io::Error::other)?;
+        self.write_replacing(&path, text.as_bytes())
+    }
+
+    /// Puts a job back into `new/<id>.toml` with the given text, then
+    /// removes its leftovers from `running/`.
+    pub fn requeue(&self, id: &str, bytes: &[u8]) -> io::Result<()> {
+        let dest = self.new_path(&format!("{id}.toml"));
+        self.write_replacing(&dest, bytes)?;
+        self.remove_running(id);
+        Ok(())
+    }
+
+    /// Removes a job's files from `running/`, the job file last.
+    fn remove_running(&self, id: &str) {
+        let _ = fs::remove_file(self.running_out(id));
+        let _ = fs::remove_file(self.running_err(id));
+        let _ = fs::remove_file(self.running_result(id));
+        let files = self.running_files(id);
+        if files.exists() {
+            let _ = fs::remove_dir_all(&files);
+        }
+        let _ = fs::remove_file(self.running_job(id));
+    }
+
+    /// Deletes a finished job: its record, output and files.
+    pub fn delete_finished(&self, id: &str) -> io::Result<()> {
+        let _ = fs::remove_file(self.done_out(id));
+        let _ = fs::remove_file(self.done_err(id));
+        let files = self.done_files(id);
+        if files.exists() {
+            fs::remove_dir_all(&files).map_err(|e| io_context("remove", &files, e))?;
+        }
+        match fs::remove_file(self.done_record(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_context("remove", &self.done_record(id), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn read_record(&self, id: &str) -> io::Result<Record> {
+        let path = self.done_record(id);
+        let text = fs::read_to_string(&path).map_err(|e| io_context("read", &path, e))?;
+        Record::from_toml(&text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+    }
+
+    /// Names in a folder of the spool, dot-files left out.
+    pub fn names(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| io_context("list", dir, e))? {
+            let entry = entry.map_err(|e| io_context("list", dir, e))?;
+            if let Some(name) = entry.file_name().to_str() {
+                if !name.starts_with('.') {
+                    out.push(name.to_string());
+                }
+            } else {
+                // Not UTF-8: still a submission, named lossily for the log.
+                out.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of the jobs in `done/` (one per record).
+    pub fn done_ids(&self) -> io::Result<Vec<String>> {
+        Ok(self
+            .names(&self.done_dir())?
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
+            .collect())
+    }
+
+    /// Looks at each job left in `running/` by an earlier run: removes the
+    /// leftovers of jobs that already have a record or a requeued copy,
+    /// leaves alone those a live process holds, and hands back the rest.
+    pub fn recover(&self, max_bytes: u64) -> io::Result<Vec<Leftover>> {
+        let mut out = Vec::new();
+        for name in self.names(&self.running_dir())? {
+            let Some(id) = name.strip_suffix(".toml") else {
+                continue;
+            };
+            let path = self.running_job(id);
+            let file = match open_nofollow(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_context("open", &path, e)),
+            };
+            let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => l,
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    out.push(Leftover::Alive(id.to_string()));
+                    continue;
+                }
+                Err((_, e)) => return Err(io_context("lock", &path, e.into())),
+            };
+            if !same_file(&lock, &path) {
+                continue;
+            }
+            if self.done_record(id).exists() || self.new_path(&format!("{id}.toml")).exists() {
+                self.remove_running(id);
+                out.push(Leftover::Cleaned(id.to_string()));
+                continue;
+            }
+            let bytes = read_limited(&mut lock, max_bytes).map_err(|e| io_context("read", &path, e))?;
+            out.push(Leftover::Orphan(Claim {
+                id: id.to_string(),
+                lock,
+                bytes,
+            }));
+        }
+        // Outputs whose job file is gone (a crash between the steps of
+        // finish or requeue) belong to no one.
+        for name in self.names(&self.running_dir())? {
+            let Some((id, _)) = name.rsplit_once('.') else {
+                continue;
+            };
+            if !self.running_job(id).exists() {
+                let p = self.running_dir().join(&name);
+                let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes files in `tmp/` older than `age` (the maildir rule: 36 h).
+    /// Returns the modification time of the oldest file kept.
+    pub fn clean_tmp(&self, now: SystemTime, age: std::time::Duration) -> Option<SystemTime> {
+        let dir = self.tmp_dir();
+        let mut oldest: Option<SystemTime> = None;
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return None;
+        };
+        for entry in rd.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let Ok(mtime) = meta.modified() else {
+                continue;
+            };
+            if now.duration_since(mtime).is_ok_and(|d| d > age) {
+                let p = entry.path();
+                let r = if meta.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                match r {
+                    Ok(()) => eprintln!("tmp: removed {} (older than 36h)", p.display()),
+                    Err(e) => eprintln!("tmp: cannot remove {}: {e}", p.display()),
+                }
+            } else {
+                oldest = Some(oldest.map_or(mtime, |o| o.min(mtime)));
+            }
+        }
+        oldest
+    }
+}
+
+fn irregular(meta: &Metadata) -> Option<&'static str> {
+    let ft = meta.file_type();
+    if ft.is_file() {
+        None
+    } else if ft.is_symlink() {
+        Some("symlink")
+    } else if ft.is_dir() {
+        Some("directory")
+    } else if ft.is_fifo() {
+        Some("FIFO")
+    } else if ft.is_socket() {
+        Some("socket")
+    } else {
+        Some("device")
+    }
+}
+
+/// Opens for reading without following a final symlink and without
+/// blocking on a FIFO.
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Whether an open file is still the one at `path` (not unlinked or
+/// replaced since it was opened).
+fn same_file(file: &File, path: &Path) -> bool {
+    match (file.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn read_limited(file: &mut File, max: u64) -> io::Result<Vec<u8>> {
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        // File systems without RENAME_NOREPLACE (some NFS): check, then rename.
+        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+            if to.symlink_metadata().is_ok() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            fs::rename(from, to)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether someone has the file open for writing: `Some(true)` when a
+/// read lease is refused. `None` when leases are not allowed here (not the
+/// owner, or a file system without them); the caller falls back on age.
+pub fn has_writer(file: &File) -> Option<bool> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: F_SETLEASE on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
+    if r == 0 {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+        return Some(false);
+    }
+    match Errno::last() {
+        Errno::EAGAIN => Some(true),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_spec() {
+        for ok in ["a", "report-42", "x.y_z", &"a".repeat(100)] {
+            assert!(valid_id(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "a b", "é", &"a".repeat(101), ".."] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+        assert_eq!(id_from_name("job.toml"), Some("job"));
+        assert_eq!(id_from_name("job"), Some("job"));
+        assert_eq!(id_from_name("my job.toml"), None);
+    }
+
+    #[test]
+    fn fresh_ids_are_valid_unique_and_sorted() {
+        let a = fresh_id();
+        let b = fresh_id();
+        assert!(valid_id(&a), "{a}");
+        assert_ne!(a, b);
+        assert!(a < b || a[..20] == b[..20], "{a} {b}");
+    }
+}

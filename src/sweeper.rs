@@ -1,0 +1,132 @@
+//! Deletes what has expired: records past `expires` (with their output and
+//! files) and files left in `tmp/` for more than 36 hours.
+//!
+//! Runs on its own thread so that reading every record at start, which
+//! grows with `done/`, never delays the main loop. It learns of new records
+//! from the loop through a channel and sleeps until the next expiry; it
+//! never polls. At start it also tells the loop about the latest finished
+//! jobs (for the report) and the records whose mail is still `pending`.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::record::Status;
+use crate::spool::Spool;
+use crate::status::{FinishedRow, ROWS};
+use crate::time;
+
+/// The maildir rule for abandoned files in `tmp/`.
+pub const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
+/// How often `tmp/` is looked at even when nothing in it is near its age.
+const TMP_SCAN_EVERY: Duration = Duration::from_secs(3600);
+
+/// What the first scan of `done/` found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The latest finished jobs, newest first.
+    pub recent: Vec<FinishedRow>,
+    /// Ids of records whose mail was never sent.
+    pub mail_pending: Vec<String>,
+    /// Records per status.
+    pub counts: Vec<(String, Status, u64)>,
+}
+
+/// Starts the sweeper; send it `(id, expires)` for every record written.
+pub fn start<F>(spool: Spool, on_scan: F) -> std::io::Result<Sender<(String, SystemTime)>>
+where
+    F: FnOnce(Found) + Send + 'static,
+{
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("sweeper".into())
+        .spawn(move || run(spool, rx, on_scan))?;
+    Ok(tx)
+}
+
+fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_scan: F) {
+    let mut index: BTreeSet<(SystemTime, String)> = BTreeSet::new();
+    let mut found = Found::default();
+    let mut counts: std::collections::BTreeMap<(String, Status), u64> = Default::default();
+    let mut recent: Vec<FinishedRow> = Vec::new();
+    for id in spool.done_ids().unwrap_or_default() {
+        let rec = match spool.read_record(&id) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{id}: sweeper: cannot read record: {e}");
+                continue;
+            }
+        };
+        if let Some(exp) = rec.expires_at() {
+            index.insert((exp, id.clone()));
+        }
+        if rec.mail.as_deref() == Some("pending") {
+            found.mail_pending.push(id.clone());
+        }
+        *counts.entry((rec.kind.clone(), rec.status)).or_default() += 1;
+        if let Some(finished) = rec.finished_at() {
+            recent.push(FinishedRow {
+                duration: rec.duration(),
+                id: rec.id,
+                kind: rec.kind,
+                status: rec.status,
+                finished,
+                exit_code: rec.exit_code,
+                signal: rec.signal,
+            });
+        }
+    }
+    recent.sort_by(|a, b| b.finished.cmp(&a.finished));
+    recent.truncate(ROWS);
+    found.recent = recent;
+    found.counts = counts.into_iter().map(|((k, s), n)| (k, s, n)).collect();
+    on_scan(found);
+
+    let mut next_tmp = Instant::now();
+    loop {
+        let now = time::now();
+        while let Some((exp, _)) = index.first() {
+            if *exp > now {
+                break;
+            }
+            let Some((_, id)) = index.pop_first() else { break };
+            // The record may have been rewritten since; trust the file.
+            match spool.read_record(&id) {
+                Ok(rec) if rec.expires_at().is_some_and(|e| e > now) => {
+                    if let Some(e) = rec.expires_at() {
+                        index.insert((e, id));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            match spool.delete_finished(&id) {
+                Ok(()) => eprintln!("{id}: expired, deleted"),
+                Err(e) => eprintln!("{id}: cannot delete expired record: {e}"),
+            }
+        }
+        if Instant::now() >= next_tmp {
+            let oldest = spool.clean_tmp(now, TMP_MAX_AGE);
+            let until_oldest = oldest
+                .and_then(|o| (o + TMP_MAX_AGE).duration_since(now).ok())
+                .unwrap_or(TMP_SCAN_EVERY);
+            next_tmp = Instant::now() + until_oldest.min(TMP_SCAN_EVERY) + Duration::from_secs(1);
+        }
+        let next_expiry = index
+            .first()
+            .map(|(exp, _)| Instant::now() + exp.duration_since(time::now()).unwrap_or_default());
+        let deadline = next_expiry.map_or(next_tmp, |e| e.min(next_tmp));
+        match rx.recv_deadline(deadline) {
+            Ok((id, exp)) => {
+                index.insert((exp, id));
+                // Take whatever else is waiting before sleeping again.
+                while let Ok((id, exp)) = rx.try_recv() {
+                    index.insert((exp, id));
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Turns inotify events on `new/` and `cancel/` into what the daemon acts on.
+//!
+//! Takes the spool's folders; gives [`Fs`] events through a callback, from
+//! notify's own thread. It never opens, reads or moves a file: deciding
+//! whether a file is complete is the daemon's job. A file is *ready* when
+//! its writer closed it or it was renamed in; a file merely *seen* (created,
+//! hard-linked) must be left alone for a settle time first.
+
+use std::path::{Path, PathBuf};
+
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+
+/// What happened in the spool's watched folders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fs {
+    /// A file in `new/` was closed after writing or renamed in: take it.
+    Ready(String),
+    /// A name appeared in `new/` without a close (a hard link, a folder, a
+    /// FIFO, or a writer still at work): take it once it has settled.
+    Seen(String),
+    /// Events were lost: scan `new/` and `cancel/` again.
+    Overflow,
+    /// `cancel/<id>` appeared.
+    Cancel(String),
+}
+
+/// Starts watching. The returned watcher stops when dropped.
+pub fn start<F>(new_dir: &Path, cancel_dir: &Path, send: F) -> notify::Result<RecommendedWatcher>
+where
+    F: Fn(Fs) + Send + 'static,
+{
+    let new_dir: PathBuf = new_dir.to_path_buf();
+    let cancel_dir: PathBuf = cancel_dir.to_path_buf();
+    let (nd, cd) = (new_dir.clone(), cancel_dir.clone());
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else {
+            send(Fs::Overflow);
+            return;
+        };
+        if event.need_rescan() {
+            send(Fs::Overflow);
+            return;
+        }
+        for fs in translate(&event, &nd, &cd) {
+            send(fs);
+        }
+    })?;
+    watcher.watch(&new_dir, RecursiveMode::NonRecursive)?;
+    watcher.watch(&cancel_dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+fn translate(event: &notify::Event, new_dir: &Path, cancel_dir: &Path) -> Vec<Fs> {
+    let mut out = Vec::new();
+    // A rename within a watched folder reports From, To and Both; To alone
+    // is enough (and the only one when the source is not watched).
+    let target = match event.kind {
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths.first(),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => return out,
+        _ => event.paths.first(),
+    };
+    let Some(path) = target else {
+        return out;
+    };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return out;
+    };
+    if name.starts_with('.') {
+        return out;
+    }
+    let name = name.to_string();
+    if dir == new_dir {
+        match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => out.push(Fs::Ready(name)),
+            EventKind::Create(CreateKind::File | CreateKind::Folder | CreateKind::Other | CreateKind::Any) => {
+                out.push(Fs::Seen(name))
+            }
+            _ => {}
+        }
+    } else if dir == cancel_dir {
+        match event.kind {
+            EventKind::Create(_)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => out.push(Fs::Cancel(name)),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::Event;
+
+    fn ev(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn close_and_rename_make_a_file_ready_create_only_seen() {
+        let (n, c) = (Path::new("/s/new"), Path::new("/s/cancel"));
+        let cases = [
+            (ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), "/s/new/a.toml"), vec![Fs::Ready("a.toml".into())]),
+            (ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/s/new/b.toml"), vec![Fs::Ready("b.toml".into())]),
+            (ev(EventKind::Create(CreateKind::File), "/s/new/c.toml"), vec![Fs::Seen("c.toml".into())]),
+            (ev(EventKind::Create(CreateKind::File), "/s/new/.part"), vec![]),
+            (ev(EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)), "/s/new/c.toml"), vec![]),
+            (ev(EventKind::Create(CreateKind::File), "/s/cancel/job-1"), vec![Fs::Cancel("job-1".into())]),
+            (ev(EventKind::Create(CreateKind::File), "/s/elsewhere/x"), vec![]),
+        ];
+        for (event, want) in cases {
+            assert_eq!(translate(&event, n, c), want, "{event:?}");
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The test harness: a real `raccoond` on a temporary spool.
+//!
+//! [`TestSpool::builder`] writes a configuration, starts the built binary
+//! and waits until it says it is ready; helpers drop jobs the ways users
+//! do and wait for records with a deadline. Nothing here sleeps blindly:
+//! every wait polls a condition until it holds or its deadline passes.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a test waits for something that should happen promptly.
+pub const PROMPT: Duration = Duration::from_secs(15);
+
+pub fn raccoond_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_raccoond")
+}
+
+pub fn raccoon_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_raccoon")
+}
+
+/// The name of the user the tests run as (types must name it when root).
+pub fn me() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Waits until `f` gives `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+pub struct Builder {
+    top: String,
+    types: Vec<(String, String)>,
+    http: bool,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    fsync: bool,
+}
+
+impl Builder {
+    /// Top-level configuration lines (`total = 3`, `[mail]` tables come
+    /// after the types, see [`Builder::tail`]).
+    pub fn top(mut self, line: &str) -> Self {
+        self.top.push_str(line);
+        self.top.push('\n');
+        self
+    }
+
+    /// A type with the given body (TOML lines). `user` is added as the
+    /// current user unless the body sets it.
+    pub fn ty(mut self, name: &str, body: &str) -> Self {
+        self.types.push((name.to_string(), body.to_string()));
+        self
+    }
+
+    /// A type whose command is `/bin/sh -c SCRIPT`.
+    pub fn sh(self, name: &str, script: &str) -> Self {
+        let body = format!("command = [\"/bin/sh\", \"-c\", {}]", toml_str(script));
+        self.ty(name, &body)
+    }
+
+    pub fn http(mut self) -> Self {
+        self.http = true;
+        self
+    }
+
+    pub fn fsync(mut self, on: bool) -> Self {
+        self.fsync = on;
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    /// The configuration text this builder writes.
+    pub fn config_text(&self) -> String {
+        let mut c = format!("fsync = {}\nkill_grace = \"1s\"\nstop_timeout = \"5s\"\n", self.fsync);
+        c.push_str(&self.top);
+        if self.http && !self.top.contains("[http]") {
+            c.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
+        }
+        for (name, body) in &self.types {
+            c.push_str(&format!("[types.{name}]\n{body}\n"));
+            if !body.lines().any(|l| l.trim_start().starts_with("user")) {
+                c.push_str(&format!("user = \"{}\"\n", me()));
+            }
+        }
+        c
+    }
+
+    /// Writes the configuration and starts the daemon; waits until ready.
+    pub fn start(self) -> TestSpool {
+        let dir = tempfile::Builder::new()
+            .prefix("raccoond-test.")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot make a temporary folder: {e}"));
+        let spool = dir.path().join("spool");
+        let config = dir.path().join("raccoond.toml");
+        let text = format!("spool = \"spool\"\n{}", self.config_text());
+        fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+        let mut t = TestSpool {
+            dir,
+            spool,
+            config,
+            child: None,
+            env: self.env,
+            args: self.args,
+            http_addr: None,
+            runs: 0,
+        };
+        t.launch();
+        t
+    }
+}
+
+pub fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+pub struct TestSpool {
+    pub dir: TempDir,
+    pub spool: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    pub http_addr: Option<String>,
+    runs: usize,
+}
+
+impl TestSpool {
+    pub fn builder() -> Builder {
+        Builder {
+            top: String::new(),
+            types: Vec::new(),
+            http: false,
+            env: Vec::new(),
+            args: Vec::new(),
+            fsync: false,
+        }
+    }
+
+    /// The stderr log of run `n` (from 0).
+    pub fn log_path(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("raccoond.{n}.log"))
+    }
+
+    /// Everything the daemon logged, over all its runs.
+    pub fn log(&self) -> String {
+        (0..self.runs)
+            .map(|n| fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect()
+    }
+
+    /// Starts (or restarts) the daemon and waits until it is ready.
+    pub fn launch(&mut self) {
+        let n = self.runs;
+        self.runs += 1;
+        let log = fs::File::create(self.log_path(n)).unwrap_or_else(|e| panic!("log: {e}"));
+        let child = Command::new(raccoond_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start raccoond: {e}"));
+        self.child = Some(child);
+        let path = self.log_path(n);
+        let ready = wait_for("raccoond to be ready", PROMPT, || {
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("raccoond exited with {status} before it was ready:\n{text}");
+            }
+            text.contains(": ready,").then_some(text)
+        });
+        self.http_addr = ready
+            .lines()
+            .find_map(|l| l.strip_prefix("http: listening on "))
+            .map(str::to_string);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status (with a deadline).
+    pub fn stop(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let mut c = self.child.take().unwrap_or_else(|| panic!("raccoond is not running"));
+        wait_for("raccoond to exit", timeout, || c.try_wait().ok().flatten())
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.spool.join(rel)
+    }
+
+    /// Submits the maildir way: write in tmp/, rename into new/.
+    pub fn drop_job(&self, name: &str, text: &str) {
+        let tmp = self.path("tmp").join(format!("{name}.part"));
+        fs::write(&tmp, text).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        fs::rename(&tmp, self.path("new").join(name)).unwrap_or_else(|e| panic!("rename: {e}"));
+    }
+
+    /// Submits the `cp` way: written in place in new/.
+    pub fn cp_job(&self, name: &str, text: &str) {
+        let mut f = fs::File::create(self.path("new").join(name)).unwrap_or_else(|e| panic!("create: {e}"));
+        f.write_all(text.as_bytes()).unwrap_or_else(|e| panic!("write: {e}"));
+    }
+
+    pub fn record_path(&self, id: &str) -> PathBuf {
+        self.path("done").join(format!("{id}.toml"))
+    }
+
+    /// Waits for `done/<id>.toml` and parses it.
+    pub fn wait_record(&self, id: &str) -> toml::Table {
+        self.wait_record_for(id, PROMPT)
+    }
+
+    pub fn wait_record_for(&self, id: &str, timeout: Duration) -> toml::Table {
+        let path = self.record_path(id);
+        wait_for(&format!("the record of {id}"), timeout, || {
+            let text = fs::read_to_string(&path).ok()?;
+            Some(toml::from_str(&text).unwrap_or_else(|e| panic!("{}: bad record: {e}\n{text}", path.display())))
+        })
+    }
+
+    /// All records in done/, by id.
+    pub fn records(&self) -> Vec<(String, toml::Table)> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.path("done")).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".toml") {
+                let text = fs::read_to_string(e.path()).unwrap_or_default();
+                let t: toml::Table = toml::from_str(&text).unwrap_or_else(|err| panic!("{name}: {err}\n{text}"));
+                out.push((id.to_string(), t));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Names in a spool folder (dot-files included).
+    pub fn ls(&self, dir: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.path(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    /// Runs the client against this spool.
+    pub fn client(&self, args: &[&str]) -> std::process::Output {
+        Command::new(raccoon_bin())
+            .args(args)
+            .env("RACCOON_SPOOL", &self.spool)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run raccoon: {e}"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestSpool {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn status_of(t: &toml::Table) -> &str {
+    t.get("status").and_then(|v| v.as_str()).unwrap_or("")
+}
