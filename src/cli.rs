@@ -36,7 +36,10 @@ pub struct Args {
 
 impl PartialEq for Overrides {
     fn eq(&self, o: &Self) -> bool {
-        self.spool == o.spool && self.listen == o.listen && self.total == o.total && self.limits == o.limits
+        self.spool == o.spool
+            && self.listen == o.listen
+            && self.total == o.total
+            && self.limits == o.limits
     }
 }
 
@@ -49,7 +52,8 @@ where
     let mut p = lexopt::Parser::from_args(args);
     let mut a = Args::default();
     let text = |v: OsString, opt: &str| -> Result<String, String> {
-        v.into_string().map_err(|_| format!("{opt}: not valid UTF-8"))
+        v.into_string()
+            .map_err(|_| format!("{opt}: not valid UTF-8"))
     };
     let count = |v: &str, opt: &str| -> Result<usize, String> {
         v.parse::<usize>()
@@ -57,9 +61,13 @@ where
     };
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
-            Long("config") | Short('c') => a.config = Some(p.value().map_err(|e| e.to_string())?.into()),
+            Long("config") | Short('c') => {
+                a.config = Some(p.value().map_err(|e| e.to_string())?.into())
+            }
             Long("spool") => a.overrides.spool = Some(p.value().map_err(|e| e.to_string())?.into()),
-            Long("listen") => a.overrides.listen = Some(text(p.value().map_err(|e| e.to_string())?, "--listen")?),
+            Long("listen") => {
+                a.overrides.listen = Some(text(p.value().map_err(|e| e.to_string())?, "--listen")?)
+            }
             Long("total") => {
                 let v = text(p.value().map_err(|e| e.to_string())?, "--total")?;
                 a.overrides.total = Some(count(&v, "--total")?);
@@ -69,15 +77,24 @@ where
                 let Some((t, n)) = v.split_once('=') else {
                     return Err(format!("--limit {v}: expected TYPE=N"));
                 };
-                a.overrides.limits.push((t.to_string(), count(n, &format!("--limit {t}"))?));
+                a.overrides
+                    .limits
+                    .push((t.to_string(), count(n, &format!("--limit {t}"))?));
             }
             Long("foreground") | Short('f') => {}
             Long("help") | Short('h') => a.help = true,
             Long("version") | Short('V') => a.version = true,
             Long(name) => {
                 let name = name.to_string();
-                let v = text(p.value().map_err(|_| format!("unknown option --{name} (a type limit is --{name}=N)"))?, &name)?;
-                a.overrides.limits.push((name.clone(), count(&v, &format!("--{name}"))?));
+                let v = text(
+                    p.value().map_err(|_| {
+                        format!("unknown option --{name} (a type limit is --{name}=N)")
+                    })?,
+                    &name,
+                )?;
+                a.overrides
+                    .limits
+                    .push((name.clone(), count(&v, &format!("--{name}"))?));
             }
             other => return Err(other.unexpected().to_string()),
         }
@@ -92,7 +109,15 @@ mod tests {
     #[test]
     fn type_limits_mix_with_known_options() {
         let a = parse([
-            "--config", "r.toml", "--make_report=2", "--total=5", "--limit", "echo=3", "--spool", "/s", "--listen=",
+            "--config",
+            "r.toml",
+            "--make_report=2",
+            "--total=5",
+            "--limit",
+            "echo=3",
+            "--spool",
+            "/s",
+            "--listen=",
         ])
         .unwrap();
         assert_eq!(a.config, Some(PathBuf::from("r.toml")));

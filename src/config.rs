@@ -60,8 +60,13 @@ pub struct MailConfig {
 pub enum MailTransport {
     /// An `smtp://` or `smtps://` URL, with the password from
     /// `password_file` when one is given.
-    Smtp { url: String, password: Option<String> },
-    Sendmail { program: PathBuf },
+    Smtp {
+        url: String,
+        password: Option<String>,
+    },
+    Sendmail {
+        program: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,7 +304,10 @@ impl Config {
                     Some(p) => {
                         let p = resolve(p);
                         let t = std::fs::read_to_string(&p).map_err(|e| {
-                            err(format!("[http] token_file: cannot read {}: {e}", p.display()))
+                            err(format!(
+                                "[http] token_file: cannot read {}: {e}",
+                                p.display()
+                            ))
                         })?;
                         let t = t.trim().to_string();
                         if t.is_empty() {
@@ -343,7 +351,9 @@ impl Config {
                 )));
             };
             if *n == 0 {
-                return Err(err(format!("command line: --{tname}=0: a limit must be at least 1")));
+                return Err(err(format!(
+                    "command line: --{tname}=0: a limit must be at least 1"
+                )));
             }
             t.limit = Some(*n);
         }
@@ -381,7 +391,9 @@ fn check_listen(listen: &str, has_token: bool) -> Result<(), String> {
         .map_err(|e| format!("[http] listen = {listen:?}: not an address:port ({e})"))?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("[http] listen = {listen:?}: resolves to no address"));
+        return Err(format!(
+            "[http] listen = {listen:?}: resolves to no address"
+        ));
     }
     if !has_token && addrs.iter().any(|a| !a.ip().is_loopback()) {
         return Err(format!(
@@ -394,10 +406,16 @@ fn check_listen(listen: &str, has_token: bool) -> Result<(), String> {
 fn mail_config(m: FileMail, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<MailConfig, String> {
     let transport = match (m.smtp, m.sendmail) {
         (Some(_), Some(_)) => return Err("set either smtp or sendmail, not both".into()),
-        (None, None) => return Err("set smtp = \"smtp://host:port\" or sendmail = \"/usr/sbin/sendmail\"".into()),
+        (None, None) => {
+            return Err(
+                "set smtp = \"smtp://host:port\" or sendmail = \"/usr/sbin/sendmail\"".into(),
+            );
+        }
         (Some(url), None) => {
             if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
-                return Err(format!("smtp = {url:?}: must start with smtp:// or smtps://"));
+                return Err(format!(
+                    "smtp = {url:?}: must start with smtp:// or smtps://"
+                ));
             }
             let password = match m.password_file {
                 Some(p) => {
@@ -555,7 +573,8 @@ fn resolve_user(name: &str, we_are_root: bool) -> Result<Option<RunAs>, String> 
             nix::unistd::geteuid()
         ));
     }
-    let cname = std::ffi::CString::new(name).map_err(|_| format!("user = {name:?}: contains NUL"))?;
+    let cname =
+        std::ffi::CString::new(name).map_err(|_| format!("user = {name:?}: contains NUL"))?;
     let groups = getgrouplist(&cname, user.gid)
         .map_err(|e| format!("user = {name:?}: cannot list its groups: {e}"))?;
     let _ = Group::from_gid(user.gid);
@@ -626,7 +645,9 @@ mod tests {
         let e = load("total = 2\ntimout = \"5s\"\n").unwrap_err().0;
         assert!(e.starts_with("/etc/r.toml: line 2, column 1"), "{e}");
         assert!(e.contains("timout"), "{e}");
-        let e = load("[types.a]\ncommand = [\"x\"]\nlimt = 2\n").unwrap_err().0;
+        let e = load("[types.a]\ncommand = [\"x\"]\nlimt = 2\n")
+            .unwrap_err()
+            .0;
         assert!(e.contains("line 3") && e.contains("limt"), "{e}");
     }
 
@@ -635,13 +656,17 @@ mod tests {
         let e = load("keep = \"forever\"\n").unwrap_err().0;
         assert!(e.contains("line 1") && e.contains("forever"), "{e}");
         let u = me();
-        let e = load(&format!("[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nnotify = \"sometimes\"\n"))
-            .unwrap_err()
-            .0;
+        let e = load(&format!(
+            "[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nnotify = \"sometimes\"\n"
+        ))
+        .unwrap_err()
+        .0;
         assert!(e.contains("[types.a] notify"), "{e}");
-        let e = load(&format!("[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nparams = {{ n = \"int\" }}\n"))
-            .unwrap_err()
-            .0;
+        let e = load(&format!(
+            "[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nparams = {{ n = \"int\" }}\n"
+        ))
+        .unwrap_err()
+        .0;
         assert!(e.contains("params.n"), "{e}");
         let e = load("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err().0;
         assert!(e.contains("token_file"), "{e}");
@@ -654,7 +679,10 @@ mod tests {
             limits: vec![("a".into(), 2)],
             ..Overrides::default()
         };
-        let text = format!("total = 9\n[types.a]\ncommand = [\"x\"]\nuser = \"{}\"\nlimit = 5\n", me());
+        let text = format!(
+            "total = 9\n[types.a]\ncommand = [\"x\"]\nuser = \"{}\"\nlimit = 5\n",
+            me()
+        );
         let c = Config::from_text(None, &text, Path::new("/"), &over).unwrap();
         assert_eq!(c.total, 3);
         assert_eq!(c.limit_of("a"), 2);

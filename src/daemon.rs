@@ -32,7 +32,9 @@ use crate::runner::{self, Output};
 use crate::scheduler::{Queue, Queued, Slots};
 use crate::sdnotify::Notifier;
 use crate::spool::{self, ClaimOutcome, Entry, Leftover, Spool};
-use crate::status::{Board, FinishedRow, Histogram, QueuedRow, ROWS, RunningRow, Snapshot, TypeRow};
+use crate::status::{
+    Board, FinishedRow, Histogram, QueuedRow, ROWS, RunningRow, Snapshot, TypeRow,
+};
 use crate::sweeper::{self, Found};
 use crate::time::{self, format_duration};
 use crate::watch::{self, Fs};
@@ -56,10 +58,16 @@ const RESULT_MAX: u64 = 1 << 20;
 pub enum Event {
     Fs(Fs),
     /// A task's main process exited and its output is written.
-    Exited { id: String, output: Output },
+    Exited {
+        id: String,
+        output: Output,
+    },
     Signal(i32),
     /// The mailer is done with a job: `sent` or `failed: …`.
-    Mailed { id: String, outcome: String },
+    Mailed {
+        id: String,
+        outcome: String,
+    },
     /// The sweeper's first pass over `done/`.
     Found(Found),
     /// A health check: the loop answers, proving it is alive.
@@ -190,7 +198,12 @@ impl Daemon {
         let watcher = watch::start(&self.spool.new_dir(), &self.spool.cancel_dir(), move |fs| {
             let _ = tx.send(Event::Fs(fs));
         })
-        .map_err(|e| Fatal::Temporary(format!("cannot watch {}: {e}", self.spool.new_dir().display())))?;
+        .map_err(|e| {
+            Fatal::Temporary(format!(
+                "cannot watch {}: {e}",
+                self.spool.new_dir().display()
+            ))
+        })?;
         self._watcher = Some(watcher);
         self.start_signals()?;
 
@@ -211,7 +224,8 @@ impl Daemon {
             let tx = self.tx.clone();
             let ping = move || {
                 let (ptx, prx) = crossbeam_channel::bounded(1);
-                tx.send(Event::Ping(ptx)).is_ok() && prx.recv_timeout(Duration::from_secs(2)).is_ok()
+                tx.send(Event::Ping(ptx)).is_ok()
+                    && prx.recv_timeout(Duration::from_secs(2)).is_ok()
             };
             let server = http::Server::start(&listen, self.board.clone(), self.spool.clone(), ping)
                 .map_err(|e| Fatal::Temporary(format!("[http] listen = {listen:?}: {e}")))?;
@@ -291,7 +305,9 @@ impl Daemon {
             }
             Event::Fs(Fs::Seen(name)) => {
                 if !self.queue.contains(&name) {
-                    self.pending.entry(name).or_insert_with(|| Instant::now() + SETTLE);
+                    self.pending
+                        .entry(name)
+                        .or_insert_with(|| Instant::now() + SETTLE);
                 }
             }
             Event::Fs(Fs::Overflow) => {
@@ -372,9 +388,12 @@ impl Daemon {
         };
         let mtime = meta.modified().unwrap_or_else(|_| time::now());
         if settle {
-            let young = time::now().duration_since(mtime).map_or(true, |age| age < SETTLE);
+            let young = time::now()
+                .duration_since(mtime)
+                .map_or(true, |age| age < SETTLE);
             if young || spool::has_writer(&file) == Some(true) {
-                self.pending.insert(name.to_string(), Instant::now() + SETTLE);
+                self.pending
+                    .insert(name.to_string(), Instant::now() + SETTLE);
                 return;
             }
         }
@@ -383,7 +402,10 @@ impl Daemon {
             self.reject_regular(
                 name,
                 &[],
-                format!("too large: {} bytes, more than max_job_bytes = {max}", meta.len()),
+                format!(
+                    "too large: {} bytes, more than max_job_bytes = {max}",
+                    meta.len()
+                ),
                 true,
             );
             return;
@@ -430,7 +452,11 @@ impl Daemon {
                 return;
             }
         };
-        let bytes = if bytes.is_empty() { &claim.bytes[..] } else { bytes };
+        let bytes = if bytes.is_empty() {
+            &claim.bytes[..]
+        } else {
+            bytes
+        };
         let mut rec = Record::new(&claim.id, &guess_type(bytes), Status::Rejected);
         let now = time::now();
         rec.submitted = Some(time::to_toml(now));
@@ -520,7 +546,8 @@ impl Daemon {
             }
         };
         let id = claim.id.clone();
-        let submitted_as = (id != q.name.strip_suffix(".toml").unwrap_or(&q.name)).then(|| q.name.clone());
+        let submitted_as =
+            (id != q.name.strip_suffix(".toml").unwrap_or(&q.name)).then(|| q.name.clone());
         // The file may have changed since it was queued: what runs is what
         // is in running/ now, checked again.
         let job = match job::parse(&claim.bytes, &self.config) {
@@ -539,7 +566,14 @@ impl Daemon {
             }
         };
         if self.spool.cancel_path(&id).exists() {
-            let rec = self.queued_record(&id, &job, q.submitted, submitted_as, Status::Cancelled, "cancelled before it started");
+            let rec = self.queued_record(
+                &id,
+                &job,
+                q.submitted,
+                submitted_as,
+                Status::Cancelled,
+                "cancelled before it started",
+            );
             self.commit(rec, Some(&job));
             let _ = std::fs::remove_file(self.spool.cancel_path(&id));
             return;
@@ -561,10 +595,17 @@ impl Daemon {
         };
         let started = time::now();
         match runner::start(&launch, move |output| {
-            let _ = tx.send(Event::Exited { id: exit_id, output });
+            let _ = tx.send(Event::Exited {
+                id: exit_id,
+                output,
+            });
         }) {
             Ok(child) => {
-                eprintln!("{id}: started type={} pid={} attempt={attempt}", job.kind, child.id());
+                eprintln!(
+                    "{id}: started type={} pid={} attempt={attempt}",
+                    job.kind,
+                    child.id()
+                );
                 let deadline = job.timeout.map(|t| Instant::now() + t);
                 self.running.insert(
                     id,
@@ -635,7 +676,13 @@ impl Daemon {
                 }
             }
             Some(Stop::Cancel) => {
-                let rec = self.run_record(&run, Status::Cancelled, Some(status), Some("cancelled".into()), output);
+                let rec = self.run_record(
+                    &run,
+                    Status::Cancelled,
+                    Some(status),
+                    Some("cancelled".into()),
+                    output,
+                );
                 self.commit(rec, Some(&r.job));
                 let _ = std::fs::remove_file(self.spool.cancel_path(id));
             }
@@ -668,7 +715,11 @@ impl Daemon {
         let id = run.id;
         if run.attempt <= run.job.retries {
             let kind = run.job.kind.as_str();
-            let base = self.config.types.get(kind).map_or(crate::config::DEFAULT_RETRY_DELAY, |t| t.retry_delay);
+            let base = self
+                .config
+                .types
+                .get(kind)
+                .map_or(crate::config::DEFAULT_RETRY_DELAY, |t| t.retry_delay);
             let delay = retry_delay(base, run.attempt);
             let at = time::now() + delay;
             let text = requeue_text(run.bytes, run.attempt, run.submitted, Some(at));
@@ -687,9 +738,23 @@ impl Daemon {
         self.commit(rec, Some(run.job));
     }
 
-    fn run_record(&self, run: &Run, status: Status, exit: Option<ExitStatus>, error: Option<String>, output: Output) -> Record {
+    fn run_record(
+        &self,
+        run: &Run,
+        status: Status,
+        exit: Option<ExitStatus>,
+        error: Option<String>,
+        output: Output,
+    ) -> Record {
         let now = time::now();
-        let mut rec = self.queued_record(run.id, run.job, run.submitted, run.submitted_as.clone(), status, "");
+        let mut rec = self.queued_record(
+            run.id,
+            run.job,
+            run.submitted,
+            run.submitted_as.clone(),
+            status,
+            "",
+        );
         rec.error = error;
         rec.started = Some(time::to_toml(run.started));
         rec.finished = Some(time::to_toml(now));
@@ -765,7 +830,14 @@ impl Daemon {
                 Notify::Never => false,
             };
         if !rec.email.is_empty() {
-            rec.mail = Some(if wants_mail && self.mailer.is_some() { "pending" } else { "none" }.into());
+            rec.mail = Some(
+                if wants_mail && self.mailer.is_some() {
+                    "pending"
+                } else {
+                    "none"
+                }
+                .into(),
+            );
         }
         if let Err(e) = self.spool.finish(&rec) {
             eprintln!("{}: cannot write the record: {e}", rec.id);
@@ -788,9 +860,15 @@ impl Daemon {
         if let (Some(sw), Some(exp)) = (&self.sweeper, rec.expires_at()) {
             let _ = sw.send((rec.id.clone(), exp));
         }
-        *self.finished_counts.entry((rec.kind.clone(), rec.status)).or_default() += 1;
+        *self
+            .finished_counts
+            .entry((rec.kind.clone(), rec.status))
+            .or_default() += 1;
         if let Some(d) = rec.duration() {
-            self.durations.entry(rec.kind.clone()).or_default().observe(d);
+            self.durations
+                .entry(rec.kind.clone())
+                .or_default()
+                .observe(d);
         }
         self.recent.push_front(FinishedRow {
             id: rec.id.clone(),
@@ -854,11 +932,20 @@ impl Daemon {
         {
             self.dirty = true;
             // Claiming it first makes sure no other daemon starts it.
-            if let Ok(ClaimOutcome::Claimed(claim)) = self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
+            if let Ok(ClaimOutcome::Claimed(claim)) =
+                self.spool.claim(&q.name, &q.id, self.config.max_job_bytes)
+            {
                 let submitted_as = (claim.id != q.id).then(|| q.name.clone());
                 match job::parse(&claim.bytes, &self.config) {
                     Ok(job) => {
-                        let rec = self.queued_record(&claim.id, &job, q.submitted, submitted_as, Status::Cancelled, "cancelled before it started");
+                        let rec = self.queued_record(
+                            &claim.id,
+                            &job,
+                            q.submitted,
+                            submitted_as,
+                            Status::Cancelled,
+                            "cancelled before it started",
+                        );
                         self.commit(rec, Some(&job));
                     }
                     Err(_) => {
@@ -916,7 +1003,13 @@ impl Daemon {
                     );
                     c.spool = self.config.spool.clone();
                 }
-                eprintln!("reload: configuration read again from {}", path.as_deref().map_or("(none)".into(), |p: &std::path::Path| p.display().to_string()));
+                eprintln!(
+                    "reload: configuration read again from {}",
+                    path.as_deref()
+                        .map_or("(none)".into(), |p: &std::path::Path| p
+                            .display()
+                            .to_string())
+                );
                 self.config = Arc::new(c);
                 self.board.set_config(self.config.clone());
                 self.spool = self.spool.with_fsync(self.config.fsync);
@@ -959,7 +1052,10 @@ impl Daemon {
         for (id, r) in self.running.iter_mut() {
             if let Some(sent) = r.term_sent {
                 if sent + grace <= now {
-                    eprintln!("{id}: still alive {} after SIGTERM; SIGKILL", format_duration(grace));
+                    eprintln!(
+                        "{id}: still alive {} after SIGTERM; SIGKILL",
+                        format_duration(grace)
+                    );
                     let _ = killpg(Pid::from_raw(r.child.id() as i32), Signal::SIGKILL);
                     r.term_sent = None;
                     r.deadline = None;
@@ -1001,9 +1097,11 @@ impl Daemon {
         consider(self.next_watchdog);
         consider(self.report_due);
         if self.draining.is_none() {
-            consider(self.queue.next_wakeup().map(|t| {
-                Instant::now() + t.duration_since(time::now()).unwrap_or_default()
-            }));
+            consider(
+                self.queue
+                    .next_wakeup()
+                    .map(|t| Instant::now() + t.duration_since(time::now()).unwrap_or_default()),
+            );
         } else if let Some(d) = self.draining {
             consider(Some(d));
         }
@@ -1038,7 +1136,9 @@ impl Daemon {
                         self.held.insert(id);
                     }
                 }
-                Leftover::Cleaned(id) => eprintln!("{id}: recover: removed leftovers of a finished job"),
+                Leftover::Cleaned(id) => {
+                    eprintln!("{id}: recover: removed leftovers of a finished job")
+                }
                 Leftover::Orphan(claim) => {
                     let id = claim.id.clone();
                     if self.running.contains_key(&id) {
@@ -1051,17 +1151,29 @@ impl Daemon {
                             if attempt <= job.retries {
                                 let text = requeue_text(&claim.bytes, attempt, submitted, None);
                                 match self.spool.requeue(&id, text.as_bytes()) {
-                                    Ok(()) => eprintln!("{id}: recover: interrupted; put back in new/ (attempt {attempt} counted)"),
-                                    Err(e) => eprintln!("{id}: recover: cannot put back in new/: {e}"),
+                                    Ok(()) => eprintln!(
+                                        "{id}: recover: interrupted; put back in new/ (attempt {attempt} counted)"
+                                    ),
+                                    Err(e) => {
+                                        eprintln!("{id}: recover: cannot put back in new/: {e}")
+                                    }
                                 }
                             } else {
-                                let mut rec = self.queued_record(&id, &job, submitted, None, Status::Failed, "interrupted");
+                                let mut rec = self.queued_record(
+                                    &id,
+                                    &job,
+                                    submitted,
+                                    None,
+                                    Status::Failed,
+                                    "interrupted",
+                                );
                                 rec.attempts = attempt;
                                 self.commit(rec, Some(&job));
                             }
                         }
                         Err(error) => {
-                            let mut rec = Record::new(&id, &guess_type(&claim.bytes), Status::Rejected);
+                            let mut rec =
+                                Record::new(&id, &guess_type(&claim.bytes), Status::Rejected);
                             let now = time::now();
                             rec.finished = Some(time::to_toml(now));
                             rec.expires = Some(time::to_toml(now + self.config.keep));
@@ -1095,7 +1207,9 @@ impl Daemon {
             self.last_status_line = line;
         }
         if self.report_due.is_none() {
-            let earliest = self.last_report.map_or(Instant::now(), |t| t + REPORT_EVERY);
+            let earliest = self
+                .last_report
+                .map_or(Instant::now(), |t| t + REPORT_EVERY);
             self.report_due = Some(earliest.max(Instant::now()));
         }
     }
@@ -1133,7 +1247,7 @@ impl Daemon {
                 attempt: r.attempt,
             })
             .collect();
-        running.sort_by(|a, b| a.started.cmp(&b.started));
+        running.sort_by_key(|r| r.started);
         Snapshot {
             generated: Some(time::now()),
             total: self.config.total,
@@ -1208,11 +1322,19 @@ fn retry_delay(base: Duration, attempt: u32) -> Duration {
 
 /// The job file's text with `attempts`, `submitted` and (for a retry)
 /// `not_before` set, as it goes back into `new/`.
-fn requeue_text(bytes: &[u8], attempts: u32, submitted: SystemTime, not_before: Option<SystemTime>) -> String {
+fn requeue_text(
+    bytes: &[u8],
+    attempts: u32,
+    submitted: SystemTime,
+    not_before: Option<SystemTime>,
+) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
     table.insert("attempts".into(), toml::Value::Integer(i64::from(attempts)));
-    table.insert("submitted".into(), toml::Value::Datetime(time::to_toml(submitted)));
+    table.insert(
+        "submitted".into(),
+        toml::Value::Datetime(time::to_toml(submitted)),
+    );
     if let Some(t) = not_before {
         table.insert("not_before".into(), toml::Value::Datetime(time::to_toml(t)));
     }
@@ -1260,7 +1382,10 @@ mod tests {
         let base = Duration::from_secs(10);
         for (attempt, want) in [(1, 10.0), (2, 20.0), (3, 40.0)] {
             let d = retry_delay(base, attempt).as_secs_f64();
-            assert!(d >= want * 0.89 && d <= want * 1.11, "attempt {attempt}: {d}");
+            assert!(
+                d >= want * 0.89 && d <= want * 1.11,
+                "attempt {attempt}: {d}"
+            );
         }
     }
 
@@ -1278,7 +1403,10 @@ mod tests {
 
     #[test]
     fn results_are_json_toml_or_text() {
-        assert_eq!(parse_result("{\"rows\": 10}")["rows"].as_integer(), Some(10));
+        assert_eq!(
+            parse_result("{\"rows\": 10}")["rows"].as_integer(),
+            Some(10)
+        );
         assert_eq!(parse_result("rows = 10\n")["rows"].as_integer(), Some(10));
         assert_eq!(parse_result("just words").as_str(), Some("just words"));
     }

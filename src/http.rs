@@ -12,7 +12,9 @@ impl Server {
     where
         P: Fn() -> bool + Send + Sync + 'static,
     {
-        Ok(Server { addr: listen.to_string() })
+        Ok(Server {
+            addr: listen.to_string(),
+        })
     }
 
     pub fn addr(&self) -> &str {

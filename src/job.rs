@@ -85,7 +85,11 @@ fn parse_text(text: &str, config: &Config) -> Result<Job, String> {
         return Err(format!(
             "unknown type {:?} (this daemon knows: {})",
             raw.kind,
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         ));
     };
     let email = match raw.email {
@@ -164,7 +168,10 @@ pub fn check_address(addr: &str, config: &Config) -> Result<(), String> {
         .map_err(|e| format!("email {addr:?}: not a valid address ({e})"))?;
     if let Some(mail) = &config.mail
         && !mail.recipients.is_empty()
-        && !mail.recipients.iter().any(|p| address_matches(p, parsed.as_ref()))
+        && !mail
+            .recipients
+            .iter()
+            .any(|p| address_matches(p, parsed.as_ref()))
     {
         return Err(format!(
             "email {addr:?}: not allowed by [mail] recipients ({})",
@@ -192,14 +199,20 @@ fn check_params(params: &toml::Table, ty: &TypeConfig) -> Result<(), String> {
         match params.get(name) {
             None if spec.optional => {}
             None => {
-                return Err(format!("missing param {name:?} (type {:?} requires it)", ty.name));
+                return Err(format!(
+                    "missing param {name:?} (type {:?} requires it)",
+                    ty.name
+                ));
             }
             Some(v) => {
                 let ok = matches!(
                     (spec.kind, v),
                     (ParamKind::String, toml::Value::String(_))
                         | (ParamKind::Integer, toml::Value::Integer(_))
-                        | (ParamKind::Float, toml::Value::Float(_) | toml::Value::Integer(_))
+                        | (
+                            ParamKind::Float,
+                            toml::Value::Float(_) | toml::Value::Integer(_)
+                        )
                         | (ParamKind::Boolean, toml::Value::Boolean(_))
                         | (ParamKind::Array, toml::Value::Array(_))
                         | (ParamKind::Table, toml::Value::Table(_))
@@ -256,7 +269,9 @@ pub fn placeholders(command: &[String]) -> impl Iterator<Item = &str> {
 }
 
 fn is_param_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The argv of a job: the type's command with each `{name}` replaced by the
@@ -323,7 +338,11 @@ pub fn toml_to_json(v: &toml::Value) -> serde_json::Value {
             Err(_) => d.to_string(),
         }),
         toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => J::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -348,7 +367,11 @@ pub fn json_to_toml(v: &serde_json::Value, at: &str) -> Result<toml::Value, Stri
         J::Object(o) => {
             let mut t = toml::Table::new();
             for (k, x) in o {
-                let sub = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                let sub = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
                 t.insert(k.clone(), json_to_toml(x, &sub)?);
             }
             toml::Value::Table(t)
@@ -385,7 +408,10 @@ mod tests {
     use std::path::Path;
 
     fn config() -> Config {
-        let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).unwrap().unwrap().name;
+        let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name;
         let text = format!(
             r#"
 [mail]
@@ -442,17 +468,36 @@ title = "a b"
             (b"type = \"nope\"\n", "unknown type \"nope\""),
             (b"priority = 1\n", "type"),
             (b"type = \"report\"\n", "missing param \"num\""),
-            (b"type = \"report\"\nparams = { num = \"x\" }\n", "param \"num\": expected an integer"),
-            (b"type = \"report\"\nparams = { num = 1, zz = 2 }\n", "unknown param \"zz\""),
-            (b"type = \"report\"\nargs = [\"-v\"]\nparams = { num = 1 }\n", "does not accept args"),
-            (b"type = \"free\"\nemail = \"not an address\"\n", "not a valid address"),
-            (b"type = \"free\"\nemail = \"eve@evil.test\"\n", "not allowed by [mail] recipients"),
+            (
+                b"type = \"report\"\nparams = { num = \"x\" }\n",
+                "param \"num\": expected an integer",
+            ),
+            (
+                b"type = \"report\"\nparams = { num = 1, zz = 2 }\n",
+                "unknown param \"zz\"",
+            ),
+            (
+                b"type = \"report\"\nargs = [\"-v\"]\nparams = { num = 1 }\n",
+                "does not accept args",
+            ),
+            (
+                b"type = \"free\"\nemail = \"not an address\"\n",
+                "not a valid address",
+            ),
+            (
+                b"type = \"free\"\nemail = \"eve@evil.test\"\n",
+                "not allowed by [mail] recipients",
+            ),
             (b"type = \"free\"\n\xff\xfe\n", "not UTF-8"),
             (b"type = \"free\"\ntimeout = \"soon\"\n", "invalid duration"),
         ];
         for (input, want) in cases {
             let e = parse(input, &c).unwrap_err();
-            assert!(e.contains(want), "{:?}: {e}", String::from_utf8_lossy(input));
+            assert!(
+                e.contains(want),
+                "{:?}: {e}",
+                String::from_utf8_lossy(input)
+            );
         }
         let mut big = b"type = \"free\"\n#".to_vec();
         big.resize(c.max_job_bytes as usize + 1, b'x');
@@ -473,7 +518,9 @@ title = "a b"
 
     #[test]
     fn placeholders_are_found_inside_arguments() {
-        let cmd: Vec<String> = ["a", "{x}", "--y={y}", "{not a name}", "{}"].map(String::from).to_vec();
+        let cmd: Vec<String> = ["a", "{x}", "--y={y}", "{not a name}", "{}"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(placeholders(&cmd).collect::<Vec<_>>(), vec!["x", "y"]);
     }
 }

@@ -187,7 +187,9 @@ mod tests {
     #[test]
     fn a_record_round_trips_through_its_text() {
         let mut r = Record::new("report-42", "make_report", Status::Succeeded);
-        r.submitted = Some(time::to_toml(time::parse_rfc3339("2026-11-22T10:00:00.125Z").unwrap()));
+        r.submitted = Some(time::to_toml(
+            time::parse_rfc3339("2026-11-22T10:00:00.125Z").unwrap(),
+        ));
         r.exit_code = Some(0);
         r.email = vec!["ann@example.com".into()];
         let mut p = toml::Table::new();
@@ -195,8 +197,16 @@ mod tests {
         r.params = Some(p);
         r.result = Some(toml::Value::String("ok\n".into()));
         let text = r.to_toml().unwrap();
-        assert!(text.starts_with("id = \"report-42\"\ntype = \"make_report\"\nstatus = \"succeeded\"\n"), "{text}");
-        assert!(text.contains("submitted = 2026-11-22T10:00:00.125Z"), "{text}");
+        assert!(
+            text.starts_with(
+                "id = \"report-42\"\ntype = \"make_report\"\nstatus = \"succeeded\"\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("submitted = 2026-11-22T10:00:00.125Z"),
+            "{text}"
+        );
         assert_eq!(Record::from_toml(&text).unwrap(), r);
         let j = r.to_json();
         assert_eq!(j["submitted"], "2026-11-22T10:00:00.125Z");

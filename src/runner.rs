@@ -105,7 +105,10 @@ where
     for (name, value) in &l.job.params {
         if job::is_scalar(value) {
             cmd.env(
-                format!("RACCOON_PARAM_{}", name.to_ascii_uppercase().replace('-', "_")),
+                format!(
+                    "RACCOON_PARAM_{}",
+                    name.to_ascii_uppercase().replace('-', "_")
+                ),
                 job::scalar_text(value),
             );
         }
@@ -119,9 +122,9 @@ where
     unsafe {
         cmd.pre_exec(move || limits.apply_in_child(lock_fd, parent));
     }
-    let mut child = cmd.spawn().map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot start {:?}: {e}", argv[0]))
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {:?}: {e}", argv[0])))?;
     let pid = child.id() as i32;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io::Error::other("child has no pipes"));
@@ -136,9 +139,12 @@ where
             on_exit(output);
         });
     if let Err(e) = spawned {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        let _ =
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         let _ = child.wait();
-        return Err(io::Error::other(format!("cannot start a supervisor thread: {e}")));
+        return Err(io::Error::other(format!(
+            "cannot start a supervisor thread: {e}"
+        )));
     }
     Ok(child)
 }
@@ -166,8 +172,9 @@ fn params_stdin(job: &Job) -> io::Result<Stdio> {
             .map(|(k, v)| (k.clone(), job::toml_to_json(v)))
             .collect(),
     );
-    let fd = nix::sys::memfd::memfd_create(c"raccoon-params", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| io::Error::other(format!("memfd_create: {e}")))?;
+    let fd =
+        nix::sys::memfd::memfd_create(c"raccoon-params", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| io::Error::other(format!("memfd_create: {e}")))?;
     let mut f = File::from(fd);
     f.write_all(json.to_string().as_bytes())?;
     f.write_all(b"\n")?;
@@ -214,18 +221,33 @@ impl Limits {
     /// privileged (an unprivileged process cannot raise them), the user is
     /// dropped last.
     fn apply_in_child(&self, lock_fd: RawFd, parent: i32) -> io::Result<()> {
-        let check = |r: libc::c_int| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
+        let check = |r: libc::c_int| {
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
         // SAFETY: plain syscalls on values owned by this closure.
         unsafe {
             check(libc::setsid())?;
-            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
+            check(libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ))?;
             if libc::getppid() != parent {
                 // The daemon died between fork and prctl.
                 libc::_exit(1);
             }
             check(libc::fcntl(lock_fd, libc::F_SETFD, 0))?;
             let set = |res, v: u64| {
-                let lim = libc::rlimit { rlim_cur: v, rlim_max: v };
+                let lim = libc::rlimit {
+                    rlim_cur: v,
+                    rlim_max: v,
+                };
                 check(libc::setrlimit(res, &lim))
             };
             if let Some(v) = self.memory {
@@ -288,8 +310,24 @@ fn supervise(
     cap: u64,
 ) -> Output {
     let mut pipes: Vec<(File, Sink)> = vec![
-        (File::from(stdout), Sink { file: out, written: 0, cap, cut: false }),
-        (File::from(stderr), Sink { file: err, written: 0, cap, cut: false }),
+        (
+            File::from(stdout),
+            Sink {
+                file: out,
+                written: 0,
+                cap,
+                cut: false,
+            },
+        ),
+        (
+            File::from(stderr),
+            Sink {
+                file: err,
+                written: 0,
+                cap,
+                cut: false,
+            },
+        ),
     ];
     let mut open = [true, true];
     let mut exited_at: Option<Instant> = None;

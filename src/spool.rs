@@ -19,8 +19,8 @@ use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use nix::errno::Errno;
@@ -39,7 +39,8 @@ pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
         && !s.starts_with('.')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The id a name in `new/` asks for: the name without `.toml`, when that
@@ -82,7 +83,10 @@ fn tmp_name(tag: &str) -> String {
 /// What is at a name in `new/`, looked at without following links and
 /// without an open that could block.
 pub enum Entry {
-    Regular { file: File, meta: Metadata },
+    Regular {
+        file: File,
+        meta: Metadata,
+    },
     /// A symlink, folder, FIFO, socket or device, by name.
     Other(&'static str),
     /// Gone between the event and the look.
@@ -249,7 +253,9 @@ impl Spool {
             }
         }
         let _ = fs::remove_file(&tmp);
-        Err(io::Error::other("could not find a free job id after 100 tries"))
+        Err(io::Error::other(
+            "could not find a free job id after 100 tries",
+        ))
     }
 
     /// Writes bytes to a fresh file in `tmp/`, fsynced when configured.
@@ -261,7 +267,8 @@ impl Spool {
             .mode(0o644)
             .open(&path)
             .map_err(|e| io_context("create", &path, e))?;
-        f.write_all(bytes).map_err(|e| io_context("write", &path, e))?;
+        f.write_all(bytes)
+            .map_err(|e| io_context("write", &path, e))?;
         if self.fsync {
             f.sync_all().map_err(|e| io_context("fsync", &path, e))?;
         }
@@ -402,9 +409,11 @@ impl Spool {
         // An empty files folder is dropped rather than kept for every job.
         if fs::remove_dir(&files).is_err() && files.exists() {
             if done_files.exists() {
-                fs::remove_dir_all(&done_files).map_err(|e| io_context("remove stale", &done_files, e))?;
+                fs::remove_dir_all(&done_files)
+                    .map_err(|e| io_context("remove stale", &done_files, e))?;
             }
-            fs::rename(&files, &done_files).map_err(|e| io_context("move files folder", &files, e))?;
+            fs::rename(&files, &done_files)
+                .map_err(|e| io_context("move files folder", &files, e))?;
         }
         let text = record.to_toml().map_err(io::Error::other)?;
         self.write_replacing(&self.done_record(id), text.as_bytes())?;
@@ -424,7 +433,8 @@ impl Spool {
 
     /// Replaces `report.html`. Never fsynced: it is rebuilt from state.
     pub fn write_report(&self, html: &[u8]) -> io::Result<()> {
-        self.with_fsync(false).write_replacing(&self.report_path(), html)
+        self.with_fsync(false)
+            .write_replacing(&self.report_path(), html)
     }
 
     /// Rewrites an existing record (its `mail` field changes after mail).
@@ -480,8 +490,12 @@ impl Spool {
     pub fn read_record(&self, id: &str) -> io::Result<Record> {
         let path = self.done_record(id);
         let text = fs::read_to_string(&path).map_err(|e| io_context("read", &path, e))?;
-        Record::from_toml(&text)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+        Record::from_toml(&text).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })
     }
 
     /// Names in a folder of the spool, dot-files left out.
@@ -541,7 +555,8 @@ impl Spool {
                 out.push(Leftover::Cleaned(id.to_string()));
                 continue;
             }
-            let bytes = read_limited(&mut lock, max_bytes).map_err(|e| io_context("read", &path, e))?;
+            let bytes =
+                read_limited(&mut lock, max_bytes).map_err(|e| io_context("read", &path, e))?;
             out.push(Leftover::Orphan(Claim {
                 id: id.to_string(),
                 lock,
@@ -556,7 +571,11 @@ impl Spool {
             };
             if !self.running_job(id).exists() {
                 let p = self.running_dir().join(&name);
-                let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                let _ = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
             }
         }
         Ok(out)
@@ -579,7 +598,11 @@ impl Spool {
             };
             if now.duration_since(mtime).is_ok_and(|d| d > age) {
                 let p = entry.path();
-                let r = if meta.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                let r = if meta.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
                 match r {
                     Ok(()) => eprintln!("tmp: removed {} (older than 36h)", p.display()),
                     Err(e) => eprintln!("tmp: cannot remove {}: {e}", p.display()),

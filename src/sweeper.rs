@@ -77,7 +77,7 @@ fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_sc
             });
         }
     }
-    recent.sort_by(|a, b| b.finished.cmp(&a.finished));
+    recent.sort_by_key(|r| std::cmp::Reverse(r.finished));
     recent.truncate(ROWS);
     found.recent = recent;
     found.counts = counts.into_iter().map(|((k, s), n)| (k, s, n)).collect();
@@ -90,7 +90,9 @@ fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_sc
             if *exp > now {
                 break;
             }
-            let Some((_, id)) = index.pop_first() else { break };
+            let Some((_, id)) = index.pop_first() else {
+                break;
+            };
             // The record may have been rewritten since; trust the file.
             match spool.read_record(&id) {
                 Ok(rec) if rec.expires_at().is_some_and(|e| e > now) => {

@@ -31,7 +31,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .map_err(|e| format!("invalid duration {text:?}: {e}"));
     }
     humantime::parse_duration(t).map_err(|e| {
-        format!("invalid duration {text:?}: {e} (write e.g. \"500ms\", \"90s\", \"5m\", \"2h\", \"7d\")")
+        format!(
+            "invalid duration {text:?}: {e} (write e.g. \"500ms\", \"90s\", \"5m\", \"2h\", \"7d\")"
+        )
     })
 }
 
@@ -170,12 +172,16 @@ pub fn from_toml(dt: &Datetime) -> Result<SystemTime, String> {
 
 /// Seconds since the epoch, for the APIs that speak unix time.
 pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Milliseconds since the epoch, for ordering and ids.
 pub fn unix_millis(t: SystemTime) -> u128 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -211,7 +217,10 @@ mod tests {
         let local: Datetime = "2026-11-22T10:00:00.125".parse().unwrap();
         assert_eq!(from_toml(&local).unwrap(), t);
         let date: Datetime = "2026-11-22".parse().unwrap();
-        assert_eq!(format_rfc3339(from_toml(&date).unwrap()), "2026-11-22T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339(from_toml(&date).unwrap()),
+            "2026-11-22T00:00:00.000Z"
+        );
         let time_only: Datetime = "10:00:00".parse().unwrap();
         assert!(from_toml(&time_only).is_err());
     }

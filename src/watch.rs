@@ -74,9 +74,9 @@ fn translate(event: &notify::Event, new_dir: &Path, cancel_dir: &Path) -> Vec<Fs
         match event.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write))
             | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => out.push(Fs::Ready(name)),
-            EventKind::Create(CreateKind::File | CreateKind::Folder | CreateKind::Other | CreateKind::Any) => {
-                out.push(Fs::Seen(name))
-            }
+            EventKind::Create(
+                CreateKind::File | CreateKind::Folder | CreateKind::Other | CreateKind::Any,
+            ) => out.push(Fs::Seen(name)),
             _ => {}
         }
     } else if dir == cancel_dir {
@@ -103,13 +103,43 @@ mod tests {
     fn close_and_rename_make_a_file_ready_create_only_seen() {
         let (n, c) = (Path::new("/s/new"), Path::new("/s/cancel"));
         let cases = [
-            (ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), "/s/new/a.toml"), vec![Fs::Ready("a.toml".into())]),
-            (ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/s/new/b.toml"), vec![Fs::Ready("b.toml".into())]),
-            (ev(EventKind::Create(CreateKind::File), "/s/new/c.toml"), vec![Fs::Seen("c.toml".into())]),
-            (ev(EventKind::Create(CreateKind::File), "/s/new/.part"), vec![]),
-            (ev(EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)), "/s/new/c.toml"), vec![]),
-            (ev(EventKind::Create(CreateKind::File), "/s/cancel/job-1"), vec![Fs::Cancel("job-1".into())]),
-            (ev(EventKind::Create(CreateKind::File), "/s/elsewhere/x"), vec![]),
+            (
+                ev(
+                    EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                    "/s/new/a.toml",
+                ),
+                vec![Fs::Ready("a.toml".into())],
+            ),
+            (
+                ev(
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                    "/s/new/b.toml",
+                ),
+                vec![Fs::Ready("b.toml".into())],
+            ),
+            (
+                ev(EventKind::Create(CreateKind::File), "/s/new/c.toml"),
+                vec![Fs::Seen("c.toml".into())],
+            ),
+            (
+                ev(EventKind::Create(CreateKind::File), "/s/new/.part"),
+                vec![],
+            ),
+            (
+                ev(
+                    EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)),
+                    "/s/new/c.toml",
+                ),
+                vec![],
+            ),
+            (
+                ev(EventKind::Create(CreateKind::File), "/s/cancel/job-1"),
+                vec![Fs::Cancel("job-1".into())],
+            ),
+            (
+                ev(EventKind::Create(CreateKind::File), "/s/elsewhere/x"),
+                vec![],
+            ),
         ];
         for (event, want) in cases {
             assert_eq!(translate(&event, n, c), want, "{event:?}");

@@ -1,7 +1,10 @@
 //! raccoond's integration tests: each starts the real daemon on a
 //! temporary spool and checks what it leaves on disk, as a user would.
 
-/// The harness: TestSpool, waits with deadlines.
-mod support;
+// Tests may unwrap: a panic is how a test reports what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 /// The spool pipeline: submission, params, limits, order, records.
 mod core;
+/// The harness: TestSpool, waits with deadlines.
+mod support;

@@ -108,7 +108,10 @@ impl Builder {
 
     /// The configuration text this builder writes.
     pub fn config_text(&self) -> String {
-        let mut c = format!("fsync = {}\nkill_grace = \"1s\"\nstop_timeout = \"5s\"\n", self.fsync);
+        let mut c = format!(
+            "fsync = {}\nkill_grace = \"1s\"\nstop_timeout = \"5s\"\n",
+            self.fsync
+        );
         c.push_str(&self.top);
         if self.http && !self.top.contains("[http]") {
             c.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
@@ -240,7 +243,10 @@ impl TestSpool {
     /// SIGTERM and wait for the exit status (with a deadline).
     pub fn stop(&mut self, timeout: Duration) -> std::process::ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
-        let mut c = self.child.take().unwrap_or_else(|| panic!("raccoond is not running"));
+        let mut c = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("raccoond is not running"));
         wait_for("raccoond to exit", timeout, || c.try_wait().ok().flatten())
     }
 
@@ -257,8 +263,10 @@ impl TestSpool {
 
     /// Submits the `cp` way: written in place in new/.
     pub fn cp_job(&self, name: &str, text: &str) {
-        let mut f = fs::File::create(self.path("new").join(name)).unwrap_or_else(|e| panic!("create: {e}"));
-        f.write_all(text.as_bytes()).unwrap_or_else(|e| panic!("write: {e}"));
+        let mut f =
+            fs::File::create(self.path("new").join(name)).unwrap_or_else(|e| panic!("create: {e}"));
+        f.write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
     }
 
     pub fn record_path(&self, id: &str) -> PathBuf {
@@ -274,18 +282,26 @@ impl TestSpool {
         let path = self.record_path(id);
         wait_for(&format!("the record of {id}"), timeout, || {
             let text = fs::read_to_string(&path).ok()?;
-            Some(toml::from_str(&text).unwrap_or_else(|e| panic!("{}: bad record: {e}\n{text}", path.display())))
+            Some(
+                toml::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: bad record: {e}\n{text}", path.display())),
+            )
         })
     }
 
     /// All records in done/, by id.
     pub fn records(&self) -> Vec<(String, toml::Table)> {
         let mut out = Vec::new();
-        for e in fs::read_dir(self.path("done")).into_iter().flatten().flatten() {
+        for e in fs::read_dir(self.path("done"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_suffix(".toml") {
                 let text = fs::read_to_string(e.path()).unwrap_or_default();
-                let t: toml::Table = toml::from_str(&text).unwrap_or_else(|err| panic!("{name}: {err}\n{text}"));
+                let t: toml::Table =
+                    toml::from_str(&text).unwrap_or_else(|err| panic!("{name}: {err}\n{text}"));
                 out.push((id.to_string(), t));
             }
         }
