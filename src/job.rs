@@ -524,3 +524,54 @@ title = "a b"
         assert_eq!(placeholders(&cmd).collect::<Vec<_>>(), vec!["x", "y"]);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::config::Overrides;
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    fn config() -> Config {
+        Config::from_text(
+            None,
+            "[types.t]\ncommand = [\"x\", \"{a}\"]\nuser = \"root\"\nparams = { a = \"string\", b = \"integer?\" }\n",
+            Path::new("/"),
+            &Overrides::default(),
+        )
+        .or_else(|_| {
+            let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_default();
+            Config::from_text(
+                None,
+                &format!("[types.t]\ncommand = [\"x\", \"{{a}}\"]\nuser = \"{me}\"\nparams = {{ a = \"string\", b = \"integer?\" }}\n"),
+                Path::new("/"),
+                &Overrides::default(),
+            )
+        })
+        .unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn the_job_parser_never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&bytes, &config());
+        }
+
+        #[test]
+        fn the_job_parser_never_panics_on_near_toml(lines in proptest::collection::vec(
+            "(type|params|priority|email|timeout|retries|keep|not_before|args|attempts|submitted|\\[params\\]|a|b)( ?= ?)(\"[a-z@.]*\"|-?[0-9]{1,20}|\\[\"x\"\\]|\\{ ?a ?= ?\"q\" ?\\}|true|2026-11-23T03:00:00Z|\"[0-9]+(ms|s|m|h|d)\")?",
+            0..8,
+        )) {
+            let _ = parse(lines.join("\n").as_bytes(), &config());
+        }
+
+        #[test]
+        fn the_config_parser_never_panics(text in "(\\[types\\.[a-z]\\]|\\[http\\]|\\[mail\\]|total|keep|fsync|rescan|command|limit|user|listen|smtp|params|nice|max_memory)( ?= ?)?(\"[a-z0-9:./]*\"|-?[0-9]{1,12}|\\[\"x\"\\]|true|\\{ ?a ?= ?\"string\" ?\\})?\n{0,1}") {
+            let _ = Config::from_text(None, &text, Path::new("/"), &Overrides::default());
+        }
+    }
+}

@@ -6,5 +6,7 @@
 
 /// The spool pipeline: submission, params, limits, order, records.
 mod core;
+/// Crash recovery, signals, timeouts, retries, cancel, expiry, hostile input.
+mod robust;
 /// The harness: TestSpool, waits with deadlines.
 mod support;

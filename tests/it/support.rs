@@ -108,10 +108,12 @@ impl Builder {
 
     /// The configuration text this builder writes.
     pub fn config_text(&self) -> String {
-        let mut c = format!(
-            "fsync = {}\nkill_grace = \"1s\"\nstop_timeout = \"5s\"\n",
-            self.fsync
-        );
+        let mut c = format!("fsync = {}\n", self.fsync);
+        for (key, default) in [("kill_grace", "\"1s\""), ("stop_timeout", "\"5s\"")] {
+            if !self.top.contains(key) {
+                c.push_str(&format!("{key} = {default}\n"));
+            }
+        }
         c.push_str(&self.top);
         if self.http && !self.top.contains("[http]") {
             c.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
