@@ -1,1 +1,124 @@
-fn main() {}
+//! Throughput: N no-op jobs (`/bin/true`) with total = 8, submitted as files
+//! prepared in tmp/ and renamed into new/ as fast as possible; time from
+//! the first rename to the last record. Beside it, in the same run: the
+//! `xargs -P8` baseline forking `/bin/true` N times, and — when installed
+//! (`benches/install-peers.sh`) — task-spooler, nq and pueue doing the
+//! same work. Also: raccoond with 100 000 old records in done/.
+//!
+//! `cargo bench --bench throughput` (RACCOON_BENCH_N=1000 for a quick run).
+
+
+// A benchmark that cannot do its IO has nothing to report: panicking says why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PAR: usize = 8;
+
+fn raccoond_run(n: usize, fsync: bool, old_records: usize) -> f64 {
+    let mut b = Bench::new(
+        &format!("total = {PAR}\nfsync = {fsync}\nrescan = \"0\""),
+        &[("noop", "command = [\"/bin/true\"]")],
+    );
+    if old_records > 0 {
+        let done = b.spool.join("done");
+        let text = "id = \"x\"\ntype = \"noop\"\nstatus = \"succeeded\"\nfinished = 2026-01-01T00:00:00Z\nexpires = 2099-01-01T00:00:00Z\nattempts = 1\nexit_code = 0\n";
+        for i in 0..old_records {
+            std::fs::write(
+                done.join(format!("old{i:06}.toml")),
+                text.replace("\"x\"", &format!("\"old{i:06}\"")),
+            )
+            .unwrap();
+        }
+    }
+    b.start();
+    let jobs = b.prepare("j", n, "type = \"noop\"\n");
+    let begin = Instant::now();
+    for (from, to) in &jobs {
+        std::fs::rename(from, to).unwrap();
+    }
+    let end = b.wait_done(n + old_records, Duration::from_secs(600));
+    b.stop();
+    n as f64 / (end - begin).as_secs_f64()
+}
+
+fn main() {
+    let n = n_or(5000);
+    println!("throughput: {n} no-op jobs, parallelism {PAR}");
+    let mut rows: Vec<(String, Option<f64>)> = Vec::new();
+
+    let xargs = time_sh(&format!("seq {n} | xargs -P{PAR} -n1 /bin/true"))
+        .map(|d| n as f64 / d.as_secs_f64());
+    rows.push(("xargs -P8 /bin/true (baseline)".into(), xargs));
+    rows.push((
+        "raccoond, fsync off".into(),
+        Some(raccoond_run(n, false, 0)),
+    ));
+    rows.push(("raccoond, fsync on".into(), Some(raccoond_run(n, true, 0))));
+    // Quick runs (RACCOON_BENCH_N set) use fewer old records too.
+    let old = if std::env::var("RACCOON_BENCH_N").is_ok() {
+        10_000
+    } else {
+        100_000
+    };
+    rows.push((
+        format!("raccoond, fsync off, {old} records in done/"),
+        Some(raccoond_run(n, false, old)),
+    ));
+
+    if have("tsp") {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("ts.sock");
+        let script = format!(
+            "export TS_SOCKET={s} TS_MAXFINISHED={n} TS_SAVELIST=/dev/null; tsp -S {PAR} && for i in $(seq {n}); do tsp -n /bin/true >/dev/null; done; tsp -w >/dev/null 2>&1; while tsp | grep -qE ' (queued|running) '; do sleep 0.01; done; tsp -K",
+            s = sock.display()
+        );
+        rows.push((
+            "task-spooler (tsp -S 8)".into(),
+            time_sh(&script).map(|t| n as f64 / t.as_secs_f64()),
+        ));
+    } else {
+        rows.push(("task-spooler: not installed".into(), None));
+    }
+    if have("nq") {
+        // nq runs one queue serially; eight queues give it the same parallelism.
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().display().to_string();
+        let script = format!(
+            "for q in $(seq {PAR}); do mkdir -p {base}/q$q; done; for i in $(seq {n}); do NQDIR={base}/q$(( i % {PAR} + 1 )) nq -q /bin/true; done; for q in $(seq {PAR}); do NQDIR={base}/q$q nq -w; done"
+        );
+        rows.push((
+            "nq (8 queues)".into(),
+            time_sh(&script).map(|t| n as f64 / t.as_secs_f64()),
+        ));
+    } else {
+        rows.push(("nq: not installed".into(), None));
+    }
+    if have("pueued") && have("pueue") {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("pueue.yml");
+        let pn = n.min(1000);
+        let script = format!(
+            "export PUEUE_CONFIG_PATH={c}; printf 'shared:\\n  pueue_directory: {dir}\\n  runtime_directory: {dir}\\n' > {c}; pueued -d -c {c} >/dev/null 2>&1; sleep 0.5; pueue -c {c} parallel {PAR}; for i in $(seq {pn}); do pueue -c {c} add -- /bin/true >/dev/null; done; pueue -c {c} wait >/dev/null; pueue -c {c} shutdown",
+            c = cfg.display(),
+            dir = d.path().display()
+        );
+        let t = time_sh(&script).map(|t| pn as f64 / t.as_secs_f64());
+        rows.push((format!("pueue (parallel 8, {pn} jobs)"), t));
+    } else {
+        rows.push(("pueue: not installed".into(), None));
+    }
+
+    println!("{:<48} {:>10} {:>10}", "", "jobs/s", "× xargs");
+    for (name, rate) in &rows {
+        match (rate, xargs) {
+            (Some(r), Some(x)) => println!("{name:<48} {r:>10.0} {:>10.2}", r / x),
+            (Some(r), None) => println!("{name:<48} {r:>10.0} {:>10}", "-"),
+            (None, _) => println!("{name:<48} {:>10} {:>10}", "-", "-"),
+        }
+    }
+}

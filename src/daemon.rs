@@ -15,7 +15,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,6 +24,7 @@ use nix::fcntl::Flock;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use crate::commit::{Committer, Finish, Work};
 use crate::config::{Config, Notify, Overrides};
 use crate::job::{self, Job};
 use crate::record::{Record, Status, signal_name};
@@ -48,11 +48,6 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How often a job in `running/` held by another live process is looked
 /// at again (its holder may be a dying grandchild of a crashed daemon).
 const RECHECK_HELD: Duration = Duration::from_secs(2);
-/// A task's stdout becomes its `result` when it is shorter than this and
-/// it wrote no `RACCOON_RESULT`.
-const STDOUT_RESULT_MAX: u64 = 64 * 1024;
-/// `RACCOON_RESULT` files are read up to this size.
-const RESULT_MAX: u64 = 1 << 20;
 
 /// Everything the loop reacts to.
 pub enum Event {
@@ -84,13 +79,12 @@ enum Stop {
 }
 
 struct Running {
-    name: String,
     kind: String,
     job: Job,
     bytes: Vec<u8>,
     child: Child,
     /// Held until the record is written: the "alive" lock of the job.
-    _lock: Flock<File>,
+    lock: Flock<File>,
     submitted: SystemTime,
     submitted_as: Option<String>,
     started: SystemTime,
@@ -116,8 +110,12 @@ pub struct Daemon {
     rx: Receiver<Event>,
     draining: Option<Instant>,
     next_rescan: Option<Instant>,
-    sweeper: Option<Sender<(String, SystemTime)>>,
+    /// Until `run` hands it to the committer.
     mailer: Option<mail::Mailer>,
+    /// Whether a `[mail]` section is configured (records then say `pending`).
+    mail_enabled: bool,
+    /// Writes records off the main loop; `None` before `run` starts it.
+    committer: Option<Committer>,
     board: Board,
     notifier: Notifier,
     next_watchdog: Option<Instant>,
@@ -175,8 +173,9 @@ impl Daemon {
             rx,
             draining: None,
             next_rescan: None,
-            sweeper: None,
+            mail_enabled: mailer.is_some(),
             mailer,
+            committer: None,
             board,
             next_watchdog: notifier.watchdog.map(|_| Instant::now()),
             notifier,
@@ -207,18 +206,20 @@ impl Daemon {
         self._watcher = Some(watcher);
         self.start_signals()?;
 
+        let tx = self.tx.clone();
+        let sweeper = sweeper::start(self.spool.clone(), move |found| {
+            let _ = tx.send(Event::Found(found));
+        })
+        .map_err(|e| Fatal::Temporary(format!("cannot start the sweeper: {e}")))?;
+        self.committer = Some(
+            Committer::start(self.spool.clone(), sweeper, self.mailer.take())
+                .map_err(|e| Fatal::Temporary(format!("cannot start the commit thread: {e}")))?,
+        );
+
         self.recover();
         self.scan_new(true);
         self.scan_cancel();
         self.next_rescan = self.config.rescan.map(|d| Instant::now() + d);
-
-        let tx = self.tx.clone();
-        self.sweeper = Some(
-            sweeper::start(self.spool.clone(), move |found| {
-                let _ = tx.send(Event::Found(found));
-            })
-            .map_err(|e| Fatal::Temporary(format!("cannot start the sweeper: {e}")))?,
-        );
 
         if let Some(listen) = self.config.http.listen.clone() {
             let tx = self.tx.clone();
@@ -273,6 +274,9 @@ impl Daemon {
             if self.dirty {
                 self.publish();
             }
+        }
+        if let Some(mut c) = self.committer.take() {
+            c.flush();
         }
         self.write_report();
         eprintln!("raccoond: stopped");
@@ -476,7 +480,7 @@ impl Daemon {
         } else {
             rec.source = Some(String::from_utf8_lossy(bytes).into_owned());
         }
-        self.commit(rec, None);
+        self.commit(rec, None, Some(claim.lock), None);
     }
 
     /// Rejects a symlink, folder, FIFO, socket or device without opening
@@ -502,7 +506,7 @@ impl Daemon {
         ));
         rec.submitted_as = Some(name.to_string());
         rec.source = Some(String::new());
-        self.commit(rec, None);
+        self.commit(rec, None, None, None);
     }
 
     // ---- starting --------------------------------------------------------
@@ -561,7 +565,7 @@ impl Daemon {
                 rec.error = Some(error);
                 rec.submitted_as = submitted_as;
                 rec.source = Some(String::from_utf8_lossy(&claim.bytes).into_owned());
-                self.commit(rec, None);
+                self.commit(rec, None, Some(claim.lock), None);
                 return;
             }
         };
@@ -574,7 +578,7 @@ impl Daemon {
                 Status::Cancelled,
                 "cancelled before it started",
             );
-            self.commit(rec, Some(&job));
+            self.commit(rec, Some(&job), Some(claim.lock), None);
             let _ = std::fs::remove_file(self.spool.cancel_path(&id));
             return;
         }
@@ -610,12 +614,11 @@ impl Daemon {
                 self.running.insert(
                     id,
                     Running {
-                        name: q.name,
                         kind: job.kind.clone(),
                         bytes: claim.bytes,
                         job,
                         child,
-                        _lock: claim.lock,
+                        lock: claim.lock,
                         submitted: q.submitted,
                         submitted_as,
                         started,
@@ -637,8 +640,7 @@ impl Daemon {
                     started,
                     attempt,
                 };
-                self.failed_run(run, None, format!("cannot start: {e}"), Output::default());
-                drop(claim);
+                self.failed_run(run, claim.lock, None, format!("cannot start: {e}"), None);
             }
         }
     }
@@ -670,10 +672,12 @@ impl Daemon {
             Some(Stop::Drain) => {
                 // The attempt does not count: the job never had its chance.
                 let text = requeue_text(&r.bytes, r.job.attempts, r.submitted, None);
-                match self.spool.requeue(id, text.as_bytes()) {
-                    Ok(()) => eprintln!("{id}: put back in new/ (shutdown)"),
-                    Err(e) => eprintln!("{id}: cannot put back in new/: {e}"),
-                }
+                eprintln!("{id}: put back in new/ (shutdown)");
+                self.send(Work::Requeue {
+                    id: id.to_string(),
+                    text,
+                    lock: Some(r.lock),
+                });
             }
             Some(Stop::Cancel) => {
                 let rec = self.run_record(
@@ -681,9 +685,8 @@ impl Daemon {
                     Status::Cancelled,
                     Some(status),
                     Some("cancelled".into()),
-                    output,
                 );
-                self.commit(rec, Some(&r.job));
+                self.commit(rec, Some(&r.job), Some(r.lock), Some(output));
                 let _ = std::fs::remove_file(self.spool.cancel_path(id));
             }
             Some(Stop::Timeout) => {
@@ -693,25 +696,30 @@ impl Daemon {
                     Status::TimedOut,
                     Some(status),
                     Some(format!("timed out after {limit}")),
-                    output,
                 );
-                self.commit(rec, Some(&r.job));
+                self.commit(rec, Some(&r.job), Some(r.lock), Some(output));
             }
             None if status.success() => {
-                let rec = self.run_record(&run, Status::Succeeded, Some(status), None, output);
-                self.commit(rec, Some(&r.job));
+                let rec = self.run_record(&run, Status::Succeeded, Some(status), None);
+                self.commit(rec, Some(&r.job), Some(r.lock), Some(output));
             }
             None => {
                 let why = describe_exit(status);
-                self.failed_run(run, Some(status), why, output);
+                self.failed_run(run, r.lock, Some(status), why, Some(output));
             }
         }
-        drop(r.name);
     }
 
     /// A run that failed: put back for a retry while retries remain, else
     /// the record says `failed`.
-    fn failed_run(&mut self, run: Run, status: Option<ExitStatus>, why: String, output: Output) {
+    fn failed_run(
+        &mut self,
+        run: Run,
+        lock: Flock<File>,
+        status: Option<ExitStatus>,
+        why: String,
+        output: Option<Output>,
+    ) {
         let id = run.id;
         if run.attempt <= run.job.retries {
             let kind = run.job.kind.as_str();
@@ -723,19 +731,21 @@ impl Daemon {
             let delay = retry_delay(base, run.attempt);
             let at = time::now() + delay;
             let text = requeue_text(run.bytes, run.attempt, run.submitted, Some(at));
-            match self.spool.requeue(id, text.as_bytes()) {
-                Ok(()) => eprintln!(
-                    "{id}: {why}; retry {}/{} in {}",
-                    run.attempt,
-                    run.job.retries,
-                    format_duration(delay)
-                ),
-                Err(e) => eprintln!("{id}: cannot put back in new/ for a retry: {e}"),
-            }
+            eprintln!(
+                "{id}: {why}; retry {}/{} in {}",
+                run.attempt,
+                run.job.retries,
+                format_duration(delay)
+            );
+            self.send(Work::Requeue {
+                id: id.to_string(),
+                text,
+                lock: Some(lock),
+            });
             return;
         }
-        let rec = self.run_record(&run, Status::Failed, status, Some(why), output);
-        self.commit(rec, Some(run.job));
+        let rec = self.run_record(&run, Status::Failed, status, Some(why));
+        self.commit(rec, Some(run.job), Some(lock), output);
     }
 
     fn run_record(
@@ -744,7 +754,6 @@ impl Daemon {
         status: Status,
         exit: Option<ExitStatus>,
         error: Option<String>,
-        output: Output,
     ) -> Record {
         let now = time::now();
         let mut rec = self.queued_record(
@@ -768,7 +777,6 @@ impl Daemon {
                 _ => {}
             }
         }
-        rec.result = self.result_of(run.id, output);
         rec
     }
 
@@ -799,49 +807,27 @@ impl Daemon {
         rec
     }
 
-    /// `RACCOON_RESULT` as TOML or JSON; else a short stdout as text.
-    fn result_of(&self, id: &str, output: Output) -> Option<toml::Value> {
-        use std::io::Read;
-        let path = self.spool.running_result(id);
-        let mut text = String::new();
-        if let Ok(f) = File::open(&path) {
-            let _ = f.take(RESULT_MAX).read_to_string(&mut text);
-        }
-        if !text.trim().is_empty() {
-            return Some(parse_result(&text));
-        }
-        if output.cut || output.stdout_bytes == 0 || output.stdout_bytes >= STDOUT_RESULT_MAX {
-            return None;
-        }
-        let out = std::fs::read(self.spool.running_out(id)).ok()?;
-        String::from_utf8(out).ok().map(toml::Value::String)
-    }
-
-    /// Writes a record (the commit point of a job's end) and tells whoever
-    /// cares: the log, the sweeper, the mailer, the report.
-    fn commit(&mut self, mut rec: Record, job: Option<&Job>) {
+    /// Ends a job: hands its record to the committer (which writes it and
+    /// then lets go of the lock) and tells the log and the report.
+    fn commit(
+        &mut self,
+        mut rec: Record,
+        job: Option<&Job>,
+        lock: Option<Flock<File>>,
+        output: Option<Output>,
+    ) {
         let notify = job
             .and_then(|j| self.config.types.get(&j.kind))
             .map_or(Notify::Always, |t| t.notify);
-        let wants_mail = !rec.email.is_empty()
+        let mail = self.mail_enabled
+            && !rec.email.is_empty()
             && match notify {
                 Notify::Always => true,
                 Notify::Failure => rec.status.is_failure(),
                 Notify::Never => false,
             };
         if !rec.email.is_empty() {
-            rec.mail = Some(
-                if wants_mail && self.mailer.is_some() {
-                    "pending"
-                } else {
-                    "none"
-                }
-                .into(),
-            );
-        }
-        if let Err(e) = self.spool.finish(&rec) {
-            eprintln!("{}: cannot write the record: {e}", rec.id);
-            return;
+            rec.mail = Some(if mail { "pending" } else { "none" }.into());
         }
         let mut line = format!("{}: {}", rec.id, rec.status);
         if let Some(c) = rec.exit_code {
@@ -857,9 +843,6 @@ impl Daemon {
             line.push_str(&format!(" ({e})"));
         }
         eprintln!("{line}");
-        if let (Some(sw), Some(exp)) = (&self.sweeper, rec.expires_at()) {
-            let _ = sw.send((rec.id.clone(), exp));
-        }
         *self
             .finished_counts
             .entry((rec.kind.clone(), rec.status))
@@ -881,8 +864,17 @@ impl Daemon {
         });
         self.recent.truncate(ROWS);
         self.dirty = true;
-        if wants_mail && let Some(m) = &self.mailer {
-            m.send(rec);
+        self.send(Work::Finish(Finish {
+            record: rec,
+            lock,
+            output,
+            mail,
+        }));
+    }
+
+    fn send(&self, work: Work) {
+        if let Some(c) = &self.committer {
+            c.send(work);
         }
     }
 
@@ -905,11 +897,11 @@ impl Daemon {
                 self.recent.push_back(row);
             }
         }
-        if let Some(m) = &self.mailer {
+        if self.mail_enabled {
             for id in found.mail_pending {
                 if let Ok(rec) = self.spool.read_record(&id) {
                     eprintln!("{id}: mail still pending from an earlier run; sending");
-                    m.send(rec);
+                    self.send(Work::Mail(rec));
                 }
             }
         }
@@ -946,14 +938,14 @@ impl Daemon {
                             Status::Cancelled,
                             "cancelled before it started",
                         );
-                        self.commit(rec, Some(&job));
+                        self.commit(rec, Some(&job), Some(claim.lock), None);
                     }
                     Err(_) => {
                         let mut rec = Record::new(&claim.id, &q.kind, Status::Cancelled);
                         rec.finished = Some(time::to_toml(time::now()));
                         rec.expires = Some(time::to_toml(time::now() + self.config.keep));
                         rec.source = Some(String::from_utf8_lossy(&claim.bytes).into_owned());
-                        self.commit(rec, None);
+                        self.commit(rec, None, Some(claim.lock), None);
                     }
                 }
             }
@@ -1013,6 +1005,7 @@ impl Daemon {
                 self.config = Arc::new(c);
                 self.board.set_config(self.config.clone());
                 self.spool = self.spool.with_fsync(self.config.fsync);
+                self.send(Work::Spool(self.spool.clone()));
                 self.dirty = true;
             }
             Err(e) => eprintln!("reload: {e}; the old configuration stays in force"),
@@ -1168,7 +1161,7 @@ impl Daemon {
                                     "interrupted",
                                 );
                                 rec.attempts = attempt;
-                                self.commit(rec, Some(&job));
+                                self.commit(rec, Some(&job), Some(claim.lock), None);
                             }
                         }
                         Err(error) => {
@@ -1179,7 +1172,7 @@ impl Daemon {
                             rec.expires = Some(time::to_toml(now + self.config.keep));
                             rec.error = Some(error);
                             rec.source = Some(String::from_utf8_lossy(&claim.bytes).into_owned());
-                            self.commit(rec, None);
+                            self.commit(rec, None, Some(claim.lock), None);
                         }
                     }
                 }
@@ -1350,29 +1343,6 @@ fn guess_type(bytes: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// A result file: JSON when it looks like JSON, else TOML, else text.
-fn parse_result(text: &str) -> toml::Value {
-    let t = text.trim_start();
-    if (t.starts_with('{') || t.starts_with('['))
-        && let Ok(v) = serde_json::from_str::<serde_json::Value>(t)
-        && let Ok(tv) = job::json_to_toml(&v, "result")
-    {
-        return tv;
-    }
-    if let Ok(table) = toml::from_str::<toml::Table>(text) {
-        return toml::Value::Table(table);
-    }
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(t)
-        && let Ok(tv) = job::json_to_toml(&v, "result")
-    {
-        return tv;
-    }
-    toml::Value::String(text.to_string())
-}
-
-#[allow(dead_code)]
-fn _unused(_: PathBuf) {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1399,15 +1369,5 @@ mod tests {
         assert!(table["submitted"].as_datetime().is_some());
         assert!(table["not_before"].as_datetime().is_some());
         assert_eq!(table["params"]["n"].as_integer(), Some(1));
-    }
-
-    #[test]
-    fn results_are_json_toml_or_text() {
-        assert_eq!(
-            parse_result("{\"rows\": 10}")["rows"].as_integer(),
-            Some(10)
-        );
-        assert_eq!(parse_result("rows = 10\n")["rows"].as_integer(), Some(10));
-        assert_eq!(parse_result("just words").as_str(), Some("just words"));
     }
 }

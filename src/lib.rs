@@ -5,6 +5,7 @@
 //! shells over this library.
 
 pub mod cli;
+pub mod commit;
 pub mod config;
 pub mod daemon;
 pub mod http;

@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -82,8 +82,9 @@ where
         File::create(&result).map_err(|e| io_context("create", &result, e))?;
         chown(&result, user.uid, user.gid)?;
     }
-    let out = create_output(&spool.running_out(l.id))?;
-    let err = create_output(&spool.running_err(l.id))?;
+    // The output files are created by the supervisor thread, off the main
+    // loop: creating inodes is a large part of a short job's cost.
+    let (out, err) = (spool.running_out(l.id), spool.running_err(l.id));
     let stdin = params_stdin(l.job)?;
 
     let argv = job::argv(l.ty, l.job);
@@ -153,14 +154,22 @@ fn chown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| io_context("chown", path, e))
 }
 
-fn create_output(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+/// Opens an output file; when that fails the stream is still drained (so
+/// the task never blocks) into nowhere, and the failure is logged.
+fn create_output(path: &Path) -> Option<File> {
+    match OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o644)
         .open(path)
-        .map_err(|e| io_context("create", path, e))
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("cannot create {}: {e}; that output is lost", path.display());
+            None
+        }
+    }
 }
 
 /// Standard input: the params as one JSON object, in an anonymous memory
@@ -276,7 +285,7 @@ impl Limits {
 /// Copies a stream into its file up to the cap, then notes the cut once
 /// and discards the rest (reading on, so that the task never blocks).
 struct Sink {
-    file: File,
+    file: Option<File>,
     written: u64,
     cap: u64,
     cut: bool,
@@ -286,13 +295,16 @@ impl Sink {
     fn take(&mut self, data: &[u8]) {
         let room = self.cap.saturating_sub(self.written) as usize;
         let keep = data.len().min(room);
-        if keep > 0 && self.file.write_all(&data[..keep]).is_ok() {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if keep > 0 && file.write_all(&data[..keep]).is_ok() {
             self.written += keep as u64;
         }
         if keep < data.len() && !self.cut {
             self.cut = true;
             let _ = write!(
-                self.file,
+                file,
                 "\n[raccoond: output cut at {} bytes (max_output_bytes)]\n",
                 self.cap
             );
@@ -305,10 +317,11 @@ fn supervise(
     pidfd: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
-    out: File,
-    err: File,
+    out: PathBuf,
+    err: PathBuf,
     cap: u64,
 ) -> Output {
+    let (out, err) = (create_output(&out), create_output(&err));
     let mut pipes: Vec<(File, Sink)> = vec![
         (
             File::from(stdout),

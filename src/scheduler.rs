@@ -40,6 +40,9 @@ pub struct Queue {
     delayed: BTreeSet<(SystemTime, u64, String)>,
     /// Name in `new/` by the id it asks for, for cancel by id.
     by_id: HashMap<String, String>,
+    /// Queued jobs per type, kept as jobs come and go so that counting
+    /// never walks the queue.
+    per_type: BTreeMap<String, usize>,
     seq: u64,
 }
 
@@ -92,6 +95,7 @@ impl Queue {
             }
         }
         self.by_id.insert(job.id.clone(), job.name.clone());
+        *self.per_type.entry(job.kind.clone()).or_default() += 1;
         self.jobs.insert(job.name.clone(), (job, seq));
     }
 
@@ -108,6 +112,12 @@ impl Queue {
         }
         if self.by_id.get(&job.id).is_some_and(|n| n == name) {
             self.by_id.remove(&job.id);
+        }
+        if let Some(n) = self.per_type.get_mut(&job.kind) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_type.remove(&job.kind);
+            }
         }
         Some(job)
     }
@@ -151,12 +161,8 @@ impl Queue {
     }
 
     /// Queued jobs per type (ready and delayed).
-    pub fn counts(&self) -> BTreeMap<String, usize> {
-        let mut out: BTreeMap<String, usize> = BTreeMap::new();
-        for (job, _) in self.jobs.values() {
-            *out.entry(job.kind.clone()).or_default() += 1;
-        }
-        out
+    pub fn counts(&self) -> &BTreeMap<String, usize> {
+        &self.per_type
     }
 
     /// The first `n` jobs in start order (ready first, then delayed by

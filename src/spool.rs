@@ -406,14 +406,19 @@ impl Spool {
         }
         let files = self.running_files(id);
         let done_files = self.done_files(id);
-        // An empty files folder is dropped rather than kept for every job.
-        if fs::remove_dir(&files).is_err() && files.exists() {
-            if done_files.exists() {
+        // Moved even when empty: a rename is cheaper than a delete on file
+        // systems that scan recently deleted inodes when creating new ones.
+        match fs::rename(&files, &done_files) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) if done_files.exists() => {
+                // Left by an earlier attempt that crashed before its record.
                 fs::remove_dir_all(&done_files)
                     .map_err(|e| io_context("remove stale", &done_files, e))?;
+                fs::rename(&files, &done_files)
+                    .map_err(|e| io_context("move files folder", &files, e))?;
             }
-            fs::rename(&files, &done_files)
-                .map_err(|e| io_context("move files folder", &files, e))?;
+            Err(e) => return Err(io_context("move files folder", &files, e)),
         }
         let text = record.to_toml().map_err(io::Error::other)?;
         self.write_replacing(&self.done_record(id), text.as_bytes())?;

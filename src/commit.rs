@@ -1,0 +1,194 @@
+//! Commits the end of a job, on a thread of its own.
+//!
+//! Takes finished records (and jobs going back to `new/`) from the main
+//! loop; reads the task's result, moves its output and files into `done/`,
+//! writes the record (the commit point), then lets go of the job's lock and
+//! tells the sweeper and the mailer. The main loop frees the job's slot as
+//! soon as the task exits, so the next task starts while this thread does
+//! the file system work of the last one: on two cores, half the work.
+//!
+//! Architecture Invariant: a job's lock is released only after its record
+//! (or its requeued file) is in place, so a daemon recovering `running/`
+//! never mistakes a job being committed for an orphan.
+
+use std::fs::File;
+use std::io::Read;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use crossbeam_channel::Sender;
+use nix::fcntl::Flock;
+
+use crate::job;
+use crate::mail::Mailer;
+use crate::record::Record;
+use crate::runner::Output;
+use crate::spool::Spool;
+
+/// A task's stdout becomes its `result` when it is shorter than this and
+/// it wrote no `RACCOON_RESULT`.
+const STDOUT_RESULT_MAX: u64 = 64 * 1024;
+/// `RACCOON_RESULT` files are read up to this size.
+const RESULT_MAX: u64 = 1 << 20;
+
+/// What the main loop hands over.
+pub enum Work {
+    Finish(Finish),
+    /// Put a job back into `new/<id>.toml` with this text.
+    Requeue {
+        id: String,
+        text: String,
+        lock: Option<Flock<File>>,
+    },
+    /// Mail a record written earlier (still `pending` after a restart).
+    Mail(Record),
+    /// The configuration changed (`fsync` may have).
+    Spool(Spool),
+}
+
+pub struct Finish {
+    pub record: Record,
+    pub lock: Option<Flock<File>>,
+    /// For a task that ran: where its result may come from.
+    pub output: Option<Output>,
+    /// Whether to mail the record once written.
+    pub mail: bool,
+}
+
+pub struct Committer {
+    tx: Option<Sender<Work>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    pub fn start(
+        spool: Spool,
+        sweeper: Sender<(String, SystemTime)>,
+        mailer: Option<Mailer>,
+    ) -> std::io::Result<Committer> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Work>();
+        let thread = std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || {
+                let mut spool = spool;
+                for work in rx {
+                    match work {
+                        Work::Finish(f) => finish(&spool, &sweeper, mailer.as_ref(), f),
+                        Work::Requeue { id, text, lock } => {
+                            if let Err(e) = spool.requeue(&id, text.as_bytes()) {
+                                eprintln!("{id}: cannot put back in new/: {e}");
+                            }
+                            drop(lock);
+                        }
+                        Work::Mail(rec) => {
+                            if let Some(m) = &mailer {
+                                m.send(rec);
+                            }
+                        }
+                        Work::Spool(s) => spool = s,
+                    }
+                }
+            })?;
+        Ok(Committer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn send(&self, work: Work) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(work);
+        }
+    }
+
+    /// Waits until everything handed over is on disk.
+    pub fn flush(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+fn finish(
+    spool: &Spool,
+    sweeper: &Sender<(String, SystemTime)>,
+    mailer: Option<&Mailer>,
+    f: Finish,
+) {
+    let mut rec = f.record;
+    if let Some(output) = f.output {
+        rec.result = result_of(spool, &rec.id, output);
+    }
+    if let Err(e) = spool.finish(&rec) {
+        // The job stays in running/; recovery will run it again.
+        eprintln!("{}: cannot write the record: {e}", rec.id);
+        return;
+    }
+    drop(f.lock);
+    if let Some(exp) = rec.expires_at() {
+        let _ = sweeper.send((rec.id.clone(), exp));
+    }
+    if f.mail
+        && let Some(m) = mailer
+    {
+        m.send(rec);
+    }
+}
+
+/// `RACCOON_RESULT` as TOML or JSON; else a short stdout as text.
+fn result_of(spool: &Spool, id: &str, output: Output) -> Option<toml::Value> {
+    let mut text = String::new();
+    if let Ok(f) = File::open(spool.running_result(id)) {
+        let _ = f.take(RESULT_MAX).read_to_string(&mut text);
+    }
+    if !text.trim().is_empty() {
+        return Some(parse_result(&text));
+    }
+    if output.cut || output.stdout_bytes == 0 || output.stdout_bytes >= STDOUT_RESULT_MAX {
+        return None;
+    }
+    let out = std::fs::read(spool.running_out(id)).ok()?;
+    String::from_utf8(out).ok().map(toml::Value::String)
+}
+
+/// A result file: JSON when it looks like JSON, else TOML, else text.
+fn parse_result(text: &str) -> toml::Value {
+    let t = text.trim_start();
+    let json = || {
+        serde_json::from_str::<serde_json::Value>(t)
+            .ok()
+            .and_then(|v| job::json_to_toml(&v, "result").ok())
+    };
+    if (t.starts_with('{') || t.starts_with('['))
+        && let Some(v) = json()
+    {
+        return v;
+    }
+    if let Ok(table) = toml::from_str::<toml::Table>(text) {
+        return toml::Value::Table(table);
+    }
+    json().unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_json_toml_or_text() {
+        assert_eq!(
+            parse_result("{\"rows\": 10}")["rows"].as_integer(),
+            Some(10)
+        );
+        assert_eq!(parse_result("rows = 10\n")["rows"].as_integer(), Some(10));
+        assert_eq!(parse_result("just words").as_str(), Some("just words"));
+        assert_eq!(parse_result("[1, 2]").as_array().map(Vec::len), Some(2));
+    }
+}
