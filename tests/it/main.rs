@@ -5,3 +5,5 @@
 mod support;
 /// The spool pipeline: submission, params, limits, order, records.
 mod core;
+/// Mail: the message, retries, 5xx, sendmail, address checks.
+mod mail;
