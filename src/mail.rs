@@ -146,8 +146,8 @@ fn run(rx: &Receiver<Record>, relay: &Relay, composer: &Composer, done: &dyn Fn(
 
 fn queue(outbox: &mut Outbox, record: Record) {
     let id = record.id.clone();
-    if !outbox.push(record, Instant::now()) {
-        eprintln!("{id}: mail already queued; not queued twice");
+    if let Err(why) = outbox.push(record, Instant::now()) {
+        eprintln!("{id}: {why}");
     }
 }
 
@@ -217,10 +217,16 @@ impl Default for Outbox {
 }
 
 impl Outbox {
-    /// Queues a record for an attempt now; false when it is already queued.
-    fn push(&mut self, record: Record, now: Instant) -> bool {
+    /// Queues a record for an attempt now, unless its mail is queued
+    /// already or is no longer pending (the daemon may hand over a record
+    /// read from disk after its mail was sent).
+    fn push(&mut self, record: Record, now: Instant) -> Result<(), String> {
+        if record.mail.as_deref() != Some("pending") {
+            let mail = record.mail.as_deref().unwrap_or("none");
+            return Err(format!("mail is {mail:?}, not pending; not sent again"));
+        }
         if !self.ids.insert(record.id.clone()) {
-            return false;
+            return Err("mail already queued; not queued twice".into());
         }
         let pending = Pending {
             record,
@@ -229,7 +235,7 @@ impl Outbox {
             server_down: false,
         };
         self.insert(now, pending);
-        true
+        Ok(())
     }
 
     fn insert(&mut self, at: Instant, pending: Pending) {
@@ -996,6 +1002,7 @@ mod tests {
         r.exit_code = Some(3);
         r.error = Some("exited with status 3".into());
         r.email = vec!["ann@example.com".into()];
+        r.mail = Some("pending".into());
         let mut res = toml::Table::new();
         res.insert("rows".into(), toml::Value::Integer(10));
         r.result = Some(toml::Value::Table(res));
@@ -1288,8 +1295,12 @@ mod tests {
     fn transient_failures_back_off_doubling_then_give_up() {
         let t0 = Instant::now();
         let mut o = Outbox::default();
-        assert!(o.push(record(), t0));
-        assert!(!o.push(record(), t0), "the same id is queued once");
+        assert!(o.push(record(), t0).is_ok());
+        assert!(o.push(record(), t0).is_err(), "the same id is queued once");
+        let mut sent = record();
+        sent.id = "sent".into();
+        sent.mail = Some("sent".into());
+        assert!(o.push(sent, t0).unwrap_err().contains("not pending"));
         let mut now = t0;
         let mut pauses = Vec::new();
         let outcome = loop {
@@ -1317,14 +1328,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(o.wakeup().is_none());
-        assert!(o.push(record(), now), "a finished id may be queued again");
+        assert!(
+            o.push(record(), now).is_ok(),
+            "a finished id may be queued again"
+        );
     }
 
     #[test]
     fn permanent_failures_end_at_once_and_success_is_sent() {
         let t0 = Instant::now();
         let mut o = Outbox::default();
-        o.push(record(), t0);
+        o.push(record(), t0).unwrap();
         let p = o.take_due(t0).unwrap();
         assert_eq!(
             o.settle(p, Err(Failure::Permanent("550 no".into())), t0),
@@ -1332,7 +1346,7 @@ mod tests {
         );
         let mut r = record();
         r.id = "other".into();
-        o.push(r, t0);
+        o.push(r, t0).unwrap();
         let p = o.take_due(t0).unwrap();
         assert_eq!(o.settle(p, Ok(()), t0), Step::Sent);
         assert!(o.wakeup().is_none());
@@ -1346,8 +1360,8 @@ mod tests {
         a.id = "a".into();
         let mut b = record();
         b.id = "b".into();
-        o.push(a, t0);
-        o.push(b, t0);
+        o.push(a, t0).unwrap();
+        o.push(b, t0).unwrap();
         let p = o.take_due(t0).unwrap();
         assert_eq!(p.record.id, "a");
         o.settle(p, transient(false), t0);
@@ -1361,7 +1375,7 @@ mod tests {
         let mut o = Outbox::default();
         let mut a = record();
         a.id = "a".into();
-        o.push(a, t0);
+        o.push(a, t0).unwrap();
         for _ in 0..5 {
             let now = o.wakeup().unwrap();
             let p = o.take_due(now).unwrap();
@@ -1370,7 +1384,7 @@ mod tests {
         let now = o.wakeup().unwrap() - Duration::from_millis(1);
         let mut b = record();
         b.id = "b".into();
-        o.push(b, now);
+        o.push(b, now).unwrap();
         assert!(
             o.take_due(now).is_none(),
             "a new message waits out the pause"
