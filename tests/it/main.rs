@@ -6,6 +6,8 @@
 
 /// The spool pipeline: submission, params, limits, order, records.
 mod core;
+/// Mail: the message, retries, 5xx, sendmail, address checks.
+mod mail;
 /// Crash recovery, signals, timeouts, retries, cancel, expiry, hostile input.
 mod robust;
 /// The harness: TestSpool, waits with deadlines.

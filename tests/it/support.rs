@@ -350,3 +350,18 @@ impl Drop for TestSpool {
 pub fn status_of(t: &toml::Table) -> &str {
     t.get("status").and_then(|v| v.as_str()).unwrap_or("")
 }
+
+/// A loopback port that was free a moment ago, for a server a test starts
+/// (or leaves unstarted, to play a server that is down).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+}
+
+/// Whether something accepts connections on a loopback port.
+pub fn port_open(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
