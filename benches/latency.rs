@@ -4,7 +4,6 @@
 //!
 //! `cargo bench --bench latency`
 
-
 // A benchmark that cannot do its IO has nothing to report: panicking says why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -5,7 +5,6 @@
 //!
 //! `cargo bench --bench scale` (RACCOON_BENCH_N=10000 for a quick run).
 
-
 // A benchmark that cannot do its IO has nothing to report: panicking says why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -7,7 +7,6 @@
 //!
 //! `cargo bench --bench throughput` (RACCOON_BENCH_N=1000 for a quick run).
 
-
 // A benchmark that cannot do its IO has nothing to report: panicking says why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

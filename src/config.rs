@@ -428,6 +428,9 @@ fn mail_config(m: FileMail, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<MailCo
             };
             MailTransport::Smtp { url, password }
         }
+        (None, Some(_)) if m.password_file.is_some() => {
+            return Err("password_file goes with smtp, not with sendmail".into());
+        }
         (None, Some(program)) => {
             let program = resolve(&program);
             if !program.is_file() {
@@ -442,11 +445,22 @@ fn mail_config(m: FileMail, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<MailCo
     if from.parse::<lettre::message::Mailbox>().is_err() {
         return Err(format!("from = {from:?}: not a mail address"));
     }
+    let recipients = m.recipients.unwrap_or_default();
+    for pattern in &recipients {
+        let address = pattern
+            .strip_prefix("*@")
+            .map_or(pattern.clone(), |d| format!("x@{d}"));
+        if address.parse::<lettre::Address>().is_err() {
+            return Err(format!(
+                "recipients: {pattern:?} is neither an address nor \"*@domain\""
+            ));
+        }
+    }
     Ok(MailConfig {
         transport,
         from,
         max_attachment_bytes: m.max_attachment_bytes.map_or(10 << 20, |s| s.0),
-        recipients: m.recipients.unwrap_or_default(),
+        recipients,
     })
 }
 

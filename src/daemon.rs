@@ -116,6 +116,9 @@ pub struct Daemon {
     mail_enabled: bool,
     /// Writes records off the main loop; `None` before `run` starts it.
     committer: Option<Committer>,
+    /// Jobs handed to the mailer by this run and not yet reported back, so
+    /// that the first scan of `done/` does not mail them a second time.
+    mailing: HashSet<String>,
     board: Board,
     notifier: Notifier,
     next_watchdog: Option<Instant>,
@@ -176,6 +179,7 @@ impl Daemon {
             mail_enabled: mailer.is_some(),
             mailer,
             committer: None,
+            mailing: HashSet::new(),
             board,
             next_watchdog: notifier.watchdog.map(|_| Instant::now()),
             notifier,
@@ -864,6 +868,9 @@ impl Daemon {
         });
         self.recent.truncate(ROWS);
         self.dirty = true;
+        if mail {
+            self.mailing.insert(rec.id.clone());
+        }
         self.send(Work::Finish(Finish {
             record: rec,
             lock,
@@ -879,6 +886,7 @@ impl Daemon {
     }
 
     fn mailed(&mut self, id: &str, outcome: &str) {
+        self.mailing.remove(id);
         match self.spool.read_record(id) {
             Ok(mut rec) => {
                 rec.mail = Some(outcome.to_string());
@@ -899,7 +907,12 @@ impl Daemon {
         }
         if self.mail_enabled {
             for id in found.mail_pending {
-                if let Ok(rec) = self.spool.read_record(&id) {
+                if self.mailing.contains(&id) {
+                    continue;
+                }
+                if let Ok(rec) = self.spool.read_record(&id)
+                    && rec.mail.as_deref() == Some("pending")
+                {
                     eprintln!("{id}: mail still pending from an earlier run; sending");
                     self.send(Work::Mail(rec));
                 }
@@ -988,6 +1001,9 @@ impl Daemon {
         let path = self.config.path.clone();
         match Config::load(path.as_deref(), &self.overrides) {
             Ok(mut c) => {
+                if format!("{:?}", c.mail) != format!("{:?}", self.config.mail) {
+                    eprintln!("reload: [mail] changes take effect at the next start");
+                }
                 if c.spool != self.config.spool {
                     eprintln!(
                         "reload: spool cannot change while running; keeping {}",

@@ -181,12 +181,12 @@ pub fn check_address(addr: &str, config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// `*@example.com` matches any user at that domain; other patterns match
-/// one address. Case-insensitive, as domains are.
+/// `*@example.com` matches any user at that domain (not its subdomains);
+/// other patterns match one address. Case-insensitive, as domains are.
 fn address_matches(pattern: &str, addr: &str) -> bool {
     let (p, a) = (pattern.to_ascii_lowercase(), addr.to_ascii_lowercase());
-    match p.strip_prefix('*') {
-        Some(suffix) => a.ends_with(suffix),
+    match p.strip_prefix("*@") {
+        Some(domain) => a.rsplit_once('@').is_some_and(|(_, d)| d == domain),
         None => p == a,
     }
 }

@@ -65,8 +65,8 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// Top-level configuration lines (`total = 3`, `[mail]` tables come
-    /// after the types, see [`Builder::tail`]).
+    /// Top-level configuration lines (`total = 3`), written before the
+    /// types; a table such as `[mail]` must come in the last `top` call.
     pub fn top(mut self, line: &str) -> Self {
         self.top.push_str(line);
         self.top.push('\n');
