@@ -587,6 +587,10 @@ fn resolve_user(name: &str, we_are_root: bool) -> Result<Option<RunAs>, String> 
             nix::unistd::geteuid()
         ));
     }
+    if user.uid == nix::unistd::geteuid() {
+        // Already that user: nothing to switch, nothing to chown.
+        return Ok(None);
+    }
     let cname =
         std::ffi::CString::new(name).map_err(|_| format!("user = {name:?}: contains NUL"))?;
     let groups = getgrouplist(&cname, user.gid)

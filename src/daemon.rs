@@ -220,6 +220,7 @@ impl Daemon {
                 .map_err(|e| Fatal::Temporary(format!("cannot start the commit thread: {e}")))?,
         );
 
+        self.spool.clean_dead_tmp();
         self.recover();
         self.scan_new(true);
         self.scan_cancel();
@@ -352,12 +353,37 @@ impl Daemon {
             .filter(|n| !self.queue.contains(n) && !self.pending.contains_key(n))
             .collect();
         fresh.sort();
-        for name in fresh {
-            if at_start {
-                self.ingest(&name, true);
-            } else {
+        if !at_start {
+            for name in fresh {
                 self.pending.insert(name, Instant::now() + SETTLE);
             }
+            return;
+        }
+        // At start the whole of new/ is read before READY: spread the
+        // reading and parsing over the cores, then queue in name order.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = fresh.len().div_ceil(threads).max(1);
+        let (spool, config) = (&self.spool, &self.config);
+        let seen: Vec<Vec<(&String, Examined)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = fresh
+                .chunks(chunk)
+                .map(|names| {
+                    scope.spawn(move || {
+                        names
+                            .iter()
+                            .map(|n| (n, examine(spool, config, n, true)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            // A worker that died leaves its names for the next rescan.
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        for (name, seen) in seen.into_iter().flatten() {
+            self.apply(name, seen);
         }
     }
 
@@ -376,73 +402,31 @@ impl Daemon {
         if name.starts_with('.') {
             return;
         }
-        let entry = match self.spool.open_new(name) {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!("new/{name}: {e}");
-                return;
-            }
-        };
-        let (mut file, meta) = match entry {
-            Entry::Gone => {
+        let seen = examine(&self.spool, &self.config, name, settle);
+        self.apply(name, seen);
+    }
+
+    /// Acts on what [`examine`] found.
+    fn apply(&mut self, name: &str, seen: Examined) {
+        match seen {
+            Examined::Gone => {
                 self.queue.remove(name);
-                return;
             }
-            Entry::Other(kind) => {
-                self.reject_entry(name, kind);
-                return;
-            }
-            Entry::Regular { file, meta } => (file, meta),
-        };
-        let mtime = meta.modified().unwrap_or_else(|_| time::now());
-        if settle {
-            let young = time::now()
-                .duration_since(mtime)
-                .map_or(true, |age| age < SETTLE);
-            if young || spool::has_writer(&file) == Some(true) {
+            Examined::Unreadable(e) => eprintln!("new/{name}: {e}"),
+            Examined::Irregular(kind) => self.reject_entry(name, kind),
+            Examined::Unsettled => {
                 self.pending
                     .insert(name.to_string(), Instant::now() + SETTLE);
-                return;
             }
-        }
-        let max = self.config.max_job_bytes;
-        if meta.len() > max {
-            self.reject_regular(
-                name,
-                &[],
-                format!(
-                    "too large: {} bytes, more than max_job_bytes = {max}",
-                    meta.len()
-                ),
-                true,
-            );
-            return;
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        use std::io::Read;
-        if let Err(e) = (&mut file).take(max + 1).read_to_end(&mut bytes) {
-            eprintln!("new/{name}: cannot read: {e}");
-            return;
-        }
-        drop(file);
-        match job::parse(&bytes, &self.config) {
-            Ok(job) => {
-                let id = spool::id_from_name(name).map_or_else(spool::fresh_id, str::to_string);
-                let queued = Queued {
-                    name: name.to_string(),
-                    id,
-                    kind: job.kind.clone(),
-                    priority: job.priority,
-                    submitted: job.submitted.unwrap_or(mtime),
-                    not_before: job.not_before,
-                };
+            Examined::Job(queued) => {
                 self.queue.push(queued, time::now());
                 self.dirty = true;
             }
-            Err(error) => {
-                let keep_file = std::str::from_utf8(&bytes).is_err() || bytes.len() as u64 > max;
-                self.reject_regular(name, &bytes, error, keep_file);
-            }
+            Examined::Bad {
+                bytes,
+                error,
+                keep_file,
+            } => self.reject_regular(name, &bytes, error, keep_file),
         }
     }
 
@@ -1290,6 +1274,75 @@ impl Daemon {
         if let Err(e) = self.spool.write_report(html.as_bytes()) {
             eprintln!("report: {e}");
         }
+    }
+}
+
+/// What a name in `new/` turned out to be.
+enum Examined {
+    Gone,
+    Unreadable(std::io::Error),
+    /// A symlink, folder, FIFO, socket or device.
+    Irregular(&'static str),
+    /// Still being written: look again after the settle time.
+    Unsettled,
+    Job(Queued),
+    /// Not a job: the reason, and the bytes for the record's `source`
+    /// (empty when too large to read).
+    Bad {
+        bytes: Vec<u8>,
+        error: String,
+        keep_file: bool,
+    },
+}
+
+/// Reads and checks a submission without changing anything: safe to run
+/// on many names at once (the first scan at start does).
+fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined {
+    use std::io::Read;
+    let (mut file, meta) = match spool.open_new(name) {
+        Err(e) => return Examined::Unreadable(e),
+        Ok(Entry::Gone) => return Examined::Gone,
+        Ok(Entry::Other(kind)) => return Examined::Irregular(kind),
+        Ok(Entry::Regular { file, meta }) => (file, meta),
+    };
+    let mtime = meta.modified().unwrap_or_else(|_| time::now());
+    if settle {
+        let young = time::now()
+            .duration_since(mtime)
+            .map_or(true, |age| age < SETTLE);
+        if young || spool::has_writer(&file) == Some(true) {
+            return Examined::Unsettled;
+        }
+    }
+    let max = config.max_job_bytes;
+    if meta.len() > max {
+        return Examined::Bad {
+            bytes: Vec::new(),
+            error: format!(
+                "too large: {} bytes, more than max_job_bytes = {max}",
+                meta.len()
+            ),
+            keep_file: true,
+        };
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    if let Err(e) = (&mut file).take(max + 1).read_to_end(&mut bytes) {
+        return Examined::Unreadable(e);
+    }
+    match job::parse(&bytes, config) {
+        Ok(job) => Examined::Job(Queued {
+            name: name.to_string(),
+            id: spool::id_from_name(name).map_or_else(spool::fresh_id, str::to_string),
+            kind: job.kind,
+            priority: job.priority,
+            submitted: job.submitted.unwrap_or(mtime),
+            not_before: job.not_before,
+        }),
+        Err(error) => Examined::Bad {
+            keep_file: std::str::from_utf8(&bytes).is_err() || bytes.len() as u64 > max,
+            bytes,
+            error,
+        },
     }
 }
 

@@ -73,11 +73,50 @@ fn nonce() -> u32 {
     })
 }
 
-/// A name unique to this process, for files in `tmp/`.
+/// A name unique to this process, for files in `tmp/`:
+/// `<host>.<pid>.<nonce>.<n>.<tag>`, so that a later start on the same
+/// host can tell the leftovers of a dead writer from a live one's.
 fn tmp_name(tag: &str) -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("{}.{:08x}.{n}.{tag}", std::process::id(), nonce())
+    format!(
+        "{}.{}.{:08x}.{n}.{tag}",
+        host_tag(),
+        std::process::id(),
+        nonce()
+    )
+}
+
+/// The host name, cut down to what is safe in a file name.
+fn host_tag() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let h: String = crate::config::hostname()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        if h.is_empty() { "host".into() } else { h }
+    })
+}
+
+/// The pid of the raccoond process (or client) that wrote a `tmp/` file
+/// on this host, when the name says so.
+fn tmp_writer(name: &str) -> Option<i32> {
+    let mut parts = name.rsplitn(5, '.');
+    let (_tag, _n, _nonce, pid, host) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    (host == host_tag()).then(|| pid.parse().ok()).flatten()
 }
 
 /// What is at a name in `new/`, looked at without following links and
@@ -586,6 +625,26 @@ impl Spool {
         Ok(out)
     }
 
+    /// Deletes the `tmp/` files that raccoond processes of this host left
+    /// when they died mid-write (half a record, half a submission). Files
+    /// of live processes, of other hosts and of other writers stay (the
+    /// 36-hour rule takes care of those).
+    pub fn clean_dead_tmp(&self) {
+        let Ok(names) = self.names(&self.tmp_dir()) else {
+            return;
+        };
+        for name in names {
+            let Some(pid) = tmp_writer(&name) else {
+                continue;
+            };
+            let alive = pid > 0
+                && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok_or_eperm();
+            if !alive {
+                let _ = fs::remove_file(self.tmp_dir().join(&name));
+            }
+        }
+    }
+
     /// Deletes files in `tmp/` older than `age` (the maildir rule: 36 h).
     /// Returns the modification time of the oldest file kept.
     pub fn clean_tmp(&self, now: SystemTime, age: std::time::Duration) -> Option<SystemTime> {
@@ -715,11 +774,30 @@ mod tests {
     }
 
     #[test]
+    fn tmp_names_say_which_process_of_which_host_wrote_them() {
+        let name = tmp_name("rec");
+        assert_eq!(tmp_writer(&name), Some(std::process::id() as i32));
+        assert_eq!(tmp_writer("otherhost.12.abcd.1.rec"), None);
+        assert_eq!(tmp_writer("job.part"), None);
+    }
+
+    #[test]
     fn fresh_ids_are_valid_unique_and_sorted() {
         let a = fresh_id();
         let b = fresh_id();
         assert!(valid_id(&a), "{a}");
         assert_ne!(a, b);
         assert!(a < b || a[..20] == b[..20], "{a} {b}");
+    }
+}
+
+/// `kill(pid, 0)` answers EPERM for a live process of another user.
+trait AliveExt {
+    fn is_ok_or_eperm(&self) -> bool;
+}
+
+impl AliveExt for nix::Result<()> {
+    fn is_ok_or_eperm(&self) -> bool {
+        matches!(self, Ok(()) | Err(Errno::EPERM))
     }
 }
