@@ -756,6 +756,17 @@ pub fn has_writer(file: &File) -> Option<bool> {
     }
 }
 
+/// `kill(pid, 0)` answers EPERM for a live process of another user.
+trait AliveExt {
+    fn is_ok_or_eperm(&self) -> bool;
+}
+
+impl AliveExt for nix::Result<()> {
+    fn is_ok_or_eperm(&self) -> bool {
+        matches!(self, Ok(()) | Err(Errno::EPERM))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,16 +799,5 @@ mod tests {
         assert!(valid_id(&a), "{a}");
         assert_ne!(a, b);
         assert!(a < b || a[..20] == b[..20], "{a} {b}");
-    }
-}
-
-/// `kill(pid, 0)` answers EPERM for a live process of another user.
-trait AliveExt {
-    fn is_ok_or_eperm(&self) -> bool;
-}
-
-impl AliveExt for nix::Result<()> {
-    fn is_ok_or_eperm(&self) -> bool {
-        matches!(self, Ok(()) | Err(Errno::EPERM))
     }
 }
