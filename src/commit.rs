@@ -76,7 +76,7 @@ impl Committer {
                         Work::Finish(f) => finish(&spool, &sweeper, mailer.as_ref(), f),
                         Work::Requeue { id, text, lock } => {
                             if let Err(e) = spool.requeue(&id, text.as_bytes()) {
-                                eprintln!("{id}: cannot put back in new/: {e}");
+                                crate::log!("{id}: cannot put back in new/: {e}");
                             }
                             drop(lock);
                         }
@@ -128,7 +128,7 @@ fn finish(
     }
     if let Err(e) = spool.finish(&rec) {
         // The job stays in running/; recovery will run it again.
-        eprintln!("{}: cannot write the record: {e}", rec.id);
+        crate::log!("{}: cannot write the record: {e}", rec.id);
         return;
     }
     drop(f.lock);

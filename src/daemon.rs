@@ -116,6 +116,8 @@ pub struct Daemon {
     mail_enabled: bool,
     /// Writes records off the main loop; `None` before `run` starts it.
     committer: Option<Committer>,
+    /// Watches every task's output and exit; `None` before `run`.
+    supervisor: Option<runner::Supervisor>,
     /// Jobs handed to the mailer by this run and not yet reported back, so
     /// that the first scan of `done/` does not mail them a second time.
     mailing: HashSet<String>,
@@ -179,6 +181,7 @@ impl Daemon {
             mail_enabled: mailer.is_some(),
             mailer,
             committer: None,
+            supervisor: None,
             mailing: HashSet::new(),
             board,
             next_watchdog: notifier.watchdog.map(|_| Instant::now()),
@@ -220,6 +223,13 @@ impl Daemon {
                 .map_err(|e| Fatal::Temporary(format!("cannot start the commit thread: {e}")))?,
         );
 
+        let tx = self.tx.clone();
+        self.supervisor = Some(
+            runner::Supervisor::start(move |id, output| {
+                let _ = tx.send(Event::Exited { id, output });
+            })
+            .map_err(|e| Fatal::Temporary(format!("cannot start the supervisor: {e}")))?,
+        );
         self.spool.clean_dead_tmp();
         self.recover();
         self.scan_new(true);
@@ -235,13 +245,13 @@ impl Daemon {
             };
             let server = http::Server::start(&listen, self.board.clone(), self.spool.clone(), ping)
                 .map_err(|e| Fatal::Temporary(format!("[http] listen = {listen:?}: {e}")))?;
-            eprintln!("http: listening on {}", server.addr());
+            crate::log!("http: listening on {}", server.addr());
             self._http = Some(server);
         }
 
         self.tick();
         self.publish();
-        eprintln!(
+        crate::log!(
             "raccoond {}: ready, spool {}, total {}, {} queued, {} running",
             env!("CARGO_PKG_VERSION"),
             self.spool.root().display(),
@@ -284,7 +294,7 @@ impl Daemon {
             c.flush();
         }
         self.write_report();
-        eprintln!("raccoond: stopped");
+        crate::log!("raccoond: stopped");
         Ok(())
     }
 
@@ -320,7 +330,7 @@ impl Daemon {
                 }
             }
             Event::Fs(Fs::Overflow) => {
-                eprintln!("watch: events were lost; scanning new/ and cancel/");
+                crate::log!("watch: events were lost; scanning new/ and cancel/");
                 self.scan_new(false);
                 self.scan_cancel();
             }
@@ -344,7 +354,7 @@ impl Daemon {
         let names = match self.spool.names(&self.spool.new_dir()) {
             Ok(n) => n,
             Err(e) => {
-                eprintln!("scan: {e}");
+                crate::log!("scan: {e}");
                 return;
             }
         };
@@ -412,7 +422,7 @@ impl Daemon {
             Examined::Gone => {
                 self.queue.remove(name);
             }
-            Examined::Unreadable(e) => eprintln!("new/{name}: {e}"),
+            Examined::Unreadable(e) => crate::log!("new/{name}: {e}"),
             Examined::Irregular(kind) => self.reject_entry(name, kind),
             Examined::Unsettled => {
                 self.pending
@@ -440,7 +450,7 @@ impl Daemon {
             Ok(ClaimOutcome::Claimed(c)) => c,
             Ok(_) => return,
             Err(e) => {
-                eprintln!("new/{name}: cannot claim to reject it: {e}");
+                crate::log!("new/{name}: cannot claim to reject it: {e}");
                 return;
             }
         };
@@ -460,7 +470,7 @@ impl Daemon {
         }
         if keep_file {
             if let Err(e) = self.spool.keep_claimed(&claim.id, name) {
-                eprintln!("{}: cannot keep the rejected file: {e}", claim.id);
+                crate::log!("{}: cannot keep the rejected file: {e}", claim.id);
             }
             if std::str::from_utf8(bytes).is_err() {
                 rec.source = Some(String::from_utf8_lossy(bytes).into_owned());
@@ -480,7 +490,7 @@ impl Daemon {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                eprintln!("new/{name}: cannot move it aside: {e}");
+                crate::log!("new/{name}: cannot move it aside: {e}");
                 return;
             }
         }
@@ -533,7 +543,7 @@ impl Daemon {
             Ok(ClaimOutcome::Claimed(c)) => c,
             Ok(ClaimOutcome::Gone) | Ok(ClaimOutcome::Busy) => return,
             Err(e) => {
-                eprintln!("new/{}: cannot claim: {e}", q.name);
+                crate::log!("new/{}: cannot claim: {e}", q.name);
                 return;
             }
         };
@@ -557,25 +567,10 @@ impl Daemon {
                 return;
             }
         };
-        if self.spool.cancel_path(&id).exists() {
-            let rec = self.queued_record(
-                &id,
-                &job,
-                q.submitted,
-                submitted_as,
-                Status::Cancelled,
-                "cancelled before it started",
-            );
-            self.commit(rec, Some(&job), Some(claim.lock), None);
-            let _ = std::fs::remove_file(self.spool.cancel_path(&id));
-            return;
-        }
         let Some(ty) = self.config.types.get(&job.kind).cloned() else {
             return;
         };
         let attempt = job.attempts + 1;
-        let tx = self.tx.clone();
-        let exit_id = id.clone();
         let launch = runner::Launch {
             id: &id,
             job: &job,
@@ -586,14 +581,12 @@ impl Daemon {
             max_output_bytes: self.config.max_output_bytes,
         };
         let started = time::now();
-        match runner::start(&launch, move |output| {
-            let _ = tx.send(Event::Exited {
-                id: exit_id,
-                output,
-            });
-        }) {
+        let Some(supervisor) = &self.supervisor else {
+            return;
+        };
+        match runner::start(&launch, supervisor) {
             Ok(child) => {
-                eprintln!(
+                crate::log!(
                     "{id}: started type={} pid={} attempt={attempt}",
                     job.kind,
                     child.id()
@@ -618,7 +611,7 @@ impl Daemon {
                 );
             }
             Err(e) => {
-                eprintln!("{id}: cannot start: {e}");
+                crate::log!("{id}: cannot start: {e}");
                 let run = Run {
                     id: &id,
                     job: &job,
@@ -643,7 +636,7 @@ impl Daemon {
         let status = match r.child.wait() {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("{id}: cannot reap pid {}: {e}", r.child.id());
+                crate::log!("{id}: cannot reap pid {}: {e}", r.child.id());
                 return;
             }
         };
@@ -660,7 +653,7 @@ impl Daemon {
             Some(Stop::Drain) => {
                 // The attempt does not count: the job never had its chance.
                 let text = requeue_text(&r.bytes, r.job.attempts, r.submitted, None);
-                eprintln!("{id}: put back in new/ (shutdown)");
+                crate::log!("{id}: put back in new/ (shutdown)");
                 self.send(Work::Requeue {
                     id: id.to_string(),
                     text,
@@ -719,7 +712,7 @@ impl Daemon {
             let delay = retry_delay(base, run.attempt);
             let at = time::now() + delay;
             let text = requeue_text(run.bytes, run.attempt, run.submitted, Some(at));
-            eprintln!(
+            crate::log!(
                 "{id}: {why}; retry {}/{} in {}",
                 run.attempt,
                 run.job.retries,
@@ -830,7 +823,7 @@ impl Daemon {
         if let Some(e) = &rec.error {
             line.push_str(&format!(" ({e})"));
         }
-        eprintln!("{line}");
+        crate::log!("{line}");
         *self
             .finished_counts
             .entry((rec.kind.clone(), rec.status))
@@ -875,11 +868,13 @@ impl Daemon {
             Ok(mut rec) => {
                 rec.mail = Some(outcome.to_string());
                 match self.spool.rewrite_record(&rec) {
-                    Ok(()) => eprintln!("{id}: mail {outcome}"),
-                    Err(e) => eprintln!("{id}: mail {outcome}, but the record cannot say so: {e}"),
+                    Ok(()) => crate::log!("{id}: mail {outcome}"),
+                    Err(e) => {
+                        crate::log!("{id}: mail {outcome}, but the record cannot say so: {e}")
+                    }
                 }
             }
-            Err(e) => eprintln!("{id}: mail {outcome}, but the record is gone: {e}"),
+            Err(e) => crate::log!("{id}: mail {outcome}, but the record is gone: {e}"),
         }
     }
 
@@ -897,7 +892,7 @@ impl Daemon {
                 if let Ok(rec) = self.spool.read_record(&id)
                     && rec.mail.as_deref() == Some("pending")
                 {
-                    eprintln!("{id}: mail still pending from an earlier run; sending");
+                    crate::log!("{id}: mail still pending from an earlier run; sending");
                     self.send(Work::Mail(rec));
                 }
             }
@@ -910,7 +905,7 @@ impl Daemon {
     fn cancel(&mut self, id: &str) {
         if let Some(r) = self.running.get_mut(id) {
             if r.stop.is_none() || r.stop == Some(Stop::Drain) {
-                eprintln!("{id}: cancelling (SIGTERM to the process group)");
+                crate::log!("{id}: cancelling (SIGTERM to the process group)");
                 r.stop = Some(Stop::Cancel);
                 term(r);
             }
@@ -954,7 +949,7 @@ impl Daemon {
             return;
         }
         if !self.spool.done_record(id).exists() {
-            eprintln!("{id}: cancel: no such job");
+            crate::log!("{id}: cancel: no such job");
         }
         let _ = std::fs::remove_file(self.spool.cancel_path(id));
     }
@@ -964,7 +959,7 @@ impl Daemon {
         match sig {
             SIGTERM | SIGINT if self.draining.is_none() => {
                 let grace = self.config.stop_timeout;
-                eprintln!(
+                crate::log!(
                     "raccoond: {}, stopping: {} running job(s) may finish within {}",
                     signal_name(sig),
                     self.running.len(),
@@ -986,16 +981,16 @@ impl Daemon {
         match Config::load(path.as_deref(), &self.overrides) {
             Ok(mut c) => {
                 if format!("{:?}", c.mail) != format!("{:?}", self.config.mail) {
-                    eprintln!("reload: [mail] changes take effect at the next start");
+                    crate::log!("reload: [mail] changes take effect at the next start");
                 }
                 if c.spool != self.config.spool {
-                    eprintln!(
+                    crate::log!(
                         "reload: spool cannot change while running; keeping {}",
                         self.config.spool.display()
                     );
                     c.spool = self.config.spool.clone();
                 }
-                eprintln!(
+                crate::log!(
                     "reload: configuration read again from {}",
                     path.as_deref()
                         .map_or("(none)".into(), |p: &std::path::Path| p
@@ -1008,7 +1003,7 @@ impl Daemon {
                 self.send(Work::Spool(self.spool.clone()));
                 self.dirty = true;
             }
-            Err(e) => eprintln!("reload: {e}; the old configuration stays in force"),
+            Err(e) => crate::log!("reload: {e}; the old configuration stays in force"),
         }
         self.notifier.send("READY=1");
     }
@@ -1045,7 +1040,7 @@ impl Daemon {
         for (id, r) in self.running.iter_mut() {
             if let Some(sent) = r.term_sent {
                 if sent + grace <= now {
-                    eprintln!(
+                    crate::log!(
                         "{id}: still alive {} after SIGTERM; SIGKILL",
                         format_duration(grace)
                     );
@@ -1056,11 +1051,11 @@ impl Daemon {
                 continue;
             }
             if r.stop.is_none() && r.deadline.is_some_and(|d| d <= now) {
-                eprintln!("{id}: timed out; SIGTERM to the process group");
+                crate::log!("{id}: timed out; SIGTERM to the process group");
                 r.stop = Some(Stop::Timeout);
                 term(r);
             } else if drain_due && r.stop.is_none() {
-                eprintln!("{id}: stop_timeout passed; SIGTERM to the process group");
+                crate::log!("{id}: stop_timeout passed; SIGTERM to the process group");
                 r.stop = Some(Stop::Drain);
                 term(r);
             }
@@ -1117,7 +1112,7 @@ impl Daemon {
         let leftovers = match self.spool.recover(self.config.max_job_bytes) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("recover: {e}");
+                crate::log!("recover: {e}");
                 return;
             }
         };
@@ -1130,7 +1125,7 @@ impl Daemon {
                     }
                 }
                 Leftover::Cleaned(id) => {
-                    eprintln!("{id}: recover: removed leftovers of a finished job")
+                    crate::log!("{id}: recover: removed leftovers of a finished job")
                 }
                 Leftover::Orphan(claim) => {
                     let id = claim.id.clone();
@@ -1144,11 +1139,11 @@ impl Daemon {
                             if attempt <= job.retries {
                                 let text = requeue_text(&claim.bytes, attempt, submitted, None);
                                 match self.spool.requeue(&id, text.as_bytes()) {
-                                    Ok(()) => eprintln!(
+                                    Ok(()) => crate::log!(
                                         "{id}: recover: interrupted; put back in new/ (attempt {attempt} counted)"
                                     ),
                                     Err(e) => {
-                                        eprintln!("{id}: recover: cannot put back in new/: {e}")
+                                        crate::log!("{id}: recover: cannot put back in new/: {e}")
                                     }
                                 }
                             } else {
@@ -1272,7 +1267,7 @@ impl Daemon {
         self.last_report = Some(Instant::now());
         let html = report::render(&self.board.snapshot(), time::now());
         if let Err(e) = self.spool.write_report(html.as_bytes()) {
-            eprintln!("report: {e}");
+            crate::log!("report: {e}");
         }
     }
 }

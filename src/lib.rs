@@ -4,6 +4,20 @@
 //! map. `raccoond` (src/main.rs) and `raccoon` (src/bin/raccoon.rs) are thin
 //! shells over this library.
 
+/// One log line on standard error, written with one `write(2)` so that
+/// lines from different threads never interleave (and a line costs one
+/// system call, not one per formatted piece). No timestamp: journald adds
+/// it.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
 pub mod cli;
 pub mod commit;
 pub mod config;

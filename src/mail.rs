@@ -96,7 +96,7 @@ impl Mailer {
     pub fn send(&self, record: Record) {
         let id = record.id.clone();
         if self.tx.send(record).is_err() {
-            eprintln!("{id}: mail thread is gone; the mail stays pending until the next start");
+            crate::log!("{id}: mail thread is gone; the mail stays pending until the next start");
         }
     }
 }
@@ -136,7 +136,7 @@ fn run(rx: &Receiver<Record>, relay: &Relay, composer: &Composer, done: &dyn Fn(
         match outbox.settle(pending, result, Instant::now()) {
             Step::Sent => done(id, "sent".into()),
             Step::Failed(reason) => done(id, format!("failed: {reason}")),
-            Step::Retry { reason, after } => eprintln!(
+            Step::Retry { reason, after } => crate::log!(
                 "{id}: mail not sent yet ({reason}); trying again in {}",
                 format_duration(after)
             ),
@@ -147,7 +147,7 @@ fn run(rx: &Receiver<Record>, relay: &Relay, composer: &Composer, done: &dyn Fn(
 fn queue(outbox: &mut Outbox, record: Record) {
     let id = record.id.clone();
     if let Err(why) = outbox.push(record, Instant::now()) {
-        eprintln!("{id}: {why}");
+        crate::log!("{id}: {why}");
     }
 }
 

@@ -3,21 +3,21 @@
 //! Takes a claimed job and its type; gives a running child in its own
 //! session with a clean environment, its limits applied before exec, its
 //! params on standard input, and its output going to `running/<id>.out`
-//! and `.err` through a small supervisor thread per task.
+//! and `.err` through the [`Supervisor`], one thread for all tasks.
 //!
 //! Architecture Invariant: every child is spawned from the daemon's main
 //! loop thread, which lives as long as the daemon, because
 //! `PR_SET_PDEATHSIG` fires when the *spawning thread* exits.
 //!
-//! The supervisor polls the two pipes and a pidfd. When the task's main
-//! process exits it kills what is left of the process group, drains the
-//! pipes for a moment, and reports once. It never reaps the child: the
+//! The supervisor polls every task's two pipes and pidfd. When a task's
+//! main process exits it kills what is left of the process group, drains
+//! the pipes for a moment, and reports once. It never reaps the child: the
 //! main loop does, so that the loop never signals a pid that could have
 //! been reused.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -64,10 +64,7 @@ fn task_path() -> String {
 
 /// Starts the task. `on_exit` is called once, from the supervisor thread,
 /// after the main process has exited and its output is written.
-pub fn start<F>(l: &Launch, on_exit: F) -> io::Result<Child>
-where
-    F: FnOnce(Output) + Send + 'static,
-{
+pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Child> {
     let spool = l.spool;
     let files = spool.running_files(l.id);
     match std::fs::create_dir(&files) {
@@ -130,23 +127,28 @@ where
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io::Error::other("child has no pipes"));
     };
-    let pidfd = pidfd_open(pid)?;
-    let cap = l.max_output_bytes;
-    let spawned = std::thread::Builder::new()
-        .name(format!("task-{pid}"))
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let output = supervise(pid, pidfd, stdout.into(), stderr.into(), out, err, cap);
-            on_exit(output);
-        });
-    if let Err(e) = spawned {
-        let _ =
-            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-        let _ = child.wait();
-        return Err(io::Error::other(format!(
-            "cannot start a supervisor thread: {e}"
-        )));
-    }
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::SIGKILL,
+            );
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    supervisor.watch(Watched {
+        id: l.id.to_string(),
+        pid,
+        pidfd,
+        pipes: [
+            File::from(OwnedFd::from(stdout)),
+            File::from(OwnedFd::from(stderr)),
+        ],
+        paths: [out, err],
+        cap: l.max_output_bytes,
+    });
     Ok(child)
 }
 
@@ -166,7 +168,7 @@ fn create_output(path: &Path) -> Option<File> {
     {
         Ok(f) => Some(f),
         Err(e) => {
-            eprintln!("cannot create {}: {e}; that output is lost", path.display());
+            crate::log!("cannot create {}: {e}; that output is lost", path.display());
             None
         }
     }
@@ -185,8 +187,9 @@ fn params_stdin(job: &Job) -> io::Result<Stdio> {
         nix::sys::memfd::memfd_create(c"raccoon-params", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
             .map_err(|e| io::Error::other(format!("memfd_create: {e}")))?;
     let mut f = File::from(fd);
-    f.write_all(json.to_string().as_bytes())?;
-    f.write_all(b"\n")?;
+    let mut text = json.to_string();
+    text.push('\n');
+    f.write_all(text.as_bytes())?;
     use std::io::Seek;
     f.rewind()?;
     Ok(Stdio::from(f))
@@ -312,103 +315,194 @@ impl Sink {
     }
 }
 
-fn supervise(
+/// A task handed to the supervisor.
+pub struct Watched {
+    id: String,
     pid: i32,
     pidfd: OwnedFd,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    out: PathBuf,
-    err: PathBuf,
+    /// stdout, stderr.
+    pipes: [File; 2],
+    /// `.out`, `.err`: created by the supervisor.
+    paths: [PathBuf; 2],
     cap: u64,
-) -> Output {
-    let (out, err) = (create_output(&out), create_output(&err));
-    let mut pipes: Vec<(File, Sink)> = vec![
-        (
-            File::from(stdout),
-            Sink {
-                file: out,
-                written: 0,
-                cap,
-                cut: false,
-            },
-        ),
-        (
-            File::from(stderr),
-            Sink {
-                file: err,
-                written: 0,
-                cap,
-                cut: false,
-            },
-        ),
-    ];
-    let mut open = [true, true];
-    let mut exited_at: Option<Instant> = None;
+}
+
+/// One long-lived thread that copies every task's output into its files
+/// and notices every exit, by polling all pipes and pidfds at once: no
+/// thread per task.
+pub struct Supervisor {
+    tx: crossbeam_channel::Sender<Watched>,
+    /// Written to wake the thread when a task is added.
+    wake: File,
+}
+
+struct Task {
+    id: String,
+    pid: i32,
+    pidfd: OwnedFd,
+    pipes: [File; 2],
+    open: [bool; 2],
+    sinks: [Sink; 2],
+    exited_at: Option<Instant>,
+}
+
+impl Supervisor {
+    /// Starts the thread; `on_exit(id, output)` is called from it once per
+    /// task, after its main process exited and its output is written.
+    pub fn start<F>(on_exit: F) -> io::Result<Supervisor>
+    where
+        F: Fn(String, Output) + Send + 'static,
+    {
+        let (rx_fd, tx_fd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| io::Error::other(format!("pipe2: {e}")))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || supervise(File::from(rx_fd), rx, on_exit))?;
+        Ok(Supervisor {
+            tx,
+            wake: File::from(tx_fd),
+        })
+    }
+
+    fn watch(&self, w: Watched) {
+        if self.tx.send(w).is_ok() {
+            // A full pipe already means "wake up": the error is harmless.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+fn supervise<F: Fn(String, Output)>(
+    mut wake: File,
+    rx: crossbeam_channel::Receiver<Watched>,
+    on_exit: F,
+) {
+    let mut tasks: Vec<Task> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    // (task index, which: 0 stdout, 1 stderr, 2 pidfd), parallel to fds.
+    let mut which: Vec<(usize, usize)> = Vec::new();
     loop {
-        if exited_at.is_some() && !open.iter().any(|o| *o) {
-            break;
-        }
-        let timeout = match exited_at {
-            None => PollTimeout::NONE,
-            Some(t) => {
-                let left = DRAIN_GRACE.saturating_sub(t.elapsed());
-                if left.is_zero() {
-                    break;
+        let now = Instant::now();
+        let timeout = tasks
+            .iter()
+            .filter_map(|t| t.exited_at)
+            .map(|at| DRAIN_GRACE.saturating_sub(now - at))
+            .min()
+            .map_or(PollTimeout::NONE, |d| {
+                PollTimeout::try_from(d.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX)
+            });
+        which.clear();
+        let mut fds = Vec::with_capacity(1 + tasks.len() * 3);
+        fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+        which.push((usize::MAX, 0));
+        for (i, t) in tasks.iter().enumerate() {
+            for k in 0..2 {
+                if t.open[k] {
+                    fds.push(PollFd::new(t.pipes[k].as_fd(), PollFlags::POLLIN));
+                    which.push((i, k));
                 }
-                PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO)
             }
-        };
-        let mut fds = Vec::with_capacity(3);
-        let mut which = Vec::with_capacity(3);
-        for (i, (f, _)) in pipes.iter().enumerate() {
-            if open[i] {
-                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-                which.push(i);
+            if t.exited_at.is_none() {
+                fds.push(PollFd::new(t.pidfd.as_fd(), PollFlags::POLLIN));
+                which.push((i, 2));
             }
-        }
-        if exited_at.is_none() {
-            fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
-            which.push(usize::MAX);
         }
         match poll(&mut fds, timeout) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                crate::log!("supervisor: poll: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
-        let ready: Vec<(usize, bool)> = fds
+        let ready: Vec<(usize, usize)> = fds
             .iter()
             .zip(&which)
-            .map(|(p, &i)| (i, p.revents().is_some_and(|r| !r.is_empty())))
+            .filter(|(p, _)| p.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, w)| *w)
             .collect();
         drop(fds);
-        for (i, is_ready) in ready {
-            if !is_ready {
+        for (i, k) in ready {
+            if i == usize::MAX {
+                let mut drain = [0u8; 256];
+                while matches!(wake.read(&mut drain), Ok(n) if n > 0) {}
                 continue;
             }
-            if i == usize::MAX {
-                exited_at = Some(Instant::now());
+            let t = &mut tasks[i];
+            if k == 2 {
+                t.exited_at = Some(Instant::now());
                 // The main process is gone: what is left of its group
                 // (background children) goes with it and lets go of the pipes.
                 let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
+                    nix::unistd::Pid::from_raw(t.pid),
                     nix::sys::signal::SIGKILL,
                 );
                 continue;
             }
-            let (f, sink) = &mut pipes[i];
-            match f.read(&mut buf) {
-                Ok(0) => open[i] = false,
-                Ok(n) => sink.take(&buf[..n]),
+            match t.pipes[k].read(&mut buf) {
+                Ok(0) => t.open[k] = false,
+                Ok(n) => t.sinks[k].take(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => open[i] = false,
+                Err(_) => t.open[k] = false,
             }
         }
-    }
-    let _ = pidfd.as_raw_fd();
-    Output {
-        stdout_bytes: pipes[0].1.written,
-        stderr_bytes: pipes[1].1.written,
-        cut: pipes[0].1.cut || pipes[1].1.cut,
+        // New tasks, taken after the poll so that the wake byte is drained.
+        loop {
+            match rx.try_recv() {
+                Ok(w) => {
+                    let [out, err] = w.paths;
+                    tasks.push(Task {
+                        id: w.id,
+                        pid: w.pid,
+                        pidfd: w.pidfd,
+                        pipes: w.pipes,
+                        open: [true, true],
+                        sinks: [
+                            Sink {
+                                file: create_output(&out),
+                                written: 0,
+                                cap: w.cap,
+                                cut: false,
+                            },
+                            Sink {
+                                file: create_output(&err),
+                                written: 0,
+                                cap: w.cap,
+                                cut: false,
+                            },
+                        ],
+                        exited_at: None,
+                    })
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    if tasks.is_empty() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < tasks.len() {
+            let t = &tasks[i];
+            let done = t.exited_at.is_some_and(|at| {
+                !t.open.iter().any(|o| *o) || now.duration_since(at) >= DRAIN_GRACE
+            });
+            if done {
+                let t = tasks.swap_remove(i);
+                let output = Output {
+                    stdout_bytes: t.sinks[0].written,
+                    stderr_bytes: t.sinks[1].written,
+                    cut: t.sinks[0].cut || t.sinks[1].cut,
+                };
+                drop(t.pipes);
+                on_exit(t.id, output);
+            } else {
+                i += 1;
+            }
+        }
     }
 }

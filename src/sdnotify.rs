@@ -45,7 +45,7 @@ impl Notifier {
         if let Some((sock, addr)) = &self.socket
             && let Err(e) = sock.send_to_addr(state.as_bytes(), addr)
         {
-            eprintln!("sd_notify: cannot send {state:?}: {e}");
+            crate::log!("sd_notify: cannot send {state:?}: {e}");
         }
     }
 }

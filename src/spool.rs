@@ -461,7 +461,9 @@ impl Spool {
         }
         let text = record.to_toml().map_err(io::Error::other)?;
         self.write_replacing(&self.done_record(id), text.as_bytes())?;
-        self.remove_running(id);
+        // Output and files were moved above: only these can be left.
+        let _ = fs::remove_file(self.running_result(id));
+        let _ = fs::remove_file(self.running_job(id));
         Ok(())
     }
 
@@ -668,8 +670,8 @@ impl Spool {
                     fs::remove_file(&p)
                 };
                 match r {
-                    Ok(()) => eprintln!("tmp: removed {} (older than 36h)", p.display()),
-                    Err(e) => eprintln!("tmp: cannot remove {}: {e}", p.display()),
+                    Ok(()) => crate::log!("tmp: removed {} (older than 36h)", p.display()),
+                    Err(e) => crate::log!("tmp: cannot remove {}: {e}", p.display()),
                 }
             } else {
                 oldest = Some(oldest.map_or(mtime, |o| o.min(mtime)));

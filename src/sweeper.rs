@@ -54,7 +54,7 @@ fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_sc
         let rec = match spool.read_record(&id) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("{id}: sweeper: cannot read record: {e}");
+                crate::log!("{id}: sweeper: cannot read record: {e}");
                 continue;
             }
         };
@@ -104,8 +104,8 @@ fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_sc
                 _ => {}
             }
             match spool.delete_finished(&id) {
-                Ok(()) => eprintln!("{id}: expired, deleted"),
-                Err(e) => eprintln!("{id}: cannot delete expired record: {e}"),
+                Ok(()) => crate::log!("{id}: expired, deleted"),
+                Err(e) => crate::log!("{id}: cannot delete expired record: {e}"),
             }
         }
         if Instant::now() >= next_tmp {
