@@ -55,7 +55,7 @@ fn the_unit_passes_systemd_analyze_verify() {
 }
 
 #[test]
-fn the_unit_the_packaged_configuration_and_the_spool_files_agree() {
+fn the_unit_the_etc_configuration_sysusers_and_tmpfiles_agree() {
     let unit = repo_file("systemd/raccoond.service");
     let config = raccoond::config::Config::load(
         Some(&repo("packaging/raccoond.toml")),
@@ -414,7 +414,8 @@ fn group_members_submit_and_read_outcomes_but_cannot_touch_others_jobs() {
     assert!(ran.status.success(), "{}", ran.stderr);
     let spool = spool_in(root.path());
     let task = toml_str("echo done > \"$RACCOON_RESULT\" && touch \"$RACCOON_FILES/kept\"");
-    let t = TestSpool::builder()
+    // Runs until the end of the test.
+    let _daemon = TestSpool::builder()
         .sh("hello", "echo hello")
         .ty(
             "as_member",
@@ -486,7 +487,7 @@ fn group_members_submit_and_read_outcomes_but_cannot_touch_others_jobs() {
         Some("draft\n")
     );
 
-    let record = t.wait_record_in(&spool, "ann");
+    let record = wait_record_in(&spool, "ann");
     assert_eq!(status_of(&record), "succeeded", "{record:?}");
     for script in [
         "ls $S/new $S/running $S/done",
@@ -524,14 +525,14 @@ fn group_members_submit_and_read_outcomes_but_cannot_touch_others_jobs() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    let member = t.wait_record_in(&spool, "member");
+    let member = wait_record_in(&spool, "member");
     assert_eq!(status_of(&member), "succeeded", "{member:?}");
     assert_eq!(
         member.get("result").and_then(|v| v.as_str()),
         Some("done\n")
     );
     assert!(spool.join("done/member.files/kept").exists());
-    let outsider = t.wait_record_in(&spool, "outsider");
+    let outsider = wait_record_in(&spool, "outsider");
     assert_eq!(status_of(&outsider), "failed", "{outsider:?}");
     let err = fs::read_to_string(spool.join("done/outsider.err")).unwrap_or_default();
     assert!(err.contains("Permission denied"), "{err}");
@@ -795,15 +796,13 @@ impl NotifySocket {
     }
 }
 
-impl TestSpool {
-    /// Waits for a record in a spool other than the test's own.
-    fn wait_record_in(&self, spool: &Path, id: &str) -> toml::Table {
-        let path = spool.join("done").join(format!("{id}.toml"));
-        wait_for(&format!("the record of {id}"), PROMPT, || {
-            let text = fs::read_to_string(&path).ok()?;
-            toml::from_str(&text).ok()
-        })
-    }
+/// Waits for a record in a spool other than the test's own.
+fn wait_record_in(spool: &Path, id: &str) -> toml::Table {
+    let path = spool.join("done").join(format!("{id}.toml"));
+    wait_for(&format!("the record of {id}"), PROMPT, || {
+        let text = fs::read_to_string(&path).ok()?;
+        toml::from_str(&text).ok()
+    })
 }
 
 /// What a bounded command run gave.
