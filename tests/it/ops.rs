@@ -157,8 +157,9 @@ fn the_daemon_tells_systemd_it_is_ready_busy_alive_and_stopping() {
     );
 }
 
+/// What a reload does to jobs is in robust.rs; this is what systemd sees.
 #[test]
-fn sighup_reloads_between_reloading_and_ready_and_a_bad_file_keeps_the_old_one() {
+fn sighup_is_bracketed_by_reloading_and_ready_even_when_the_file_is_bad() {
     let socket = NotifySocket::bind();
     let t = TestSpool::builder()
         .sh("hello", "echo hello")
@@ -166,7 +167,7 @@ fn sighup_reloads_between_reloading_and_ready_and_a_bad_file_keeps_the_old_one()
         .start();
     socket.expect("READY=1");
 
-    // A good file: the new type is in force after READY=1.
+    // A good file: READY=1 comes once the new type is in force.
     let good = format!(
         "spool = \"spool\"\n{}[types.later]\ncommand = [\"/bin/true\"]\nuser = \"{}\"\n",
         TestSpool::builder().sh("hello", "echo hello").config_text(),
@@ -179,24 +180,17 @@ fn sighup_reloads_between_reloading_and_ready_and_a_bad_file_keeps_the_old_one()
     t.drop_job("later.toml", "type = \"later\"\n");
     assert_eq!(status_of(&t.wait_record("later")), "succeeded");
 
-    // A bad file: logged, and the configuration before it stays in force.
+    // A bad file: systemd must not be left waiting in "reloading".
     fs::write(&t.config, "spool = \"spool\"\ntimout = 3\n")
         .unwrap_or_else(|e| panic!("write config: {e}"));
     t.signal(Signal::SIGHUP);
     socket.expect("RELOADING=1");
     socket.expect("READY=1");
-    wait_for("the reload error in the log", PROMPT, || {
-        t.log()
-            .contains("the old configuration stays in force")
-            .then_some(())
-    });
     assert!(
         t.log().contains("timout"),
         "the log does not name the bad key:\n{}",
         t.log()
     );
-    t.drop_job("still.toml", "type = \"later\"\n");
-    assert_eq!(status_of(&t.wait_record("still")), "succeeded");
 }
 
 // ---- exit codes --------------------------------------------------------
