@@ -8,6 +8,8 @@
 mod core;
 /// Mail: the message, retries, 5xx, sendmail, address checks.
 mod mail;
+/// Operating it: systemd unit and notify, sysusers, tmpfiles, exit codes, man pages.
+mod ops;
 /// Crash recovery, signals, timeouts, retries, cancel, expiry, hostile input.
 mod robust;
 /// The harness: TestSpool, waits with deadlines.
