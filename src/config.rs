@@ -226,7 +226,15 @@ pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     match err.span() {
         Some(span) => {
             let (line, col) = line_col(text, span.start);
-            format!("line {line}, column {col}: {msg}")
+            // The line itself names the key (and the table header above it
+            // is one line away): "line 3, column 8 (keep = \"forever\")".
+            let source = text.lines().nth(line - 1).unwrap_or("").trim();
+            if source.is_empty() {
+                format!("line {line}, column {col}: {msg}")
+            } else {
+                let shown: String = source.chars().take(80).collect();
+                format!("line {line}, column {col} ({shown}): {msg}")
+            }
         }
         None => msg.to_string(),
     }

@@ -976,7 +976,11 @@ impl Daemon {
     }
 
     fn reload(&mut self) {
-        self.notifier.send("RELOADING=1");
+        let monotonic = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+            .unwrap_or(0);
+        self.notifier
+            .send(&format!("RELOADING=1\nMONOTONIC_USEC={monotonic}"));
         let path = self.config.path.clone();
         match Config::load(path.as_deref(), &self.overrides) {
             Ok(mut c) => {

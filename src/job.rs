@@ -136,7 +136,11 @@ fn parse_text(text: &str, config: &Config) -> Result<Job, String> {
         .map(time::from_toml)
         .transpose()
         .map_err(|e| format!("submitted: {e}"))?;
-    let timeout = match (raw.timeout.map(|d| d.0), ty.timeout) {
+    // A zero timeout means "none given": it must not lift the type's.
+    let timeout = match (
+        raw.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        ty.timeout,
+    ) {
         (Some(j), Some(t)) => Some(j.min(t)),
         (Some(j), None) => Some(j),
         (None, t) => t,
