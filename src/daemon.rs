@@ -541,7 +541,13 @@ impl Daemon {
     fn start(&mut self, q: Queued) {
         let claim = match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
             Ok(ClaimOutcome::Claimed(c)) => c,
-            Ok(ClaimOutcome::Gone) | Ok(ClaimOutcome::Busy) => return,
+            Ok(ClaimOutcome::Gone) => return,
+            // Someone holds its lock (another daemon claiming it, or a
+            // stray reader): look again after the settle time.
+            Ok(ClaimOutcome::Busy) => {
+                self.pending.insert(q.name, Instant::now() + SETTLE);
+                return;
+            }
             Err(e) => {
                 crate::log!("new/{}: cannot claim: {e}", q.name);
                 return;
