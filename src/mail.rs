@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -712,20 +712,7 @@ fn list_files(dir: &Path) -> Vec<FileInfo> {
         let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
         };
-        let ft = meta.file_type();
-        let other = if ft.is_file() {
-            None
-        } else if ft.is_symlink() {
-            Some("symlink")
-        } else if ft.is_dir() {
-            Some("folder")
-        } else if ft.is_fifo() {
-            Some("FIFO")
-        } else if ft.is_socket() {
-            Some("socket")
-        } else {
-            Some("device")
-        };
+        let other = crate::spool::irregular(&meta);
         out.push(FileInfo {
             name: entry.file_name().to_string_lossy().into_owned(),
             path,

@@ -681,7 +681,8 @@ impl Spool {
     }
 }
 
-fn irregular(meta: &Metadata) -> Option<&'static str> {
+/// What a non-regular file is, by name (`None` for a regular file).
+pub fn irregular(meta: &Metadata) -> Option<&'static str> {
     let ft = meta.file_type();
     if ft.is_file() {
         None
