@@ -30,6 +30,8 @@ use crate::spool::Spool;
 const STDOUT_RESULT_MAX: u64 = 64 * 1024;
 /// `RACCOON_RESULT` files are read up to this size.
 const RESULT_MAX: u64 = 1 << 20;
+/// At most this many jobs go into one group commit.
+const BATCH: usize = 256;
 
 /// What the main loop hands over.
 pub enum Work {
@@ -71,22 +73,38 @@ impl Committer {
             .name("commit".into())
             .spawn(move || {
                 let mut spool = spool;
-                for work in rx {
-                    match work {
-                        Work::Finish(f) => finish(&spool, &sweeper, mailer.as_ref(), f),
-                        Work::Requeue { id, text, lock } => {
-                            if let Err(e) = spool.requeue(&id, text.as_bytes()) {
-                                crate::log!("{id}: cannot put back in new/: {e}");
+                let mut batch: Vec<Finish> = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    // Everything already waiting goes in one group commit.
+                    let mut work = vec![first];
+                    work.extend(rx.try_iter().take(BATCH));
+                    for w in work {
+                        let other = match w {
+                            Work::Finish(f) => {
+                                batch.push(f);
+                                continue;
                             }
-                            drop(lock);
-                        }
-                        Work::Mail(rec) => {
-                            if let Some(m) = &mailer {
-                                m.send(rec);
+                            other => other,
+                        };
+                        // Keep the order the loop decided: finish what came first.
+                        finish(&spool, &sweeper, mailer.as_ref(), &mut batch);
+                        match other {
+                            Work::Requeue { id, text, lock } => {
+                                if let Err(e) = spool.requeue(&id, text.as_bytes()) {
+                                    crate::log!("{id}: cannot put back in new/: {e}");
+                                }
+                                drop(lock);
                             }
+                            Work::Mail(rec) => {
+                                if let Some(m) = &mailer {
+                                    m.send(rec);
+                                }
+                            }
+                            Work::Spool(s) => spool = s,
+                            Work::Finish(_) => {}
                         }
-                        Work::Spool(s) => spool = s,
                     }
+                    finish(&spool, &sweeper, mailer.as_ref(), &mut batch);
                 }
             })?;
         Ok(Committer {
@@ -116,29 +134,42 @@ impl Drop for Committer {
     }
 }
 
+/// Commits a batch of finished jobs, then lets go of their locks and
+/// tells the sweeper and the mailer.
 fn finish(
     spool: &Spool,
     sweeper: &Sender<(String, SystemTime)>,
     mailer: Option<&Mailer>,
-    f: Finish,
+    batch: &mut Vec<Finish>,
 ) {
-    let mut rec = f.record;
-    if let Some(output) = f.output {
-        rec.result = result_of(spool, &rec.id, output);
-    }
-    if let Err(e) = spool.finish(&rec) {
-        // The job stays in running/; recovery will run it again.
-        crate::log!("{}: cannot write the record: {e}", rec.id);
+    if batch.is_empty() {
         return;
     }
-    drop(f.lock);
-    if let Some(exp) = rec.expires_at() {
-        let _ = sweeper.send((rec.id.clone(), exp));
+    let mut records: Vec<Record> = Vec::with_capacity(batch.len());
+    for f in batch.iter_mut() {
+        let placeholder = Record::new("", "", f.record.status);
+        let mut rec = std::mem::replace(&mut f.record, placeholder);
+        if let Some(output) = f.output {
+            rec.result = result_of(spool, &rec.id, output);
+        }
+        records.push(rec);
     }
-    if f.mail
-        && let Some(m) = mailer
-    {
-        m.send(rec);
+    let results = spool.finish_all(&records);
+    for ((f, rec), written) in batch.drain(..).zip(records).zip(results) {
+        if let Err(e) = written {
+            // The job stays in running/; recovery will run it again.
+            crate::log!("{}: cannot write the record: {e}", rec.id);
+            continue;
+        }
+        drop(f.lock);
+        if let Some(exp) = rec.expires_at() {
+            let _ = sweeper.send((rec.id.clone(), exp));
+        }
+        if f.mail
+            && let Some(m) = mailer
+        {
+            m.send(rec);
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -82,7 +82,7 @@ struct Running {
     kind: String,
     job: Job,
     bytes: Vec<u8>,
-    child: Child,
+    child: runner::Task,
     /// Held until the record is written: the "alive" lock of the job.
     lock: Flock<File>,
     submitted: SystemTime,
@@ -635,7 +635,7 @@ impl Daemon {
     // ---- ending ----------------------------------------------------------
 
     fn exited(&mut self, id: &str, output: Output) {
-        let Some(mut r) = self.running.remove(id) else {
+        let Some(r) = self.running.remove(id) else {
             return;
         };
         self.dirty = true;

@@ -15,13 +15,14 @@
 //! main loop does, so that the loop never signals a pid that could have
 //! been reused.
 
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -64,7 +65,7 @@ fn task_path() -> String {
 
 /// Starts the task. `on_exit` is called once, from the supervisor thread,
 /// after the main process has exited and its output is written.
-pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Child> {
+pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Task> {
     let spool = l.spool;
     let files = spool.running_files(l.id);
     match std::fs::create_dir(&files) {
@@ -85,48 +86,50 @@ pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Child> {
     let stdin = params_stdin(l.job)?;
 
     let argv = job::argv(l.ty, l.job);
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env("PATH", task_path())
-        .envs(&l.ty.env)
-        .env("RACCOON_JOB_ID", l.id)
-        .env("RACCOON_JOB_TYPE", &l.ty.name)
-        .env("RACCOON_JOB_FILE", spool.running_job(l.id))
-        .env("RACCOON_FILES", &files)
-        .env("RACCOON_RESULT", &result)
-        .env("RACCOON_ATTEMPT", l.attempt.to_string())
-        .current_dir(l.ty.dir.as_deref().unwrap_or(&files))
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let path = task_path();
+    let mut env: Vec<(String, String)> = vec![("PATH".into(), path.clone())];
+    env.extend(l.ty.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let dir = l.ty.dir.clone().unwrap_or_else(|| files.clone());
+    for (k, v) in [
+        ("RACCOON_JOB_ID", l.id.to_string()),
+        ("RACCOON_JOB_TYPE", l.ty.name.clone()),
+        (
+            "RACCOON_JOB_FILE",
+            spool.running_job(l.id).display().to_string(),
+        ),
+        ("RACCOON_FILES", files.display().to_string()),
+        ("RACCOON_RESULT", result.display().to_string()),
+        ("RACCOON_ATTEMPT", l.attempt.to_string()),
+    ] {
+        env.push((k.to_string(), v));
+    }
     for (name, value) in &l.job.params {
         if job::is_scalar(value) {
-            cmd.env(
-                format!(
-                    "RACCOON_PARAM_{}",
-                    name.to_ascii_uppercase().replace('-', "_")
-                ),
-                job::scalar_text(value),
+            let key = format!(
+                "RACCOON_PARAM_{}",
+                name.to_ascii_uppercase().replace('-', "_")
             );
+            env.push((key, job::scalar_text(value)));
         }
     }
-    let limits = Limits::of(l.ty);
-    let lock_fd = l.lock_fd;
-    let parent = nix::unistd::getpid().as_raw();
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions on values prepared before the fork;
-    // it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || limits.apply_in_child(lock_fd, parent));
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {:?}: {e}", argv[0])))?;
-    let pid = child.id() as i32;
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(io::Error::other("child has no pipes"));
-    };
+    let program = resolve_program(&argv[0], &path).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("cannot start {:?}: no such program on PATH", argv[0]),
+        )
+    })?;
+    let (stdout, stdout_w) = pipe()?;
+    let (stderr, stderr_w) = pipe()?;
+    let spec = Spec::new(&program, &argv, &env, &dir, Limits::of(l.ty), l.lock_fd)?;
+    let pid = spawn(
+        &spec,
+        stdin.as_raw_fd(),
+        stdout_w.as_raw_fd(),
+        stderr_w.as_raw_fd(),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot start {:?}: {e}", argv[0])))?;
+    drop((stdin, stdout_w, stderr_w));
+    let child = Task { pid };
     let pidfd = match pidfd_open(pid) {
         Ok(fd) => fd,
         Err(e) => {
@@ -142,10 +145,7 @@ pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Child> {
         id: l.id.to_string(),
         pid,
         pidfd,
-        pipes: [
-            File::from(OwnedFd::from(stdout)),
-            File::from(OwnedFd::from(stderr)),
-        ],
+        pipes: [stdout, stderr],
         paths: [out, err],
         cap: l.max_output_bytes,
     });
@@ -176,7 +176,7 @@ fn create_output(path: &Path) -> Option<File> {
 
 /// Standard input: the params as one JSON object, in an anonymous memory
 /// file, so that a task that never reads it cannot block anyone.
-fn params_stdin(job: &Job) -> io::Result<Stdio> {
+fn params_stdin(job: &Job) -> io::Result<File> {
     let json = serde_json::Value::Object(
         job.params
             .iter()
@@ -192,7 +192,7 @@ fn params_stdin(job: &Job) -> io::Result<Stdio> {
     f.write_all(text.as_bytes())?;
     use std::io::Seek;
     f.rewind()?;
-    Ok(Stdio::from(f))
+    Ok(f)
 }
 
 fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
@@ -228,60 +228,319 @@ impl Limits {
             user: ty.user.as_ref().map(|u| (u.uid, u.gid, u.groups.clone())),
         }
     }
+}
 
-    /// Runs in the child. Order matters: limits are set while still
-    /// privileged (an unprivileged process cannot raise them), the user is
-    /// dropped last.
-    fn apply_in_child(&self, lock_fd: RawFd, parent: i32) -> io::Result<()> {
-        let check = |r: libc::c_int| {
-            if r < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
+/// A started task: its pid, which is also its process group.
+#[derive(Debug)]
+pub struct Task {
+    pid: i32,
+}
+
+impl Task {
+    pub fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Reaps the task (it has exited: the supervisor saw its pidfd).
+    pub fn wait(&self) -> io::Result<ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        let mut status = 0;
+        loop {
+            // SAFETY: waitpid on our own child with a valid out pointer.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if r == self.pid {
+                return Ok(ExitStatus::from_raw(status));
             }
-        };
-        // SAFETY: plain syscalls on values owned by this closure.
-        unsafe {
-            check(libc::setsid())?;
-            check(libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ))?;
-            if libc::getppid() != parent {
-                // The daemon died between fork and prctl.
-                libc::_exit(1);
-            }
-            check(libc::fcntl(lock_fd, libc::F_SETFD, 0))?;
-            let set = |res, v: u64| {
-                let lim = libc::rlimit {
-                    rlim_cur: v,
-                    rlim_max: v,
-                };
-                check(libc::setrlimit(res, &lim))
-            };
-            if let Some(v) = self.memory {
-                set(libc::RLIMIT_AS, v)?;
-            }
-            if let Some(v) = self.cpu {
-                set(libc::RLIMIT_CPU, v)?;
-            }
-            if let Some(v) = self.processes {
-                set(libc::RLIMIT_NPROC, v)?;
-            }
-            if let Some(n) = self.nice {
-                check(libc::setpriority(libc::PRIO_PROCESS, 0, n))?;
-            }
-            libc::umask(0o022);
-            if let Some((uid, gid, groups)) = &self.user {
-                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
-                check(libc::setgid(*gid))?;
-                check(libc::setuid(*uid))?;
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
         }
-        Ok(())
+    }
+}
+
+/// The program to exec: a path with a slash as it is, else the first
+/// executable match on the task's `PATH` (looked up before the spawn, so
+/// that the child does nothing but system calls).
+fn resolve_program(program: &str, path: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A pipe whose ends close on exec: (read end, write end).
+fn pipe() -> io::Result<(File, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io::Error::other(format!("pipe2: {e}")))?;
+    Ok((File::from(r), w))
+}
+
+/// Everything the child needs, as C strings and pointers prepared in the
+/// parent: between clone and exec the child may not allocate.
+struct Spec {
+    program: CString,
+    _argv: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp: Vec<*const libc::c_char>,
+    dir: CString,
+    limits: Limits,
+    lock_fd: RawFd,
+    parent: libc::pid_t,
+    /// The child's errno when a step before exec failed (shared memory:
+    /// the child runs in the parent's address space until it execs).
+    error: std::sync::atomic::AtomicI32,
+    /// Which step failed, for the message.
+    step: std::sync::atomic::AtomicUsize,
+}
+
+const STEPS: [&str; 12] = [
+    "",
+    "reset signals",
+    "setsid",
+    "set the death signal",
+    "keep the job lock",
+    "redirect stdio",
+    "set resource limits",
+    "set nice",
+    "change folder",
+    "set groups",
+    "set group or user",
+    "exec",
+];
+
+fn cstring(s: &str, what: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
+}
+
+impl Spec {
+    fn new(
+        program: &Path,
+        argv: &[String],
+        env: &[(String, String)],
+        dir: &Path,
+        limits: Limits,
+        lock_fd: RawFd,
+    ) -> io::Result<Spec> {
+        let program = CString::new(program.as_os_str().as_encoded_bytes()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the program path contains a NUL byte",
+            )
+        })?;
+        let argv_c: Vec<CString> = argv
+            .iter()
+            .map(|a| cstring(a, "an argument"))
+            .collect::<io::Result<_>>()?;
+        let envp_c: Vec<CString> = env
+            .iter()
+            .map(|(k, v)| cstring(&format!("{k}={v}"), "an environment value"))
+            .collect::<io::Result<_>>()?;
+        let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let dir = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the folder contains a NUL byte",
+            )
+        })?;
+        Ok(Spec {
+            program,
+            _argv: argv_c,
+            argv,
+            _envp: envp_c,
+            envp,
+            dir,
+            limits,
+            lock_fd,
+            parent: nix::unistd::getpid().as_raw(),
+            error: std::sync::atomic::AtomicI32::new(0),
+            step: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+}
+
+/// What the child gets: the spec and the three descriptors for 0, 1, 2.
+struct ChildArgs<'a> {
+    spec: &'a Spec,
+    stdio: [RawFd; 3],
+}
+
+/// Starts the task with `clone(CLONE_VM | CLONE_VFORK)`, as posix_spawn
+/// does: no page tables are copied and the parent's memory is never
+/// write-protected, which matters when hundreds of tasks start a second.
+/// The child only makes system calls, on data prepared by the parent,
+/// then execs; the calling thread waits until it has.
+fn spawn(spec: &Spec, stdin: RawFd, stdout: RawFd, stderr: RawFd) -> io::Result<i32> {
+    let args = ChildArgs {
+        spec,
+        stdio: [stdin, stdout, stderr],
+    };
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: the stack grows down from the end of a buffer that outlives
+    // the child's use of it (CLONE_VFORK suspends us until exec or exit);
+    // all signals are blocked around clone so that no handler of ours runs
+    // on the child's stack; the child resets them before unblocking.
+    unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &args as *const ChildArgs as *mut libc::c_void,
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(clone_error);
+        }
+        let errno = spec.error.load(std::sync::atomic::Ordering::SeqCst);
+        if errno != 0 {
+            let step = STEPS
+                .get(spec.step.load(std::sync::atomic::Ordering::SeqCst))
+                .copied()
+                .unwrap_or("");
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            let e = io::Error::from_raw_os_error(errno);
+            return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
+        }
+        Ok(pid)
+    }
+}
+
+/// The child, between clone and exec. Only raw system calls: glibc's
+/// set*id wrappers would signal the parent's threads, and nothing here may
+/// allocate or take a lock.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the ChildArgs the parent passed and keeps alive
+    // while it is suspended.
+    let args = unsafe { &*(arg as *const ChildArgs) };
+    let spec = args.spec;
+    let fail = |step: usize| -> libc::c_int {
+        let errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL);
+        spec.step.store(step, std::sync::atomic::Ordering::SeqCst);
+        spec.error
+            .store(errno.max(1), std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: leaving the child without running any destructor.
+        unsafe { libc::_exit(127) }
+    };
+    // SAFETY: system calls on values prepared by the parent.
+    unsafe {
+        // Handlers belong to the parent: the child starts from defaults.
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..65 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const libc::sigaction,
+                    std::ptr::null::<libc::sigaction>(),
+                    8usize,
+                );
+            }
+        }
+        let empty: libc::sigset_t = std::mem::zeroed();
+        if libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const libc::sigset_t,
+            std::ptr::null::<libc::sigset_t>(),
+            8usize,
+        ) < 0
+        {
+            return fail(1);
+        }
+        if libc::setsid() < 0 {
+            return fail(2);
+        }
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) < 0
+        {
+            return fail(3);
+        }
+        if libc::getppid() != spec.parent {
+            // The daemon died before the death signal was armed.
+            libc::_exit(1);
+        }
+        if libc::fcntl(spec.lock_fd, libc::F_SETFD, 0) < 0 {
+            return fail(4);
+        }
+        for (target, fd) in args.stdio.iter().enumerate() {
+            if libc::dup2(*fd, target as libc::c_int) < 0 {
+                return fail(5);
+            }
+        }
+        let l = &spec.limits;
+        let set = |res, v: u64| {
+            let lim = libc::rlimit {
+                rlim_cur: v,
+                rlim_max: v,
+            };
+            libc::setrlimit(res, &lim)
+        };
+        for (res, v) in [
+            (libc::RLIMIT_AS, l.memory),
+            (libc::RLIMIT_CPU, l.cpu),
+            (libc::RLIMIT_NPROC, l.processes),
+        ] {
+            if let Some(v) = v
+                && set(res, v) < 0
+            {
+                return fail(6);
+            }
+        }
+        if let Some(n) = l.nice
+            && libc::setpriority(libc::PRIO_PROCESS, 0, n) < 0
+        {
+            return fail(7);
+        }
+        libc::umask(0o022);
+        if libc::chdir(spec.dir.as_ptr()) < 0 {
+            return fail(8);
+        }
+        if let Some((uid, gid, groups)) = &l.user {
+            if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) < 0 {
+                return fail(9);
+            }
+            if libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) < 0
+                || libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) < 0
+            {
+                return fail(10);
+            }
+        }
+        libc::execve(
+            spec.program.as_ptr(),
+            spec.argv.as_ptr(),
+            spec.envp.as_ptr(),
+        );
+        fail(11)
     }
 }
 
@@ -336,7 +595,7 @@ pub struct Supervisor {
     wake: File,
 }
 
-struct Task {
+struct Watching {
     id: String,
     pid: i32,
     pidfd: OwnedFd,
@@ -379,7 +638,7 @@ fn supervise<F: Fn(String, Output)>(
     rx: crossbeam_channel::Receiver<Watched>,
     on_exit: F,
 ) {
-    let mut tasks: Vec<Task> = Vec::new();
+    let mut tasks: Vec<Watching> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     // (task index, which: 0 stdout, 1 stderr, 2 pidfd), parallel to fds.
     let mut which: Vec<(usize, usize)> = Vec::new();
@@ -452,7 +711,7 @@ fn supervise<F: Fn(String, Output)>(
             match rx.try_recv() {
                 Ok(w) => {
                     let [out, err] = w.paths;
-                    tasks.push(Task {
+                    tasks.push(Watching {
                         id: w.id,
                         pid: w.pid,
                         pidfd: w.pidfd,

@@ -424,19 +424,51 @@ impl Spool {
         }
     }
 
-    /// Ends a job: moves its output and files into `done/`, writes its
-    /// record (the commit point), then removes what is left in `running/`.
-    pub fn finish(&self, record: &Record) -> io::Result<()> {
+    /// Ends jobs: moves each one's output and files into `done/`, writes
+    /// its record (the commit point), then removes what is left in
+    /// `running/`. A group commit: with `fsync = true`, one `syncfs(2)`
+    /// makes every output and record durable before the renames that
+    /// publish the records, and one fsync of `done/` makes the renames
+    /// durable, however many jobs are in the batch. Returns, per record,
+    /// whether it was written.
+    pub fn finish_all(&self, records: &[Record]) -> Vec<io::Result<()>> {
+        let staged: Vec<io::Result<PathBuf>> = records.iter().map(|r| self.stage(r)).collect();
+        if self.fsync {
+            self.sync_fs();
+        }
+        let results: Vec<io::Result<()>> = records
+            .iter()
+            .zip(staged)
+            .map(|(rec, tmp)| {
+                let tmp = tmp?;
+                let dest = self.done_record(&rec.id);
+                fs::rename(&tmp, &dest).map_err(|e| {
+                    let _ = fs::remove_file(&tmp);
+                    io_context("rename into place", &dest, e)
+                })
+            })
+            .collect();
+        if let Err(e) = self.sync_dir(&self.done_dir()) {
+            crate::log!("{e}");
+        }
+        for (rec, r) in records.iter().zip(&results) {
+            if r.is_ok() {
+                // Output and files were moved: only these can be left.
+                let _ = fs::remove_file(self.running_result(&rec.id));
+                let _ = fs::remove_file(self.running_job(&rec.id));
+            }
+        }
+        results
+    }
+
+    /// Moves a job's output and files into `done/` and writes its record
+    /// into `tmp/`, ready to be renamed into place.
+    fn stage(&self, record: &Record) -> io::Result<PathBuf> {
         let id = record.id.as_str();
         for (from, to) in [
             (self.running_out(id), self.done_out(id)),
             (self.running_err(id), self.done_err(id)),
         ] {
-            if self.fsync
-                && let Ok(f) = File::open(&from)
-            {
-                let _ = f.sync_data();
-            }
             match fs::rename(&from, &to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -460,11 +492,25 @@ impl Spool {
             Err(e) => return Err(io_context("move files folder", &files, e)),
         }
         let text = record.to_toml().map_err(io::Error::other)?;
-        self.write_replacing(&self.done_record(id), text.as_bytes())?;
-        // Output and files were moved above: only these can be left.
-        let _ = fs::remove_file(self.running_result(id));
-        let _ = fs::remove_file(self.running_job(id));
-        Ok(())
+        self.with_fsync(false).write_tmp(text.as_bytes(), "rec")
+    }
+
+    /// Flushes the whole file system the spool is on (`syncfs(2)`).
+    fn sync_fs(&self) {
+        match File::open(self.tmp_dir()) {
+            // SAFETY: syncfs on a descriptor we own.
+            Ok(d) => unsafe {
+                use std::os::fd::AsRawFd;
+                if libc::syncfs(d.as_raw_fd()) < 0 {
+                    crate::log!(
+                        "syncfs {}: {}",
+                        self.root.display(),
+                        io::Error::last_os_error()
+                    );
+                }
+            },
+            Err(e) => crate::log!("syncfs: cannot open {}: {e}", self.tmp_dir().display()),
+        }
     }
 
     /// Keeps a claimed file itself (binary or oversized, so its text alone
