@@ -526,3 +526,29 @@ fn as_root_a_type_without_user_is_a_configuration_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[types.x] user"), "{err}");
 }
+
+#[test]
+fn a_task_that_cannot_start_fails_with_the_reason() {
+    let t = TestSpool::builder()
+        .ty("missing", "command = [\"/no/such/program\"]")
+        .ty("unknown", "command = [\"no-such-program-on-path\"]")
+        .ty("nodir", "command = [\"true\"]\ndir = \"/no/such/folder\"")
+        .sh("ok", "true")
+        .start();
+    for id in ["missing", "unknown", "nodir"] {
+        t.drop_job(&format!("{id}.toml"), &format!("type = \"{id}\"\n"));
+    }
+    let wants = [
+        ("missing", "No such file"),
+        ("unknown", "no such program on PATH"),
+        ("nodir", "change folder"),
+    ];
+    for (id, want) in wants {
+        let r = t.wait_record(id);
+        assert_eq!(status_of(&r), "failed", "{id}: {r:?}");
+        let e = r["error"].as_str().unwrap();
+        assert!(e.starts_with("cannot start") && e.contains(want), "{id}: {e}");
+    }
+    t.drop_job("after.toml", "type = \"ok\"\n");
+    assert_eq!(status_of(&t.wait_record("after")), "succeeded");
+}
