@@ -18,11 +18,13 @@ use common::*;
 
 const PAR: usize = 8;
 
-fn raccoond_run(n: usize, fsync: bool, old_records: usize) -> f64 {
-    let mut b = Bench::new(
-        &format!("total = {PAR}\nfsync = {fsync}\nrescan = \"0\""),
-        &[("noop", "command = [\"/bin/true\"]")],
-    );
+fn raccoond_run(n: usize, fsync: bool, old_records: usize, base: Option<&std::path::Path>) -> f64 {
+    let top = format!("total = {PAR}\nfsync = {fsync}\nrescan = \"0\"");
+    let types = [("noop", "command = [\"/bin/true\"]")];
+    let mut b = match base {
+        Some(dir) => Bench::new_in(dir, &top, &types),
+        None => Bench::new(&top, &types),
+    };
     if old_records > 0 {
         let done = b.spool.join("done");
         let text = "id = \"x\"\ntype = \"noop\"\nstatus = \"succeeded\"\nfinished = 2026-01-01T00:00:00Z\nexpires = 2099-01-01T00:00:00Z\nattempts = 1\nexit_code = 0\n";
@@ -55,9 +57,19 @@ fn main() {
     rows.push(("xargs -P8 /bin/true (baseline)".into(), xargs));
     rows.push((
         "raccoond, fsync off".into(),
-        Some(raccoond_run(n, false, 0)),
+        Some(raccoond_run(n, false, 0, None)),
     ));
-    rows.push(("raccoond, fsync on".into(), Some(raccoond_run(n, true, 0))));
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        rows.push((
+            "raccoond, fsync off, spool on tmpfs".into(),
+            Some(raccoond_run(n, false, 0, Some(shm))),
+        ));
+    }
+    rows.push((
+        "raccoond, fsync on".into(),
+        Some(raccoond_run(n, true, 0, None)),
+    ));
     // Quick runs (RACCOON_BENCH_N set) use fewer old records too.
     let old = if std::env::var("RACCOON_BENCH_N").is_ok() {
         10_000
@@ -66,7 +78,7 @@ fn main() {
     };
     rows.push((
         format!("raccoond, fsync off, {old} records in done/"),
-        Some(raccoond_run(n, false, old)),
+        Some(raccoond_run(n, false, old, None)),
     ));
 
     if have("tsp") {

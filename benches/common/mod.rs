@@ -43,6 +43,11 @@ impl Bench {
         let base = std::env::var_os("RACCOON_BENCH_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
+        Bench::new_in(&base, top, types)
+    }
+
+    /// The same, with the spool under `base` (a tmpfs, say).
+    pub fn new_in(base: &Path, top: &str, types: &[(&str, &str)]) -> Bench {
         let dir = tempfile::Builder::new()
             .prefix("raccoond-bench.")
             .tempdir_in(base)

@@ -547,7 +547,10 @@ fn a_task_that_cannot_start_fails_with_the_reason() {
         let r = t.wait_record(id);
         assert_eq!(status_of(&r), "failed", "{id}: {r:?}");
         let e = r["error"].as_str().unwrap();
-        assert!(e.starts_with("cannot start") && e.contains(want), "{id}: {e}");
+        assert!(
+            e.starts_with("cannot start") && e.contains(want),
+            "{id}: {e}"
+        );
     }
     t.drop_job("after.toml", "type = \"ok\"\n");
     assert_eq!(status_of(&t.wait_record("after")), "succeeded");
