@@ -46,6 +46,13 @@ where
 }
 
 fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_scan: F) {
+    // Reading every record at start is background work: it must not take
+    // the cores from the jobs (Linux nices threads one by one).
+    // SAFETY: setpriority on this thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
     let mut index: BTreeSet<(SystemTime, String)> = BTreeSet::new();
     let mut found = Found::default();
     let mut counts: std::collections::BTreeMap<(String, Status), u64> = Default::default();
