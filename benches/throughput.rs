@@ -42,7 +42,8 @@ fn raccoond_run(n: usize, fsync: bool, old_records: usize, base: Option<&std::pa
     for (from, to) in &jobs {
         std::fs::rename(from, to).unwrap();
     }
-    let end = b.wait_done(n + old_records, Duration::from_secs(600));
+    let ids: Vec<String> = (0..n).map(|i| format!("j{i:06}")).collect();
+    let end = b.wait_records(&ids, Duration::from_secs(600));
     b.stop();
     n as f64 / (end - begin).as_secs_f64()
 }

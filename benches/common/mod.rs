@@ -133,6 +133,19 @@ impl Bench {
         count_toml(&self.spool.join("done"))
     }
 
+    /// Waits until every one of these records exists; the time when the
+    /// last did. Costs one stat per record, however large done/ is.
+    pub fn wait_records(&self, ids: &[String], timeout: Duration) -> Instant {
+        let done = self.spool.join("done");
+        let mut next = 0;
+        wait(&format!("{} records", ids.len()), timeout, || {
+            while next < ids.len() && done.join(format!("{}.toml", ids[next])).exists() {
+                next += 1;
+            }
+            (next == ids.len()).then(Instant::now)
+        })
+    }
+
     /// Waits until done/ holds `n` records; the time when it did.
     pub fn wait_done(&self, n: usize, timeout: Duration) -> Instant {
         wait(&format!("{n} records"), timeout, || {
