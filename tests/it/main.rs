@@ -5,3 +5,7 @@
 mod support;
 /// The spool pipeline: submission, params, limits, order, records.
 mod core;
+/// The HTTP API: every endpoint and error, tokens, traversal, idle clients.
+mod http;
+/// The HTML report: escaping, links, and a real browser's view of it.
+mod report;
