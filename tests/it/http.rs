@@ -2,6 +2,9 @@
 //! HTTP/1.1 client written here so that every byte sent is the test's
 //! choice (raw `..`, `%2F`, chunked bodies, lying lengths).
 
+// Tests may unwrap: a panic is how a test reports what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

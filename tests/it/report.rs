@@ -1,6 +1,9 @@
 //! The report as users open it: `spool/report.html` from `file://` in a
 //! real browser, and `GET /` over HTTP.
 
+// Tests may unwrap: a panic is how a test reports what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
