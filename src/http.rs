@@ -43,6 +43,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
@@ -82,6 +83,7 @@ const METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The running server. Dropping it stops the workers.
 pub struct Server {
     inner: Arc<tiny_http::Server>,
+    api: Arc<Api>,
     addr: String,
     workers: usize,
 }
@@ -108,14 +110,16 @@ impl Server {
             board,
             spool,
             ping: Box::new(ping),
+            stopping: AtomicBool::new(false),
         });
         let mut server = Server {
             inner,
+            api,
             addr,
             workers: 0,
         };
         for n in 0..WORKERS {
-            let (tiny, api) = (server.inner.clone(), api.clone());
+            let (tiny, api) = (server.inner.clone(), server.api.clone());
             std::thread::Builder::new()
                 .name(format!("http-{n}"))
                 .spawn(move || work(&tiny, &api))
@@ -139,6 +143,7 @@ impl Drop for Server {
         // Each unblock releases one worker once the requests queued before
         // it are answered; the last worker to leave drops tiny_http's
         // server, which stops accepting. Nobody waits for that.
+        self.api.stopping.store(true, Ordering::SeqCst);
         for _ in 0..self.workers {
             self.inner.unblock();
         }
@@ -146,7 +151,18 @@ impl Drop for Server {
 }
 
 fn work(tiny: &tiny_http::Server, api: &Arc<Api>) {
-    while let Ok(req) = tiny.recv() {
+    loop {
+        let req = match tiny.recv() {
+            Ok(req) => req,
+            Err(_) if api.stopping.load(Ordering::SeqCst) => return,
+            Err(e) => {
+                // tiny_http's accept thread ends on its first error (for
+                // example EMFILE with many idle connections): from now on
+                // no new connection is served.
+                eprintln!("http: no longer accepting connections: {e}");
+                return;
+            }
+        };
         let ex = Exchange::new(req, false);
         if !ex.unread {
             guarded(api, ex);
@@ -187,6 +203,9 @@ struct Api {
     board: Board,
     spool: Spool,
     ping: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Set when the server is dropped, so that workers tell the wake-up
+    /// that stops them from a failure.
+    stopping: AtomicBool,
 }
 
 /// An answer before it is turned into tiny_http's type.
@@ -1418,6 +1437,15 @@ mod tests {
         let (status, body) = ask(server.addr(), "/healthz");
         assert_eq!(status, 503);
         assert!(body.contains("\"error\""), "{body}");
+
+        // Dropped, it stops listening (the workers leave, then tiny_http).
+        let addr = server.addr().to_string();
+        drop(server);
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_ok() {
+            assert!(std::time::Instant::now() < end, "still listening on {addr}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
