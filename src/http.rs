@@ -1232,15 +1232,28 @@ fn content_type(name: &str) -> &'static str {
 
 /// The Prometheus text exposition of a snapshot. Every configured type
 /// gets every series (zeros included), so that a query never finds a
-/// series missing just because nothing happened yet.
+/// series missing just because nothing happened yet. Types that are not
+/// configured (a rejected job's `type` is whatever it said) appear only
+/// with the counts they have, so that junk adds as few series as it can.
 pub fn metrics(s: &Snapshot, config: &Config) -> String {
     use std::collections::BTreeSet;
     use std::fmt::Write;
     let mut types: BTreeSet<&str> = config.types.keys().map(String::as_str).collect();
     types.extend(s.types.iter().map(|t| t.name.as_str()));
-    let mut finished_types = types.clone();
-    finished_types.extend(s.finished_counts.keys().map(|(t, _)| t.as_str()));
-    finished_types.extend(s.durations.keys().map(String::as_str));
+    let mut timed = types.clone();
+    timed.extend(s.durations.keys().map(String::as_str));
+    let mut finished: Vec<(&str, Status, u64)> = Vec::new();
+    for t in &types {
+        for st in Status::ALL.into_iter().filter(|s| s.is_final()) {
+            let n = s.finished_counts.get(&(t.to_string(), st)).copied();
+            finished.push((t, st, n.unwrap_or(0)));
+        }
+    }
+    for ((t, st), n) in &s.finished_counts {
+        if !types.contains(t.as_str()) {
+            finished.push((t, *st, *n));
+        }
+    }
 
     let mut out = String::with_capacity(4096);
     let mut w = |line: std::fmt::Arguments| {
@@ -1271,18 +1284,11 @@ pub fn metrics(s: &Snapshot, config: &Config) -> String {
         "# HELP raccoond_finished_total Jobs finished since the daemon started, by type and status."
     ));
     w(format_args!("# TYPE raccoond_finished_total counter"));
-    for t in &finished_types {
-        for st in Status::ALL.into_iter().filter(|s| s.is_final()) {
-            let n = s
-                .finished_counts
-                .get(&(t.to_string(), st))
-                .copied()
-                .unwrap_or(0);
-            w(format_args!(
-                "raccoond_finished_total{{type=\"{}\",status=\"{st}\"}} {n}",
-                label(t)
-            ));
-        }
+    for (t, st, n) in &finished {
+        w(format_args!(
+            "raccoond_finished_total{{type=\"{}\",status=\"{st}\"}} {n}",
+            label(t)
+        ));
     }
     w(format_args!(
         "# HELP raccoond_job_duration_seconds How long finished jobs ran, by type."
@@ -1291,7 +1297,7 @@ pub fn metrics(s: &Snapshot, config: &Config) -> String {
         "# TYPE raccoond_job_duration_seconds histogram"
     ));
     let empty = crate::status::Histogram::default();
-    for t in &finished_types {
+    for t in &timed {
         let h = s.durations.get(*t).unwrap_or(&empty);
         let mut cumulative = 0;
         for (le, n) in BUCKETS.iter().zip(h.buckets) {

@@ -49,13 +49,22 @@ fn job_data_never_reaches_the_report_unescaped() {
             toml_str(XSS)
         ),
     );
+    // A job whose type is markup: rejected, and its record (and so the
+    // report's row) keeps the type it asked for.
+    t.drop_job("typed.toml", &format!("type = {}\n", toml_str(XSS)));
     assert_eq!(status_of(&t.wait_record(&id)), "succeeded");
-    wait_for("the dropped job's record", PROMPT, || {
-        (t.records().len() == 2).then_some(())
+    assert_eq!(status_of(&t.wait_record("typed")), "rejected");
+    wait_for("the dropped jobs' records", PROMPT, || {
+        (t.records().len() == 3).then_some(())
     });
-    let other = t.records().into_iter().find(|(i, _)| *i != id).unwrap().0;
+    let other = t
+        .records()
+        .into_iter()
+        .find(|(i, _)| *i != id && i != "typed")
+        .unwrap()
+        .0;
 
-    let file = wait_report(&t, &[&id, &other]);
+    let file = wait_report(&t, &[&id, &other, "typed"]);
     let served = get(&a, "/");
     served.expect(200);
     assert_eq!(
@@ -63,15 +72,27 @@ fn job_data_never_reaches_the_report_unescaped() {
         Some("text/html; charset=utf-8")
     );
     for html in [file, served.text()] {
-        for raw in [XSS, "<b onmouseover", "alert("] {
+        for raw in [XSS, "<b onmouseover"] {
             assert!(!html.contains(raw), "{raw:?} reached the page raw:\n{html}");
         }
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "the rejected job's type, escaped:\n{html}"
+        );
         assert!(
             !html.to_lowercase().contains("<script"),
             "the report needs no script"
         );
         assert!(html.contains("<meta http-equiv=\"refresh\""));
     }
+    // Nor does it reach /metrics raw enough to break a line.
+    let m = get(&a, "/metrics").text();
+    assert!(
+        m.contains(
+            "raccoond_finished_total{type=\"<script>alert(1)</script>\",status=\"rejected\"} 1"
+        ),
+        "{m}"
+    );
     // The output itself holds the markup, and is served as plain text.
     let out = get(&a, &format!("/jobs/{id}/output"));
     assert_eq!(out.text(), format!("{XSS}\n"));
