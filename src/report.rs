@@ -31,6 +31,7 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
     let mut h = String::with_capacity(
         16 * 1024 + 600 * (s.running.len() + s.queued.len() + s.finished.len()),
     );
+    // Writing into a String cannot fail.
     let _ = page(&mut h, s, now);
     h
 }
