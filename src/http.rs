@@ -34,8 +34,12 @@
 //!   HTTP exactly as they do from `file://`.
 //! - With a token, every request needs `Authorization: Bearer <token>`,
 //!   except CORS preflights (browsers never send credentials with those).
-//! - Files a task left are served with `Content-Security-Policy: sandbox`,
-//!   so an HTML file cannot script this origin.
+//! - Files a task left (`/jobs/<id>/files/<name>`) come from
+//!   `running/<id>.files/` while it runs, then from `done/<id>.files/`;
+//!   `name` is one visible path component, opened with `openat` and
+//!   `O_NOFOLLOW` (a symlink is a 404), and served with
+//!   `Content-Security-Policy: sandbox`, so an HTML file cannot script
+//!   this origin.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
