@@ -1,1 +1,360 @@
-fn main() {}
+//! The HTTP API under load, and the report's cost with a huge queue.
+//!
+//! 1. A release `raccoond` on a temporary spool with one type whose
+//!    command is `/bin/true`; several client threads, each on one
+//!    keep-alive connection, `POST /jobs` until the total is reached.
+//!    Once with `fsync = false`, once with `fsync = true`: submissions per
+//!    second, per-request latency, and how long until every job has a
+//!    record (the jobs really run, competing for the same cores).
+//! 2. `report::render` on a snapshot that says 100 000 jobs are queued
+//!    (with the rows a snapshot carries): milliseconds per page.
+//!
+//! `cargo bench --bench http`; `RACCOON_BENCH_N` submissions per run
+//! (default 5000), `RACCOON_BENCH_CLIENTS` threads (default 8),
+//! `RACCOON_BENCH_DIR` where the temporary spool goes. It prints figures
+//! and asserts nothing about time.
+
+// A benchmark that cannot do its IO has nothing to report: panicking says why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use raccoond::record::Status;
+use raccoond::status::{FinishedRow, Histogram, QueuedRow, ROWS, RunningRow, Snapshot, TypeRow};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let n = env_or("RACCOON_BENCH_N", 5000);
+    let clients = env_or("RACCOON_BENCH_CLIENTS", 8).max(1);
+    let bin = daemon_binary();
+    println!(
+        "raccoond HTTP benchmark: {n} POST /jobs per run, {clients} keep-alive clients, {bin:?}"
+    );
+
+    let mut rows = Vec::new();
+    for fsync in [false, true] {
+        rows.push((fsync, submissions(&bin, fsync, n, clients)));
+    }
+    let render = render_cost(100_000, 200);
+
+    println!();
+    println!("| fsync | submissions/s | p50 ms | p99 ms | max ms | every job finished after |");
+    println!("|-------|--------------:|-------:|-------:|-------:|-------------------------:|");
+    for (fsync, r) in &rows {
+        println!(
+            "| {:<5} | {:>13.0} | {:>6.2} | {:>6.2} | {:>6.1} | {:>22.1} s |",
+            if *fsync { "on" } else { "off" },
+            r.per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.drained.as_secs_f64()
+        );
+    }
+    println!();
+    println!(
+        "| report::render, 100 000 queued ({ROWS} rows of each kind) | mean ms | max ms | bytes |"
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| {} pages | {:.3} | {:.3} | {} |",
+        render.pages, render.mean_ms, render.max_ms, render.bytes
+    );
+}
+
+/// The release daemon: the one cargo built for this benchmark, else
+/// `target/release/raccoond` next to the manifest, built when missing.
+fn daemon_binary() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_raccoond") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join("release").join("raccoond");
+    if !bin.is_file() {
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "--bin", "raccoond"])
+            .current_dir(root)
+            .status()
+            .expect("run cargo build --release");
+        assert!(status.success(), "cargo build --release failed");
+    }
+    bin
+}
+
+struct Run {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    drained: Duration,
+}
+
+/// A daemon on a temporary spool, killed (with its tasks) when dropped.
+struct Daemon {
+    child: Child,
+    addr: String,
+    spool: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(bin: &Path, fsync: bool) -> Daemon {
+    let base = std::env::var_os("RACCOON_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = tempfile::Builder::new()
+        .prefix("raccoond-bench-http.")
+        .tempdir_in(base)
+        .unwrap();
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| "root".to_string(), |u| u.name);
+    let config = dir.path().join("raccoond.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "spool = \"spool\"\ntotal = 64\nfsync = {fsync}\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
+             [types.noop]\ncommand = [\"/bin/true\"]\nuser = \"{me}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("raccoond.log");
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(": ready,")
+            && let Some(a) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("http: listening on "))
+        {
+            break a.to_string();
+        }
+        assert!(Instant::now() < end, "raccoond did not get ready:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Daemon {
+        child,
+        addr,
+        spool: dir.path().join("spool"),
+        _dir: dir,
+    }
+}
+
+fn submissions(bin: &Path, fsync: bool, n: usize, clients: usize) -> Run {
+    let d = start(bin, fsync);
+    let begin = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let addr = d.addr.clone();
+            let count = n / clients + usize::from(c < n % clients);
+            std::thread::spawn(move || client(&addr, count))
+        })
+        .collect();
+    let mut lat: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let elapsed = begin.elapsed();
+    lat.sort();
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+
+    // Every acknowledged job must end with a record.
+    let done = d.spool.join("done");
+    let end = Instant::now() + Duration::from_secs(300);
+    loop {
+        let records = std::fs::read_dir(&done)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".toml"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if records >= n {
+            break;
+        }
+        assert!(Instant::now() < end, "only {records} of {n} jobs finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Run {
+        per_sec: n as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        drained: begin.elapsed(),
+    }
+}
+
+/// One keep-alive connection posting `count` jobs; the latency of each.
+fn client(addr: &str, count: usize) -> Vec<Duration> {
+    let body = br#"{"type": "noop", "params": {"bench": true}}"#;
+    let request = [
+        format!(
+            "POST /jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+        body,
+    ]
+    .concat();
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut lat = Vec::with_capacity(count);
+    let mut line = String::new();
+    for _ in 0..count {
+        let t = Instant::now();
+        writer.write_all(&request).unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 201"), "{line}");
+        let mut len = 0;
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut answer = vec![0; len];
+        reader.read_exact(&mut answer).unwrap();
+        lat.push(t.elapsed());
+    }
+    lat
+}
+
+struct Render {
+    pages: usize,
+    mean_ms: f64,
+    max_ms: f64,
+    bytes: usize,
+}
+
+/// `report::render` on a snapshot of a daemon with `queued` jobs waiting.
+fn render_cost(queued: usize, pages: usize) -> Render {
+    let now = SystemTime::now();
+    let ago = |s: u64| now - Duration::from_secs(s);
+    let kinds = [
+        "make_report",
+        "send_invoices",
+        "resize_images",
+        "nightly_backup",
+        "thumbnails",
+    ];
+    let statuses = [
+        Status::Succeeded,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+        Status::Rejected,
+    ];
+    let mut finished_counts = BTreeMap::new();
+    let mut durations = BTreeMap::new();
+    for k in kinds {
+        for st in statuses {
+            finished_counts.insert((k.to_string(), st), 1000);
+        }
+        let mut h = Histogram::default();
+        for i in 0..1000 {
+            h.observe(Duration::from_millis(i * 37));
+        }
+        durations.insert(k.to_string(), h);
+    }
+    let snapshot = Snapshot {
+        generated: Some(now),
+        total: 64,
+        running_total: ROWS,
+        queued_total: queued,
+        draining: false,
+        types: kinds
+            .iter()
+            .map(|k| TypeRow {
+                name: k.to_string(),
+                limit: 16,
+                running: 10,
+                queued: queued / kinds.len(),
+            })
+            .collect(),
+        running: (0..ROWS)
+            .map(|i| RunningRow {
+                id: format!("20261122T100000.{i:03}Z-0a1b2c3d-{i:04}"),
+                kind: kinds[i % kinds.len()].to_string(),
+                started: ago(i as u64),
+                pid: 10_000 + i as u32,
+                attempt: 1,
+            })
+            .collect(),
+        queued: (0..ROWS.min(queued))
+            .map(|i| QueuedRow {
+                id: format!("20261122T110000.{i:03}Z-0a1b2c3d-{i:04}"),
+                kind: kinds[i % kinds.len()].to_string(),
+                priority: (i % 3) as i64,
+                submitted: ago(3600 - i as u64),
+                not_before: (i % 7 == 0).then(|| now + Duration::from_secs(600)),
+            })
+            .collect(),
+        finished: (0..ROWS)
+            .map(|i| FinishedRow {
+                id: format!("20261122T090000.{i:03}Z-0a1b2c3d-{i:04}"),
+                kind: kinds[i % kinds.len()].to_string(),
+                status: statuses[i % statuses.len()],
+                finished: ago(i as u64 * 10),
+                duration: Some(Duration::from_millis(i as u64 * 123)),
+                exit_code: Some((i % 2) as i32),
+                signal: None,
+            })
+            .collect(),
+        finished_counts,
+        durations,
+    };
+    let mut total = Duration::ZERO;
+    let mut max = Duration::ZERO;
+    let mut bytes = 0;
+    for _ in 0..pages {
+        let t = Instant::now();
+        let html = raccoond::report::render(&snapshot, now);
+        let d = t.elapsed();
+        bytes = std::hint::black_box(html).len();
+        total += d;
+        max = max.max(d);
+    }
+    Render {
+        pages,
+        mean_ms: total.as_secs_f64() * 1000.0 / pages as f64,
+        max_ms: max.as_secs_f64() * 1000.0,
+        bytes,
+    }
+}

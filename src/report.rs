@@ -1,15 +1,477 @@
-//! The static HTML report, `spool/report.html`.
+//! The static HTML report (SPEC §10): `spool/report.html`, also served at
+//! `GET /`.
 //!
-//! Pure: a function of a [`Snapshot`] and `now`. Placeholder until the
-//! report is built; see the HTTP/report issue.
+//! Pure: a function of a [`Snapshot`] and `now`, no IO, no clock. One
+//! self-contained page: inline CSS, no script, a `refresh` meta tag. Its
+//! cost is O(rows): the snapshot carries at most [`ROWS`] jobs of each
+//! kind and counts for the rest, so 100 000 queued jobs cost what 50 do.
+//!
+//! Links to output are relative (`done/<id>.out`, `running/<id>.out`): the
+//! page lives in the spool folder, so they open the files themselves from
+//! `file://`, and the HTTP server answers the same paths next to `/`.
+//!
+//! Every piece of job data goes through [`escape`] (text and attributes)
+//! or [`href_path`] (link targets); nothing from a job reaches the page
+//! raw.
+//!
+//! [`ROWS`]: crate::status::ROWS
 
-use std::time::SystemTime;
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
 
-use crate::status::Snapshot;
+use crate::record::Status;
+use crate::status::{FinishedRow, QueuedRow, RunningRow, Snapshot, TypeRow};
+use crate::time;
 
-pub fn render(s: &Snapshot, _now: SystemTime) -> String {
-    format!(
-        "<!doctype html><title>raccoond</title><p>{} running, {} queued</p>\n",
+/// Seconds between the page's own reloads.
+pub const REFRESH_SECS: u32 = 5;
+
+/// The page for a snapshot, as of `now`.
+pub fn render(s: &Snapshot, now: SystemTime) -> String {
+    let mut h = String::with_capacity(
+        16 * 1024 + 600 * (s.running.len() + s.queued.len() + s.finished.len()),
+    );
+    // Writing into a String cannot fail.
+    let _ = page(&mut h, s, now);
+    h
+}
+
+fn page(h: &mut String, s: &Snapshot, now: SystemTime) -> std::fmt::Result {
+    write!(
+        h,
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>raccoond: {} running, {} queued</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
         s.running_total, s.queued_total
+    )?;
+    header(h, s, now)?;
+    // What runs now beside the limits it runs under; then outcomes, which
+    // readers look for first, above the (possibly long) queue.
+    h.push_str("<div class=\"row\">\n");
+    types(h, &s.types)?;
+    running(h, &s.running, s.running_total, now)?;
+    h.push_str("</div>\n");
+    finished(h, &s.finished, now)?;
+    queued(h, &s.queued, s.queued_total, now)?;
+    write!(
+        h,
+        "<footer>This page reloads itself every {REFRESH_SECS} s. Times are UTC. \
+         Output links open <code>done/</code> and <code>running/</code> next to this page.</footer>\n\
+         </body>\n</html>\n"
     )
+}
+
+fn header(h: &mut String, s: &Snapshot, now: SystemTime) -> std::fmt::Result {
+    h.push_str("<header>\n<h1>raccoond</h1>\n<p class=\"summary\">");
+    write!(
+        h,
+        "<span class=\"big\">{}</span> running of {} · <span class=\"big\">{}</span> queued",
+        s.running_total, s.total, s.queued_total
+    )?;
+    match s.generated {
+        Some(g) => write!(
+            h,
+            " · <span title=\"{}\">as of {}</span>",
+            escape(&time::format_rfc3339(g)),
+            escape(&ago(now, g))
+        )?,
+        None => h.push_str(" · the daemon has published nothing yet"),
+    }
+    h.push_str("</p>\n");
+    if s.draining {
+        h.push_str(
+            "<p class=\"banner\">Stopping: no new job starts; running jobs may finish.</p>\n",
+        );
+    }
+    h.push_str("</header>\n");
+    Ok(())
+}
+
+fn types(h: &mut String, rows: &[TypeRow]) -> std::fmt::Result {
+    h.push_str("<section id=\"types\">\n<h2>Types</h2>\n");
+    if rows.is_empty() {
+        h.push_str("<p class=\"empty\">No types are configured.</p>\n</section>\n");
+        return Ok(());
+    }
+    h.push_str(
+        "<table>\n<thead><tr><th>Type</th><th class=\"num\">Running</th><th class=\"num\">Limit</th>\
+         <th class=\"num\">Queued</th><th class=\"load\">Load</th></tr></thead>\n<tbody>\n",
+    );
+    for t in rows {
+        let pct = (t.running * 100).checked_div(t.limit).unwrap_or(0).min(100);
+        writeln!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"load\"><span class=\"bar\"><span style=\"width:{pct}%\"></span></span></td></tr>",
+            escape(&t.name),
+            t.running,
+            t.limit,
+            t.queued
+        )?;
+    }
+    h.push_str("</tbody>\n</table>\n</section>\n");
+    Ok(())
+}
+
+fn running(h: &mut String, rows: &[RunningRow], total: usize, now: SystemTime) -> std::fmt::Result {
+    write!(
+        h,
+        "<section id=\"running\">\n<h2>Running <span class=\"count\">{total}</span></h2>\n"
+    )?;
+    if rows.is_empty() {
+        h.push_str("<p class=\"empty\">No job is running.</p>\n</section>\n");
+        return Ok(());
+    }
+    h.push_str(
+        "<table>\n<thead><tr><th>Job</th><th>Type</th><th>Started</th><th class=\"num\">Elapsed</th>\
+         <th class=\"num\">Attempt</th><th class=\"num\">PID</th><th>Output</th></tr></thead>\n<tbody>\n",
+    );
+    for r in rows {
+        let elapsed = now.duration_since(r.started).unwrap_or(Duration::ZERO);
+        writeln!(
+            h,
+            "<tr><td class=\"id\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            escape(&r.id),
+            escape(&r.kind),
+            clock(r.started),
+            escape(&time::format_duration(elapsed)),
+            r.attempt,
+            r.pid,
+            output_links("running", &r.id)
+        )?;
+    }
+    more(h, total, rows.len(), "running")?;
+    h.push_str("</tbody>\n</table>\n</section>\n");
+    Ok(())
+}
+
+fn queued(h: &mut String, rows: &[QueuedRow], total: usize, now: SystemTime) -> std::fmt::Result {
+    write!(
+        h,
+        "<section id=\"queued\">\n<h2>Queued <span class=\"count\">{total}</span></h2>\n"
+    )?;
+    if rows.is_empty() {
+        h.push_str("<p class=\"empty\">The queue is empty.</p>\n</section>\n");
+        return Ok(());
+    }
+    h.push_str(
+        "<table>\n<thead><tr><th class=\"num\">#</th><th>Job</th><th>Type</th><th class=\"num\">Priority</th>\
+         <th>Submitted</th><th>Not before</th></tr></thead>\n<tbody>\n",
+    );
+    for (i, q) in rows.iter().enumerate() {
+        let not_before = match q.not_before {
+            Some(t) if t > now => format!(
+                "{} (in {})",
+                stamp(t),
+                escape(&time::format_duration(
+                    t.duration_since(now).unwrap_or_default()
+                ))
+            ),
+            Some(t) => stamp(t),
+            None => String::new(),
+        };
+        writeln!(
+            h,
+            "<tr><td class=\"num\">{}</td><td class=\"id\">{}</td><td>{}</td><td class=\"num\">{}</td>\
+             <td>{}</td><td>{not_before}</td></tr>",
+            i + 1,
+            escape(&q.id),
+            escape(&q.kind),
+            q.priority,
+            stamp(q.submitted)
+        )?;
+    }
+    more(h, total, rows.len(), "queued")?;
+    h.push_str("</tbody>\n</table>\n</section>\n");
+    Ok(())
+}
+
+fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::Result {
+    h.push_str("<section id=\"finished\">\n<h2>Latest finished</h2>\n");
+    if rows.is_empty() {
+        h.push_str("<p class=\"empty\">No finished jobs to show.</p>\n</section>\n");
+        return Ok(());
+    }
+    h.push_str(
+        "<table>\n<thead><tr><th>Job</th><th>Type</th><th>Status</th><th>Finished</th>\
+         <th class=\"num\">Duration</th><th class=\"num\">Exit</th><th>Output</th></tr></thead>\n<tbody>\n",
+    );
+    for f in rows {
+        let exit = match (&f.exit_code, &f.signal) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(sig)) => escape(sig),
+            (None, None) => String::new(),
+        };
+        let duration = f.duration.map(time::format_duration).unwrap_or_default();
+        // A job that never ran (rejected, cancelled while queued) has no
+        // output to link to.
+        let ran = f.duration.is_some() || f.exit_code.is_some() || f.signal.is_some();
+        let links = if ran {
+            output_links("done", &f.id)
+        } else {
+            String::new()
+        };
+        writeln!(
+            h,
+            "<tr><td class=\"id\">{}</td><td>{}</td><td><span class=\"st {}\">{}</span></td>\
+             <td><span title=\"{}\">{}</span></td><td class=\"num\">{}</td><td class=\"num\">{exit}</td><td>{}</td></tr>",
+            escape(&f.id),
+            escape(&f.kind),
+            status_class(f.status),
+            escape(f.status.as_str()),
+            escape(&time::format_rfc3339(f.finished)),
+            escape(&ago(now, f.finished)),
+            escape(&duration),
+            links
+        )?;
+    }
+    h.push_str("</tbody>\n</table>\n</section>\n");
+    Ok(())
+}
+
+/// The row that says how many are not shown.
+fn more(h: &mut String, total: usize, shown: usize, what: &str) -> std::fmt::Result {
+    if total > shown {
+        write!(
+            h,
+            "<tr class=\"more\"><td colspan=\"7\">… and {} more {what} job{} not shown</td></tr>",
+            group(total - shown),
+            if total - shown == 1 { "" } else { "s" }
+        )?;
+    }
+    Ok(())
+}
+
+fn output_links(dir: &str, id: &str) -> String {
+    let id = href_path(id);
+    format!(
+        "<a href=\"{dir}/{}.out\">out</a> <a href=\"{dir}/{}.err\">err</a>",
+        escape(&id),
+        escape(&id)
+    )
+}
+
+fn status_class(s: Status) -> &'static str {
+    match s {
+        Status::Succeeded => "ok",
+        Status::Failed | Status::Rejected => "bad",
+        Status::TimedOut => "warn",
+        Status::Cancelled | Status::Queued | Status::Running => "meh",
+    }
+}
+
+/// `10:00:03`, UTC, in a `<time>` element that holds the full instant.
+fn clock(t: SystemTime) -> String {
+    let full = time::format_rfc3339(t);
+    let short: String = full.chars().skip(11).take(8).collect();
+    format!(
+        "<time datetime=\"{}\" title=\"{}\">{}</time>",
+        escape(&full),
+        escape(&full),
+        escape(&short)
+    )
+}
+
+/// `2026-11-22 10:00:03`, UTC, in a `<time>` element.
+fn stamp(t: SystemTime) -> String {
+    let full = time::format_rfc3339(t);
+    let short: String = full
+        .chars()
+        .take(19)
+        .map(|c| if c == 'T' { ' ' } else { c })
+        .collect();
+    format!(
+        "<time datetime=\"{}\">{}</time>",
+        escape(&full),
+        escape(&short)
+    )
+}
+
+/// "12s ago", "3m05s ago"; "just now" for the future (clock skew).
+fn ago(now: SystemTime, t: SystemTime) -> String {
+    match now.duration_since(t) {
+        Ok(d) if d >= Duration::from_secs(1) => format!(
+            "{} ago",
+            time::format_duration(Duration::from_secs(d.as_secs()))
+        ),
+        _ => "just now".to_string(),
+    }
+}
+
+/// 100000 → "100 000": counts stay readable.
+fn group(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('\u{202f}');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Text made safe for HTML, in element content and in quoted attributes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One path segment of a relative link: everything but unreserved
+/// characters percent-encoded, so that no id can turn a link into
+/// `javascript:` or climb out of its folder.
+fn href_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    if out.starts_with('.') {
+        // "." and ".." must not be read as folder steps.
+        out.replace_range(0..1, "%2E");
+    }
+    out
+}
+
+const CSS: &str = "
+:root{color-scheme:light;--fg:#1d2330;--muted:#667085;--line:#e4e7ec;--bg:#f6f7f9;--card:#fff;--accent:#3b5bdb}
+*{box-sizing:border-box}
+body{margin:0;padding:20px 24px;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif}
+header{display:flex;flex-wrap:wrap;align-items:baseline;gap:8px 24px;margin-bottom:14px}
+h1{margin:0;font-size:22px;letter-spacing:.02em}
+h2{margin:0 0 8px;font-size:15px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted)}
+.summary{margin:0;color:var(--muted)}
+.big{font-size:18px;font-weight:600;color:var(--fg)}
+.banner{flex-basis:100%;margin:0;padding:6px 10px;border-radius:6px;background:#fff4e5;color:#8a4b00}
+.row{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,2fr);gap:0 14px;align-items:start}
+@media (max-width:1000px){.row{grid-template-columns:minmax(0,1fr)}}
+section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px 14px;margin-bottom:14px;overflow-x:auto}
+.count{display:inline-block;min-width:22px;padding:0 6px;border-radius:10px;background:var(--line);color:var(--fg);text-align:center;font-size:12px}
+table{width:100%;border-collapse:collapse}
+th,td{padding:4px 6px;text-align:left;border-bottom:1px solid var(--line);white-space:nowrap}
+th{font-weight:600;font-size:12px;color:var(--muted)}
+tbody tr:last-child td{border-bottom:0}
+tbody tr:hover{background:#f9fafb}
+.num{text-align:right;font-variant-numeric:tabular-nums}
+.id{font-family:ui-monospace,'DejaVu Sans Mono',monospace;font-size:12px;max-width:360px;overflow:hidden;text-overflow:ellipsis}
+.empty{margin:0;color:var(--muted)}
+.more td{color:var(--muted);font-style:italic}
+.load{width:20%}
+.bar{display:block;height:8px;border-radius:4px;background:var(--line);overflow:hidden}
+.bar span{display:block;height:100%;background:var(--accent)}
+.st{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;font-weight:600}
+.ok{background:#e6f4ea;color:#1e6b34}.bad{background:#fde8e8;color:#a61b1b}.warn{background:#fff4e5;color:#8a4b00}.meh{background:#eef0f3;color:#475467}
+a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
+time{font-variant-numeric:tabular-nums}
+footer{color:var(--muted);font-size:12px}
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn snapshot(queued_total: usize) -> Snapshot {
+        Snapshot {
+            generated: Some(at(100)),
+            total: 4,
+            running_total: 1,
+            queued_total,
+            draining: false,
+            types: vec![TypeRow {
+                name: "make_report".into(),
+                limit: 2,
+                running: 1,
+                queued: queued_total,
+            }],
+            running: vec![RunningRow {
+                id: "run-1".into(),
+                kind: "make_report".into(),
+                started: at(10),
+                pid: 4242,
+                attempt: 1,
+            }],
+            queued: (0..queued_total.min(crate::status::ROWS))
+                .map(|i| QueuedRow {
+                    id: format!("q-{i}"),
+                    kind: "make_report".into(),
+                    priority: 0,
+                    submitted: at(i as u64),
+                    not_before: None,
+                })
+                .collect(),
+            finished: vec![FinishedRow {
+                id: "<script>alert(1)</script>".into(),
+                kind: "make_report".into(),
+                status: Status::Failed,
+                finished: at(90),
+                duration: Some(Duration::from_millis(1500)),
+                exit_code: Some(3),
+                signal: None,
+            }],
+            finished_counts: BTreeMap::new(),
+            durations: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_page_refreshes_itself_and_needs_no_script() {
+        let html = render(&snapshot(3), at(100));
+        assert!(html.starts_with("<!doctype html>"), "{html}");
+        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+        assert!(!html.contains("<script"), "{html}");
+        assert!(
+            html.contains("run-1") && html.contains("1m30s"),
+            "elapsed shown: {html}"
+        );
+        assert!(html.contains("href=\"running/run-1.out\""), "{html}");
+    }
+
+    #[test]
+    fn job_data_is_escaped_in_text_and_links() {
+        let html = render(&snapshot(0), at(100));
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"done/%3Cscript%3Ealert%281%29%3C%2Fscript%3E.out\""),
+            "{html}"
+        );
+        assert_eq!(escape("a&\"'<>"), "a&amp;&quot;&#39;&lt;&gt;");
+        assert_eq!(href_path("../x"), "%2E.%2Fx");
+    }
+
+    #[test]
+    fn a_huge_queue_shows_counts_and_the_first_rows() {
+        let html = render(&snapshot(100_000), at(100));
+        assert!(html.contains("q-0") && html.contains("q-49") && !html.contains("q-50"));
+        assert!(html.contains("99\u{202f}950 more queued jobs"), "{html}");
+        assert!(html.contains(">100000</span> queued"), "{html}");
+    }
+
+    #[test]
+    fn an_empty_snapshot_still_makes_a_page() {
+        let html = render(&Snapshot::default(), at(0));
+        assert!(html.contains("published nothing yet") && html.contains("The queue is empty"));
+    }
 }

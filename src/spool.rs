@@ -249,6 +249,26 @@ impl Spool {
         self.root.join("cancel").join(id)
     }
 
+    /// Asks the daemon to cancel a job: creates `cancel/<id>`, as `touch`
+    /// would (a request already there is left as it is).
+    pub fn request_cancel(&self, id: &str) -> io::Result<()> {
+        if !valid_id(id) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cancel: invalid job id {id:?}"),
+            ));
+        }
+        let path = self.cancel_path(id);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map(drop)
+            .map_err(|e| io_context("create", &path, e))
+    }
+
     /// Where a job is, by id: a record in `done/`, a file in `running/`,
     /// or a file named after it in `new/`.
     pub fn locate(&self, id: &str) -> Option<crate::record::Status> {

@@ -6,10 +6,14 @@
 
 /// The spool pipeline: submission, params, limits, order, records.
 mod core;
+/// The HTTP API: every endpoint and error, tokens, traversal, idle clients.
+mod http;
 /// Mail: the message, retries, 5xx, sendmail, address checks.
 mod mail;
 /// Operating it: systemd unit and notify, sysusers, tmpfiles, exit codes, man pages.
 mod ops;
+/// The HTML report: escaping, links, and a real browser's view of it.
+mod report;
 /// Crash recovery, signals, timeouts, retries, cancel, expiry, hostile input.
 mod robust;
 /// The harness: TestSpool, waits with deadlines.

@@ -1,0 +1,235 @@
+//! The report as users open it: `spool/report.html` from `file://` in a
+//! real browser, and `GET /` over HTTP.
+
+// Tests may unwrap: a panic is how a test reports what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::http::{addr, get, submit};
+use crate::support::*;
+
+const XSS: &str = "<script>alert(1)</script>";
+
+/// Waits until report.html mentions every one of `ids`.
+fn wait_report(t: &TestSpool, ids: &[&str]) -> String {
+    wait_for("report.html to list the jobs", PROMPT, || {
+        let html = std::fs::read_to_string(t.path("report.html")).ok()?;
+        ids.iter().all(|id| html.contains(id)).then_some(html)
+    })
+}
+
+/// The text of `<section id="NAME">` in a page.
+fn section<'a>(html: &'a str, name: &str) -> &'a str {
+    let start = html
+        .find(&format!("<section id=\"{name}\">"))
+        .unwrap_or_else(|| panic!("no section {name} in\n{html}"));
+    let len = html[start..].find("</section>").unwrap();
+    &html[start..start + len]
+}
+
+#[test]
+fn job_data_never_reaches_the_report_unescaped() {
+    let t = TestSpool::builder()
+        .sh("hello", "echo \"$RACCOON_PARAM_TITLE\"")
+        .http()
+        .start();
+    let a = addr(&t);
+    let id = submit(&a, &json!({"type": "hello", "params": {"title": XSS}}));
+    // A file whose name is markup: it gets a fresh id, and keeps its name
+    // in the record.
+    t.drop_job(
+        "<b onmouseover=alert(2)>.toml",
+        &format!(
+            "type = \"hello\"\nparams = {{ title = {} }}\n",
+            toml_str(XSS)
+        ),
+    );
+    // A job whose type is markup: rejected, and its record (and so the
+    // report's row) keeps the type it asked for.
+    t.drop_job("typed.toml", &format!("type = {}\n", toml_str(XSS)));
+    assert_eq!(status_of(&t.wait_record(&id)), "succeeded");
+    assert_eq!(status_of(&t.wait_record("typed")), "rejected");
+    wait_for("the dropped jobs' records", PROMPT, || {
+        (t.records().len() == 3).then_some(())
+    });
+    let other = t
+        .records()
+        .into_iter()
+        .find(|(i, _)| *i != id && i != "typed")
+        .unwrap()
+        .0;
+
+    let file = wait_report(&t, &[&id, &other, "typed"]);
+    let served = get(&a, "/");
+    served.expect(200);
+    assert_eq!(
+        served.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    for html in [file, served.text()] {
+        for raw in [XSS, "<b onmouseover"] {
+            assert!(!html.contains(raw), "{raw:?} reached the page raw:\n{html}");
+        }
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "the rejected job's type, escaped:\n{html}"
+        );
+        assert!(
+            !html.to_lowercase().contains("<script"),
+            "the report needs no script"
+        );
+        assert!(html.contains("<meta http-equiv=\"refresh\""));
+    }
+    // Nor does it reach /metrics raw enough to break a line.
+    let m = get(&a, "/metrics").text();
+    assert!(
+        m.contains(
+            "raccoond_finished_total{type=\"<script>alert(1)</script>\",status=\"rejected\"} 1"
+        ),
+        "{m}"
+    );
+    // The output itself holds the markup, and is served as plain text.
+    let out = get(&a, &format!("/jobs/{id}/output"));
+    assert_eq!(out.text(), format!("{XSS}\n"));
+    assert!(
+        out.header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(out.header("x-content-type-options"), Some("nosniff"));
+}
+
+#[test]
+fn a_real_browser_shows_running_queued_and_finished_jobs_with_working_links() {
+    let Some(chromium) = browser() else {
+        return;
+    };
+    let t = TestSpool::builder()
+        .sh("quick", "echo quick output")
+        .ty("slow", "command = [\"/bin/sleep\", \"30\"]\nlimit = 1")
+        .http()
+        .start();
+    let a = addr(&t);
+    let quick = submit(&a, &json!({"type": "quick"}));
+    assert_eq!(status_of(&t.wait_record(&quick)), "succeeded");
+    let running = submit(&a, &json!({"type": "slow"}));
+    wait_for("the slow job to run", PROMPT, || {
+        (get(&a, &format!("/jobs/{running}")).json()["status"] == "running").then_some(())
+    });
+    let queued = submit(&a, &json!({"type": "slow", "priority": 2}));
+    wait_report(&t, &[&quick, &running, &queued]);
+
+    let report = t.path("report.html");
+    let dom = dump_dom(&chromium, &report);
+    assert!(dom.contains("raccoond"), "{dom}");
+    let run = section(&dom, "running");
+    assert!(
+        run.contains(&running) && !run.contains(&queued),
+        "running section:\n{run}"
+    );
+    let q = section(&dom, "queued");
+    assert!(
+        q.contains(&queued) && !q.contains(&running),
+        "queued section:\n{q}"
+    );
+    let fin = section(&dom, "finished");
+    assert!(
+        fin.contains(&quick) && fin.contains("succeeded"),
+        "finished section:\n{fin}"
+    );
+    let types = section(&dom, "types");
+    assert!(
+        types.contains("slow") && types.contains("quick"),
+        "types section:\n{types}"
+    );
+
+    // The links are relative: from file:// they open the spool's files…
+    let link = format!("href=\"done/{quick}.out\"");
+    assert!(fin.contains(&link), "{link} in\n{fin}");
+    let target = report.parent().unwrap().join(format!("done/{quick}.out"));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "quick output\n");
+    assert!(
+        run.contains(&format!("href=\"running/{running}.out\"")),
+        "{run}"
+    );
+    // …and over HTTP the same paths answer next to `/`.
+    let page = get(&a, "/").text();
+    assert!(page.contains(&link), "{page}");
+    assert_eq!(
+        get(&a, &format!("/done/{quick}.out")).text(),
+        "quick output\n"
+    );
+    assert_eq!(get(&a, &format!("/running/{running}.out")).status, 200);
+}
+
+/// Chromium, or `None` (the test is skipped, saying why) outside CI.
+fn browser() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "chromium is not installed, and CI must run the browser test: apt-get install chromium"
+            );
+        }
+        eprintln!("skipped: no chromium on PATH (install it to run the browser test)");
+    }
+    found
+}
+
+/// The DOM Chromium builds from a file, with a deadline.
+fn dump_dom(chromium: &Path, page: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .env("HOME", profile.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromium.display()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).map(|_| s)
+    });
+    let end = Instant::now() + Duration::from_secs(25);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium took more than 25 s to dump {}", page.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let dom = reader.join().unwrap().unwrap();
+    assert!(status.success(), "chromium failed with {status}");
+    dom
+}
