@@ -830,9 +830,16 @@ impl Daemon {
             line.push_str(&format!(" ({e})"));
         }
         crate::log!("{line}");
+        // A rejected file may claim any type: count those under "" so that
+        // junk cannot grow the metrics without bound.
+        let counted = if self.config.types.contains_key(&rec.kind) {
+            rec.kind.clone()
+        } else {
+            String::new()
+        };
         *self
             .finished_counts
-            .entry((rec.kind.clone(), rec.status))
+            .entry((counted, rec.status))
             .or_default() += 1;
         if let Some(d) = rec.duration() {
             self.durations

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(78);
         }
     };
+    raccoond::runner::raise_nofile();
     let result = Daemon::new(config, args.overrides).and_then(Daemon::run);
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,6 +58,28 @@ pub struct Output {
     pub cut: bool,
 }
 
+/// The soft limit on open files the daemon started with. The daemon
+/// raises its own (idle HTTP clients each hold a descriptor); tasks get
+/// this one back, since some programs misbehave with a large one.
+static TASK_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Raises the daemon's soft limit on open files to the hard limit,
+/// remembering the old one for tasks. Call once, early.
+pub fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit with valid pointers.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let _ = TASK_NOFILE.set(lim);
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+}
+
 /// The environment's `PATH` for tasks: the daemon's own, or a sane one.
 fn task_path() -> String {
     std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
@@ -515,6 +537,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             {
                 return fail(6);
             }
+        }
+        if let Some(lim) = TASK_NOFILE.get()
+            && libc::setrlimit(libc::RLIMIT_NOFILE, lim) < 0
+        {
+            return fail(6);
         }
         if let Some(n) = l.nice
             && libc::setpriority(libc::PRIO_PROCESS, 0, n) < 0

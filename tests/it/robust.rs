@@ -555,3 +555,13 @@ fn a_task_that_cannot_start_fails_with_the_reason() {
     t.drop_job("after.toml", "type = \"ok\"\n");
     assert_eq!(status_of(&t.wait_record("after")), "succeeded");
 }
+
+#[test]
+fn tasks_get_the_open_file_limit_the_daemon_started_with() {
+    let t = TestSpool::builder().sh("n", "ulimit -n").start();
+    t.drop_job("n.toml", "type = \"n\"\n");
+    assert_eq!(status_of(&t.wait_record("n")), "succeeded");
+    let (soft, _) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    assert_eq!(t.read("done/n.out").trim(), soft.to_string());
+}
