@@ -62,6 +62,7 @@ pub struct Builder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     fsync: bool,
+    nofile: Option<u64>,
 }
 
 impl Builder {
@@ -88,6 +89,12 @@ impl Builder {
 
     pub fn http(mut self) -> Self {
         self.http = true;
+        self
+    }
+
+    /// Starts the daemon with this soft limit on open files.
+    pub fn soft_nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
         self
     }
 
@@ -144,6 +151,7 @@ impl Builder {
             child: None,
             env: self.env,
             args: self.args,
+            nofile: self.nofile,
             http_addr: None,
             runs: 0,
         };
@@ -163,6 +171,7 @@ pub struct TestSpool {
     child: Option<Child>,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    nofile: Option<u64>,
     pub http_addr: Option<String>,
     runs: usize,
 }
@@ -176,6 +185,7 @@ impl TestSpool {
             env: Vec::new(),
             args: Vec::new(),
             fsync: false,
+            nofile: None,
         }
     }
 
@@ -196,7 +206,18 @@ impl TestSpool {
         let n = self.runs;
         self.runs += 1;
         let log = fs::File::create(self.log_path(n)).unwrap_or_else(|e| panic!("log: {e}"));
-        let child = Command::new(raccoond_bin())
+        // With a soft limit to set, a shell sets it and execs the daemon.
+        let mut command = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -Sn {n} && exec \"$0\" \"$@\""))
+                    .arg(raccoond_bin());
+                c
+            }
+            None => Command::new(raccoond_bin()),
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config)
             .args(&self.args)
