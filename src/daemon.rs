@@ -1138,6 +1138,12 @@ impl Daemon {
             match left {
                 Leftover::Alive(id) => {
                     if !self.running.contains_key(&id) {
+                        let killed = self.spool.kill_orphans(&id);
+                        if killed > 0 {
+                            crate::log!(
+                                "{id}: recover: killed {killed} leftover process(es) of a dead daemon's task"
+                            );
+                        }
                         self.held.insert(id);
                     }
                 }

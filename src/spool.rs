@@ -693,6 +693,39 @@ impl Spool {
         Ok(out)
     }
 
+    /// Kills what is left of a job whose daemon died: processes that still
+    /// hold its file in `running/` (background children of its task that
+    /// escaped the death signal) while the process that took the lock is
+    /// gone. A job held for a live daemon is left alone. Returns how many
+    /// processes were killed. Linux only (`/proc/locks`, `/proc/*/fd`).
+    pub fn kill_orphans(&self, id: &str) -> usize {
+        let path = self.running_job(id);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            return 0;
+        };
+        let Some(owner) = flock_owner(&meta) else {
+            return 0;
+        };
+        let alive =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner), None).is_ok_or_eperm();
+        if alive {
+            return 0;
+        }
+        let mut killed = 0;
+        for pid in holders(&meta) {
+            // The whole group: the task's leftovers share it.
+            let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+                .unwrap_or(nix::unistd::Pid::from_raw(pid));
+            if group.as_raw() > 1 && group != nix::unistd::getpgrp() {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+            }
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            killed += 1;
+        }
+        killed
+    }
+
     /// Deletes the `tmp/` files that raccoond processes of this host left
     /// when they died mid-write (half a record, half a submission). Files
     /// of live processes, of other hosts and of other writers stay (the
@@ -763,6 +796,43 @@ pub fn irregular(meta: &Metadata) -> Option<&'static str> {
     } else {
         Some("device")
     }
+}
+
+/// The process that took the `flock` on a file, from `/proc/locks`.
+fn flock_owner(meta: &Metadata) -> Option<i32> {
+    let text = fs::read_to_string("/proc/locks").ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 12345 fd:00:1234567 0 EOF"
+        let i = f.iter().position(|w| *w == "FLOCK")?;
+        (f.get(i + 4) == Some(&want.as_str())).then(|| f.get(i + 3)?.parse().ok())?
+    })
+}
+
+/// Processes with the file open, from `/proc/*/fd`.
+fn holders(meta: &Metadata) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+        });
+        if holds && pid != std::process::id() as i32 {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// Opens for reading without following a final symlink and without

@@ -565,3 +565,39 @@ fn tasks_get_the_open_file_limit_the_daemon_started_with() {
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
     assert_eq!(t.read("done/n.out").trim(), soft.to_string());
 }
+
+#[test]
+fn after_kill_9_the_leftover_children_of_a_task_are_killed_and_its_job_recovered() {
+    let keep = tempfile::tempdir().unwrap();
+    let pidfile = keep.path().join("child.pid");
+    let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+    let mut t = TestSpool::builder()
+        .ty(
+            "bg",
+            &format!(
+                "command = [\"/bin/sh\", \"-c\", {}]\nretries = 1",
+                toml_str(&script)
+            ),
+        )
+        .start();
+    t.drop_job("bg.toml", "type = \"bg\"\n");
+    let pid: i32 = wait_for("the child's pid", PROMPT, || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
+    t.kill9();
+    assert!(
+        alive(pid),
+        "the background child died with the daemon already"
+    );
+    t.launch();
+    wait_for("the leftover child to be killed", PROMPT, || {
+        (!alive(pid)).then_some(())
+    });
+    wait_for("the job to run again", PROMPT, || {
+        (t.log().matches("bg: started").count() == 2).then_some(())
+    });
+    std::fs::write(t.path("cancel/bg"), "").unwrap();
+    let r = t.wait_record("bg");
+    assert_eq!(status_of(&r), "cancelled");
+    assert_eq!(r["attempts"].as_integer(), Some(2));
+}
