@@ -18,7 +18,16 @@ use common::*;
 
 const PAR: usize = 8;
 
-fn raccoond_run(n: usize, fsync: bool, old_records: usize, base: Option<&std::path::Path>) -> f64 {
+/// Runs raccoond over `n` jobs; returns jobs/s and the bench, whose
+/// spool the caller deletes at the very end: mass deletions make file
+/// creation slower for a while on some file systems (ext4 scans recently
+/// freed inodes), which would slow the runs that follow.
+fn raccoond_run(
+    n: usize,
+    fsync: bool,
+    old_records: usize,
+    base: Option<&std::path::Path>,
+) -> (f64, Bench) {
     let top = format!("total = {PAR}\nfsync = {fsync}\nrescan = \"0\"");
     let types = [("noop", "command = [\"/bin/true\"]")];
     let mut b = match base {
@@ -45,31 +54,36 @@ fn raccoond_run(n: usize, fsync: bool, old_records: usize, base: Option<&std::pa
     let ids: Vec<String> = (0..n).map(|i| format!("j{i:06}")).collect();
     let end = b.wait_records(&ids, Duration::from_secs(600));
     b.stop();
-    n as f64 / (end - begin).as_secs_f64()
+    (n as f64 / (end - begin).as_secs_f64(), b)
 }
 
 fn main() {
     let n = n_or(5000);
     println!("throughput: {n} no-op jobs, parallelism {PAR}");
     let mut rows: Vec<(String, Option<f64>)> = Vec::new();
+    let mut kept: Vec<Bench> = Vec::new();
+    fn keep(kept: &mut Vec<Bench>, (rate, bench): (f64, Bench)) -> f64 {
+        kept.push(bench);
+        rate
+    }
 
     let xargs = time_sh(&format!("seq {n} | xargs -P{PAR} -n1 /bin/true"))
         .map(|d| n as f64 / d.as_secs_f64());
     rows.push(("xargs -P8 /bin/true (baseline)".into(), xargs));
     rows.push((
         "raccoond, fsync off".into(),
-        Some(raccoond_run(n, false, 0, None)),
+        Some(keep(&mut kept, raccoond_run(n, false, 0, None))),
     ));
     let shm = std::path::Path::new("/dev/shm");
     if shm.is_dir() {
         rows.push((
             "raccoond, fsync off, spool on tmpfs".into(),
-            Some(raccoond_run(n, false, 0, Some(shm))),
+            Some(keep(&mut kept, raccoond_run(n, false, 0, Some(shm)))),
         ));
     }
     rows.push((
         "raccoond, fsync on".into(),
-        Some(raccoond_run(n, true, 0, None)),
+        Some(keep(&mut kept, raccoond_run(n, true, 0, None))),
     ));
     // Quick runs (RACCOON_BENCH_N set) use fewer old records too.
     let old = if std::env::var("RACCOON_BENCH_N").is_ok() {
@@ -79,7 +93,7 @@ fn main() {
     };
     rows.push((
         format!("raccoond, fsync off, {old} records in done/"),
-        Some(raccoond_run(n, false, old, None)),
+        Some(keep(&mut kept, raccoond_run(n, false, old, None))),
     ));
 
     if have("tsp") {
