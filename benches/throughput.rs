@@ -59,31 +59,44 @@ fn raccoond_run(
 
 fn main() {
     let n = n_or(5000);
-    println!("throughput: {n} no-op jobs, parallelism {PAR}");
+    println!("throughput: {n} no-op jobs, parallelism {PAR}, best of two runs each");
     let mut rows: Vec<(String, Option<f64>)> = Vec::new();
     let mut kept: Vec<Bench> = Vec::new();
     fn keep(kept: &mut Vec<Bench>, (rate, bench): (f64, Bench)) -> f64 {
         kept.push(bench);
         rate
     }
+    // Each raccoond figure is the better of two runs: the first run after
+    // another program deleted many files can pay for it (see raccoond_run).
+    let best = |kept: &mut Vec<Bench>, fsync: bool, old: usize, base: Option<&std::path::Path>| {
+        let a = keep(kept, raccoond_run(n, fsync, old, base));
+        let b = keep(kept, raccoond_run(n, fsync, old, base));
+        a.max(b)
+    };
 
-    let xargs = time_sh(&format!("seq {n} | xargs -P{PAR} -n1 /bin/true"))
-        .map(|d| n as f64 / d.as_secs_f64());
+    let xargs_once = || {
+        time_sh(&format!("seq {n} | xargs -P{PAR} -n1 /bin/true"))
+            .map(|d| n as f64 / d.as_secs_f64())
+    };
+    let xargs = match (xargs_once(), xargs_once()) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
     rows.push(("xargs -P8 /bin/true (baseline)".into(), xargs));
     rows.push((
         "raccoond, fsync off".into(),
-        Some(keep(&mut kept, raccoond_run(n, false, 0, None))),
+        Some(best(&mut kept, false, 0, None)),
     ));
     let shm = std::path::Path::new("/dev/shm");
     if shm.is_dir() {
         rows.push((
             "raccoond, fsync off, spool on tmpfs".into(),
-            Some(keep(&mut kept, raccoond_run(n, false, 0, Some(shm)))),
+            Some(best(&mut kept, false, 0, Some(shm))),
         ));
     }
     rows.push((
         "raccoond, fsync on".into(),
-        Some(keep(&mut kept, raccoond_run(n, true, 0, None))),
+        Some(best(&mut kept, true, 0, None)),
     ));
     // Quick runs (RACCOON_BENCH_N set) use fewer old records too.
     let old = if std::env::var("RACCOON_BENCH_N").is_ok() {
@@ -93,7 +106,7 @@ fn main() {
     };
     rows.push((
         format!("raccoond, fsync off, {old} records in done/"),
-        Some(keep(&mut kept, raccoond_run(n, false, old, None))),
+        Some(best(&mut kept, false, old, None)),
     ));
 
     if have("tsp") {
