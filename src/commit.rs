@@ -23,7 +23,7 @@ use crate::job;
 use crate::mail::Mailer;
 use crate::record::Record;
 use crate::runner::Output;
-use crate::spool::Spool;
+use crate::spool::{Spares, Spool};
 
 /// A task's stdout becomes its `result` when it is shorter than this and
 /// it wrote no `RACCOON_RESULT`.
@@ -74,6 +74,7 @@ impl Committer {
             .spawn(move || {
                 let mut spool = spool;
                 let mut batch: Vec<Finish> = Vec::new();
+                let mut spares = Spares::default();
                 while let Ok(first) = rx.recv() {
                     // Everything already waiting goes in one group commit.
                     let mut work = vec![first];
@@ -87,7 +88,7 @@ impl Committer {
                             other => other,
                         };
                         // Keep the order the loop decided: finish what came first.
-                        finish(&spool, &sweeper, mailer.as_ref(), &mut batch);
+                        finish(&spool, &sweeper, mailer.as_ref(), &mut batch, &mut spares);
                         match other {
                             Work::Requeue { id, text, lock } => {
                                 if let Err(e) = spool.requeue(&id, text.as_bytes()) {
@@ -104,7 +105,7 @@ impl Committer {
                             Work::Finish(_) => {}
                         }
                     }
-                    finish(&spool, &sweeper, mailer.as_ref(), &mut batch);
+                    finish(&spool, &sweeper, mailer.as_ref(), &mut batch, &mut spares);
                 }
             })?;
         Ok(Committer {
@@ -141,6 +142,7 @@ fn finish(
     sweeper: &Sender<(String, SystemTime)>,
     mailer: Option<&Mailer>,
     batch: &mut Vec<Finish>,
+    spares: &mut Spares,
 ) {
     if batch.is_empty() {
         return;
@@ -154,7 +156,7 @@ fn finish(
         }
         records.push(rec);
     }
-    let results = spool.finish_all(&records);
+    let results = spool.finish_all(&records, spares);
     for ((f, rec), written) in batch.drain(..).zip(records).zip(results) {
         if let Err(e) = written {
             // The job stays in running/; recovery will run it again.

@@ -119,6 +119,23 @@ fn tmp_writer(name: &str) -> Option<i32> {
     (host == host_tag()).then(|| pid.parse().ok()).flatten()
 }
 
+/// Files kept in `.spares/` to be written again as records (see
+/// [`Spool::finish_all`]); owned by the one thread that commits records.
+#[derive(Debug, Default)]
+pub struct Spares(Vec<PathBuf>);
+
+impl Spares {
+    const MAX: usize = 256;
+}
+
+impl Drop for Spares {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
 /// What is at a name in `new/`, looked at without following links and
 /// without an open that could block.
 pub enum Entry {
@@ -172,7 +189,7 @@ impl Spool {
             root: root.to_path_buf(),
             fsync,
         };
-        for dir in ["", "tmp", "new", "running", "done", "cancel"] {
+        for dir in ["", "tmp", "new", "running", "done", "cancel", ".spares"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(|e| io_context("create folder", &p, e))?;
         }
@@ -211,6 +228,11 @@ impl Spool {
     }
     pub fn cancel_dir(&self) -> PathBuf {
         self.root.join("cancel")
+    }
+    /// Retired job files waiting to be written again as records: the
+    /// daemon's own, out of the way of the folders users look at.
+    pub fn spares_dir(&self) -> PathBuf {
+        self.root.join(".spares")
     }
     pub fn report_path(&self) -> PathBuf {
         self.root.join("report.html")
@@ -451,8 +473,9 @@ impl Spool {
     /// publish the records, and one fsync of `done/` makes the renames
     /// durable, however many jobs are in the batch. Returns, per record,
     /// whether it was written.
-    pub fn finish_all(&self, records: &[Record]) -> Vec<io::Result<()>> {
-        let staged: Vec<io::Result<PathBuf>> = records.iter().map(|r| self.stage(r)).collect();
+    pub fn finish_all(&self, records: &[Record], spares: &mut Spares) -> Vec<io::Result<()>> {
+        let staged: Vec<io::Result<PathBuf>> =
+            records.iter().map(|r| self.stage(r, spares)).collect();
         if self.fsync {
             self.sync_fs();
         }
@@ -475,15 +498,63 @@ impl Spool {
             if r.is_ok() {
                 // Output and files were moved: only these can be left.
                 let _ = fs::remove_file(self.running_result(&rec.id));
-                let _ = fs::remove_file(self.running_job(&rec.id));
+                self.retire(&self.running_job(&rec.id), spares);
             }
         }
         results
     }
 
+    /// Takes a file out of `running/` for good: kept as a spare in
+    /// `.spares/` for the next record when there is room, else deleted. Deleting one
+    /// inode per job and creating another made every creation slower on
+    /// file systems that skip recently freed inodes (ext4 without a
+    /// journal scans them one by one).
+    fn retire(&self, path: &Path, spares: &mut Spares) {
+        if spares.0.len() < Spares::MAX {
+            let spare = self.spares_dir().join(tmp_name("spare"));
+            if fs::rename(path, &spare).is_ok() {
+                spares.0.push(spare);
+                return;
+            }
+        }
+        let _ = fs::remove_file(path);
+    }
+
+    /// Writes bytes into a spare from `.spares/` (made the daemon's own again)
+    /// or, when there is none, into a new file there.
+    fn write_spare(&self, bytes: &[u8], spares: &mut Spares) -> io::Result<PathBuf> {
+        while let Some(spare) = spares.0.pop() {
+            let reused = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&spare)
+                .and_then(|mut f| {
+                    // A job file belongs to whoever submitted it; a record must not.
+                    let meta = f.metadata()?;
+                    let (uid, gid) = (
+                        nix::unistd::geteuid().as_raw(),
+                        nix::unistd::getegid().as_raw(),
+                    );
+                    if meta.uid() != uid || meta.gid() != gid {
+                        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+                    }
+                    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+                    f.write_all(bytes)
+                });
+            match reused {
+                Ok(()) => return Ok(spare),
+                Err(_) => {
+                    let _ = fs::remove_file(&spare);
+                }
+            }
+        }
+        self.with_fsync(false).write_tmp(bytes, "rec")
+    }
+
     /// Moves a job's output and files into `done/` and writes its record
     /// into `tmp/`, ready to be renamed into place.
-    fn stage(&self, record: &Record) -> io::Result<PathBuf> {
+    fn stage(&self, record: &Record, spares: &mut Spares) -> io::Result<PathBuf> {
         let id = record.id.as_str();
         for (from, to) in [
             (self.running_out(id), self.done_out(id)),
@@ -512,7 +583,7 @@ impl Spool {
             Err(e) => return Err(io_context("move files folder", &files, e)),
         }
         let text = record.to_toml().map_err(io::Error::other)?;
-        self.with_fsync(false).write_tmp(text.as_bytes(), "rec")
+        self.write_spare(text.as_bytes(), spares)
     }
 
     /// Flushes the whole file system the spool is on (`syncfs(2)`).
@@ -731,7 +802,13 @@ impl Spool {
     /// of live processes, of other hosts and of other writers stay (the
     /// 36-hour rule takes care of those).
     pub fn clean_dead_tmp(&self) {
-        let Ok(names) = self.names(&self.tmp_dir()) else {
+        for dir in [self.tmp_dir(), self.spares_dir()] {
+            self.clean_dead_in(&dir);
+        }
+    }
+
+    fn clean_dead_in(&self, dir: &Path) {
+        let Ok(names) = self.names(dir) else {
             return;
         };
         for name in names {
@@ -741,7 +818,7 @@ impl Spool {
             let alive = pid > 0
                 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok_or_eperm();
             if !alive {
-                let _ = fs::remove_file(self.tmp_dir().join(&name));
+                let _ = fs::remove_file(dir.join(&name));
             }
         }
     }
