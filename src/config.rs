@@ -612,6 +612,16 @@ fn resolve_user(name: &str, we_are_root: bool) -> Result<Option<RunAs>, String> 
     }))
 }
 
+/// The name of the user this process runs as (what `user` must say for
+/// a daemon that is not root).
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
+}
+
 pub fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()

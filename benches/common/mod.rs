@@ -20,11 +20,7 @@ pub fn raccoon() -> &'static str {
 }
 
 pub fn me() -> String {
-    nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "root".into())
+    raccoond::config::current_user()
 }
 
 /// A daemon on a temporary spool.

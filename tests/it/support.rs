@@ -28,11 +28,7 @@ pub fn raccoon_bin() -> &'static str {
 
 /// The name of the user the tests run as (types must name it when root).
 pub fn me() -> String {
-    nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "root".into())
+    raccoond::config::current_user()
 }
 
 pub fn is_root() -> bool {
