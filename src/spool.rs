@@ -185,15 +185,13 @@ pub struct Spool {
 impl Spool {
     /// Opens a spool, creating any missing folder.
     pub fn open(root: &Path, fsync: bool) -> io::Result<Spool> {
-        let s = Spool {
-            root: root.to_path_buf(),
-            fsync,
-        };
         for dir in ["", "tmp", "new", "running", "done", "cancel", ".spares"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(|e| io_context("create folder", &p, e))?;
         }
-        Ok(s)
+        // Tasks and logs see one clean absolute path.
+        let root = fs::canonicalize(root).map_err(|e| io_context("resolve", root, e))?;
+        Ok(Spool { root, fsync })
     }
 
     /// A spool handle for readers (the client): creates nothing.
@@ -291,23 +289,6 @@ impl Spool {
             .map_err(|e| io_context("create", &path, e))
     }
 
-    /// Where a job is, by id: a record in `done/`, a file in `running/`,
-    /// or a file named after it in `new/`.
-    pub fn locate(&self, id: &str) -> Option<crate::record::Status> {
-        use crate::record::Status;
-        if !valid_id(id) {
-            return None;
-        }
-        if self.done_record(id).exists() {
-            Some(Status::Succeeded) // the caller reads the record for the real status
-        } else if self.running_job(id).exists() {
-            Some(Status::Running)
-        } else if self.new_path(&format!("{id}.toml")).exists() || self.new_path(id).exists() {
-            Some(Status::Queued)
-        } else {
-            None
-        }
-    }
 
     /// Writes a job into `new/<id>.toml` through `tmp/`, as every writer
     /// must. With `id = None` (or an id already taken) a fresh id is used.
