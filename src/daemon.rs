@@ -855,6 +855,7 @@ impl Daemon {
             duration: rec.duration(),
             exit_code: rec.exit_code,
             signal: rec.signal.clone(),
+            error: rec.error.clone(),
         });
         self.recent.truncate(ROWS);
         self.dirty = true;

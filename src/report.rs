@@ -205,6 +205,15 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
             (None, None) => String::new(),
         };
         let duration = f.duration.map(time::format_duration).unwrap_or_default();
+        // Why it failed, shortened; the whole text is in the record.
+        let why = match &f.error {
+            Some(e) if !e.is_empty() => {
+                let short: String = e.chars().take(90).collect();
+                let cut = if short.len() < e.len() { "…" } else { "" };
+                format!("<div class=\"why\">{}{cut}</div>", escape(&short))
+            }
+            _ => String::new(),
+        };
         // A job that never ran (rejected, cancelled while queued) has no
         // output to link to.
         let ran = f.duration.is_some() || f.exit_code.is_some() || f.signal.is_some();
@@ -215,7 +224,7 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
         };
         writeln!(
             h,
-            "<tr><td class=\"id\">{}</td><td>{}</td><td><span class=\"st {}\">{}</span></td>\
+            "<tr><td class=\"id\">{}</td><td>{}</td><td><span class=\"st {}\">{}</span>{why}</td>\
              <td><span title=\"{}\">{}</span></td><td class=\"num\">{}</td><td class=\"num\">{exit}</td><td>{}</td></tr>",
             escape(&f.id),
             escape(&f.kind),
@@ -375,6 +384,7 @@ tbody tr:hover{background:#f9fafb}
 .bar{display:block;height:8px;border-radius:4px;background:var(--line);overflow:hidden}
 .bar span{display:block;height:100%;background:var(--accent)}
 .st{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;font-weight:600}
+.why{font-size:12px;color:#6b7280;max-width:28em;overflow-wrap:anywhere}
 .ok{background:#e6f4ea;color:#1e6b34}.bad{background:#fde8e8;color:#a61b1b}.warn{background:#fff4e5;color:#8a4b00}.meh{background:#eef0f3;color:#475467}
 a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
 time{font-variant-numeric:tabular-nums}
@@ -427,6 +437,7 @@ mod tests {
                 duration: Some(Duration::from_millis(1500)),
                 exit_code: Some(3),
                 signal: None,
+                error: Some("exited with <b>status</b> 3".into()),
             }],
             finished_counts: BTreeMap::new(),
             durations: BTreeMap::new(),
@@ -456,6 +467,10 @@ mod tests {
         assert!(
             html.contains("href=\"done/%3Cscript%3Ealert%281%29%3C%2Fscript%3E.out\""),
             "{html}"
+        );
+        assert!(
+            html.contains("<div class=\"why\">exited with &lt;b&gt;status&lt;/b&gt; 3</div>"),
+            "the error, escaped: {html}"
         );
         assert_eq!(escape("a&\"'<>"), "a&amp;&quot;&#39;&lt;&gt;");
         assert_eq!(href_path("../x"), "%2E.%2Fx");

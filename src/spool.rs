@@ -289,7 +289,6 @@ impl Spool {
             .map_err(|e| io_context("create", &path, e))
     }
 
-
     /// Writes a job into `new/<id>.toml` through `tmp/`, as every writer
     /// must. With `id = None` (or an id already taken) a fresh id is used.
     /// Returns the id once the file is in `new/` (and durable, with fsync).

@@ -74,6 +74,8 @@ pub struct FinishedRow {
     pub duration: Option<Duration>,
     pub exit_code: Option<i32>,
     pub signal: Option<String>,
+    /// Why it failed or was rejected, in words.
+    pub error: Option<String>,
 }
 
 /// A Prometheus-style cumulative histogram.

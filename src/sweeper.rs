@@ -81,6 +81,7 @@ fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_sc
                 finished,
                 exit_code: rec.exit_code,
                 signal: rec.signal,
+                error: rec.error,
             });
         }
     }
