@@ -335,6 +335,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                 duration: Some(Duration::from_millis(i as u64 * 123)),
                 exit_code: Some((i % 2) as i32),
                 signal: None,
+                error: (i % 2 == 1).then(|| "exited with status 1".to_string()),
             })
             .collect(),
         finished_counts,
