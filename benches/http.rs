@@ -43,18 +43,21 @@ fn main() {
     );
 
     let mut rows = Vec::new();
-    for fsync in [false, true] {
-        rows.push((fsync, submissions(&bin, fsync, n, clients)));
+    for (fsync, hold) in [(false, false), (true, false), (false, true), (true, true)] {
+        rows.push(((fsync, hold), submissions(&bin, fsync, n, clients, hold)));
     }
     let render = render_cost(100_000, 200);
 
     println!();
-    println!("| fsync | submissions/s | p50 ms | p99 ms | max ms | every job finished after |");
-    println!("|-------|--------------:|-------:|-------:|-------:|-------------------------:|");
-    for (fsync, r) in &rows {
+    println!(
+        "| fsync | jobs | submissions/s | p50 ms | p99 ms | max ms | every job finished (or queued) after |"
+    );
+    println!("|-------|------|--------------:|-------:|-------:|-------:|------:|");
+    for ((fsync, hold), r) in &rows {
         println!(
-            "| {:<5} | {:>13.0} | {:>6.2} | {:>6.2} | {:>6.1} | {:>22.1} s |",
+            "| {:<5} | {} | {:>13.0} | {:>6.2} | {:>6.2} | {:>6.1} | {:>5.1} s |",
             if *fsync { "on" } else { "off" },
+            if *hold { "held (not_before)" } else { "run at once" },
             r.per_sec,
             r.p50_ms,
             r.p99_ms,
@@ -167,14 +170,16 @@ fn start(bin: &Path, fsync: bool) -> Daemon {
     }
 }
 
-fn submissions(bin: &Path, fsync: bool, n: usize, clients: usize) -> Run {
+/// `hold`: the jobs carry a `not_before` far ahead, so that nothing runs
+/// and the figure is the submission path alone.
+fn submissions(bin: &Path, fsync: bool, n: usize, clients: usize, hold: bool) -> Run {
     let d = start(bin, fsync);
     let begin = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
             let addr = d.addr.clone();
             let count = n / clients + usize::from(c < n % clients);
-            std::thread::spawn(move || client(&addr, count))
+            std::thread::spawn(move || client(&addr, count, hold))
         })
         .collect();
     let mut lat: Vec<Duration> = threads
@@ -186,8 +191,8 @@ fn submissions(bin: &Path, fsync: bool, n: usize, clients: usize) -> Run {
     let pct =
         |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
 
-    // Every acknowledged job must end with a record.
-    let done = d.spool.join("done");
+    // Every acknowledged job must end with a record (or, held, be queued).
+    let done = d.spool.join(if hold { "new" } else { "done" });
     let end = Instant::now() + Duration::from_secs(300);
     loop {
         let records = std::fs::read_dir(&done)
@@ -213,8 +218,12 @@ fn submissions(bin: &Path, fsync: bool, n: usize, clients: usize) -> Run {
 }
 
 /// One keep-alive connection posting `count` jobs; the latency of each.
-fn client(addr: &str, count: usize) -> Vec<Duration> {
-    let body = br#"{"type": "noop", "params": {"bench": true}}"#;
+fn client(addr: &str, count: usize, hold: bool) -> Vec<Duration> {
+    let body: &[u8] = if hold {
+        br#"{"type": "noop", "params": {"bench": true}, "not_before": "2099-01-01T00:00:00Z"}"#
+    } else {
+        br#"{"type": "noop", "params": {"bench": true}}"#
+    };
     let request = [
         format!(
             "POST /jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
