@@ -57,7 +57,11 @@ fn main() {
         println!(
             "| {:<5} | {} | {:>13.0} | {:>6.2} | {:>6.2} | {:>6.1} | {:>5.1} s |",
             if *fsync { "on" } else { "off" },
-            if *hold { "held (not_before)" } else { "run at once" },
+            if *hold {
+                "held (not_before)"
+            } else {
+                "run at once"
+            },
             r.per_sec,
             r.p50_ms,
             r.p99_ms,
