@@ -11,7 +11,7 @@
 //! `file://`, and the HTTP server answers the same paths next to `/`.
 //!
 //! Every piece of job data goes through [`escape`] (text and attributes)
-//! or [`href_path`] (link targets); nothing from a job reaches the page
+//! or `href_path` (link targets); nothing from a job reaches the page
 //! raw.
 //!
 //! [`ROWS`]: crate::status::ROWS

@@ -8,7 +8,7 @@
 //! |-----------------|-----------------------|------------------------------|
 //! | `tmp/x`         | `new/<id>.toml`       | [`Spool::submit`], requeue   |
 //! | `new/<name>`    | `running/<id>.toml`   | [`Spool::claim`]             |
-//! | `tmp/x`         | `done/<id>.toml`      | [`Spool::finish`]            |
+//! | `tmp/x`         | `done/<id>.toml`      | [`Spool::finish_all`]        |
 //!
 //! With `fsync = true` a file is fsynced before the rename that publishes
 //! it and the folder after it. Nothing here decides *whether* a job moves;
