@@ -2,7 +2,7 @@
 //! reacts to [`Event`]s.
 //!
 //! Every other thread (the watcher, the signal thread, the task
-//! supervisors, the sweeper, the mailer, HTTP health checks) only sends
+//! supervisor, the sweeper, the mailer, HTTP health checks) only sends
 //! events into one channel; the loop `recv`s them with a deadline computed
 //! from the next thing that must happen (a settle check, a `not_before`, a
 //! timeout, a kill after the grace, the report, the watchdog). Nothing here

@@ -230,7 +230,7 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// Limits applied in the child between fork and exec, prepared before.
+/// Limits applied in the child between clone and exec, prepared before.
 #[derive(Clone)]
 struct Limits {
     memory: Option<u64>,
