@@ -240,6 +240,28 @@ impl TestSpool {
             .map(str::to_string);
     }
 
+    /// Like [`wait_for`], but a timeout shows the daemon's log too.
+    pub fn wait_logged<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> T {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if Instant::now() > end {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; the log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.id())
     }
