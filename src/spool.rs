@@ -757,8 +757,14 @@ impl Spool {
         let Some(owner) = flock_owner(&meta) else {
             return 0;
         };
-        let alive =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner), None).is_ok_or_eperm();
+        // The taker is alive only if it still has the file open: its pid
+        // may have been reused by an unrelated process since it died.
+        let alive = match holds(owner, &meta) {
+            Some(h) => h,
+            None => {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner), None).is_ok_or_eperm()
+            }
+        };
         if alive {
             return 0;
         }
@@ -869,6 +875,15 @@ fn flock_owner(meta: &Metadata) -> Option<i32> {
     })
 }
 
+/// Whether a process has the file open: `None` when its descriptors
+/// cannot be read (gone, or another user's without privileges).
+fn holds(pid: i32, meta: &Metadata) -> Option<bool> {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().any(|fd| {
+        fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+    }))
+}
+
 /// Processes with the file open, from `/proc/*/fd`.
 fn holders(meta: &Metadata) -> Vec<i32> {
     let mut out = Vec::new();
@@ -879,13 +894,7 @@ fn holders(meta: &Metadata) -> Vec<i32> {
         let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
-        });
-        if holds && pid != std::process::id() as i32 {
+        if holds(pid, meta) == Some(true) && pid != std::process::id() as i32 {
             out.push(pid);
         }
     }

@@ -602,10 +602,10 @@ fn after_kill_9_the_leftover_children_of_a_task_are_killed_and_its_job_recovered
         "the background child died with the daemon already"
     );
     t.launch();
-    wait_for("the leftover child to be killed", PROMPT, || {
+    t.wait_logged("the leftover child to be killed", PROMPT, || {
         (!alive(pid)).then_some(())
     });
-    wait_for("the job to run again", PROMPT, || {
+    t.wait_logged("the job to run again", PROMPT, || {
         (t.log().matches("bg: started").count() == 2).then_some(())
     });
     std::fs::write(t.path("cancel/bg"), "").unwrap();
