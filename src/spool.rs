@@ -79,12 +79,30 @@ fn nonce() -> u32 {
 fn tmp_name(tag: &str) -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{}.{}.{:08x}.{n}.{tag}",
-        host_tag(),
-        std::process::id(),
-        nonce()
-    )
+    format!("{}.{}.{:08x}.{n}.{tag}", host_tag(), writer_tag(), nonce())
+}
+
+/// `<pid>-<start time>`: a pid alone can be reused by another process by
+/// the time someone asks whether its writer is alive.
+fn writer_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let pid = std::process::id() as i32;
+        format!("{pid}-{}", process_start(pid).unwrap_or(0))
+    })
+}
+
+/// When a process started (clock ticks after boot, `/proc/<pid>/stat`).
+fn process_start(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: starttime is
+    // the 22nd field of the line, the 20th after ")".
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// The host name, cut down to what is safe in a file name.
@@ -105,18 +123,22 @@ fn host_tag() -> &'static str {
     })
 }
 
-/// The pid of the raccoond process (or client) that wrote a `tmp/` file
-/// on this host, when the name says so.
-fn tmp_writer(name: &str) -> Option<i32> {
+/// The process (pid and start time) of this host that wrote a `tmp/` or
+/// `.spares/` file, when the name says so.
+fn tmp_writer(name: &str) -> Option<(i32, u64)> {
     let mut parts = name.rsplitn(5, '.');
-    let (_tag, _n, _nonce, pid, host) = (
+    let (_tag, _n, _nonce, writer, host) = (
         parts.next()?,
         parts.next()?,
         parts.next()?,
         parts.next()?,
         parts.next()?,
     );
-    (host == host_tag()).then(|| pid.parse().ok()).flatten()
+    if host != host_tag() {
+        return None;
+    }
+    let (pid, start) = writer.split_once('-')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
 }
 
 /// Files kept in `.spares/` to be written again as records (see
@@ -798,12 +820,10 @@ impl Spool {
             return;
         };
         for name in names {
-            let Some(pid) = tmp_writer(&name) else {
+            let Some((pid, start)) = tmp_writer(&name) else {
                 continue;
             };
-            let alive = pid > 0
-                && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok_or_eperm();
-            if !alive {
+            if process_start(pid) != Some(start) {
                 let _ = fs::remove_file(dir.join(&name));
             }
         }
@@ -992,8 +1012,10 @@ mod tests {
     #[test]
     fn tmp_names_say_which_process_of_which_host_wrote_them() {
         let name = tmp_name("rec");
-        assert_eq!(tmp_writer(&name), Some(std::process::id() as i32));
-        assert_eq!(tmp_writer("otherhost.12.abcd.1.rec"), None);
+        let me = std::process::id() as i32;
+        assert_eq!(tmp_writer(&name), Some((me, process_start(me).unwrap())));
+        assert!(process_start(me).unwrap() > 0);
+        assert_eq!(tmp_writer("otherhost.12-34.abcd.1.rec"), None);
         assert_eq!(tmp_writer("job.part"), None);
     }
 
