@@ -465,9 +465,7 @@ impl Daemon {
         rec.finished = Some(time::to_toml(now));
         rec.expires = Some(time::to_toml(now + self.config.keep));
         rec.error = Some(error.clone());
-        if claim.id != name.strip_suffix(".toml").unwrap_or(name) {
-            rec.submitted_as = Some(name.to_string());
-        }
+        rec.submitted_as = submitted_as(&claim.id, name);
         if keep_file {
             if let Err(e) = self.spool.keep_claimed(&claim.id, name) {
                 crate::log!("{}: cannot keep the rejected file: {e}", claim.id);
@@ -554,8 +552,7 @@ impl Daemon {
             }
         };
         let id = claim.id.clone();
-        let submitted_as =
-            (id != q.name.strip_suffix(".toml").unwrap_or(&q.name)).then(|| q.name.clone());
+        let submitted_as = submitted_as(&id, &q.name);
         // The file may have changed since it was queued: what runs is what
         // is in running/ now, checked again.
         let job = match job::parse(&claim.bytes, &self.config) {
@@ -933,7 +930,7 @@ impl Daemon {
             if let Ok(ClaimOutcome::Claimed(claim)) =
                 self.spool.claim(&q.name, &q.id, self.config.max_job_bytes)
             {
-                let submitted_as = (claim.id != q.id).then(|| q.name.clone());
+                let submitted_as = submitted_as(&claim.id, &q.name);
                 match job::parse(&claim.bytes, &self.config) {
                     Ok(job) => {
                         let rec = self.queued_record(
@@ -1420,6 +1417,12 @@ fn requeue_text(
         table.insert("not_before".into(), toml::Value::Datetime(time::to_toml(t)));
     }
     toml::to_string(&table).unwrap_or_else(|_| text.into_owned())
+}
+
+/// `submitted_as` of a record: the name in `new/` when the job's id is not
+/// that name without `.toml`.
+fn submitted_as(id: &str, name: &str) -> Option<String> {
+    (id != name.strip_suffix(".toml").unwrap_or(name)).then(|| name.to_string())
 }
 
 /// The type a rejected file names, if it names one, for its record.
