@@ -140,7 +140,7 @@ fn main() {
     if have("pueued") && have("pueue") {
         let d = tempfile::tempdir().unwrap();
         let cfg = d.path().join("pueue.yml");
-        let pn = n.min(1000);
+        let pn = n.min(500);
         let script = format!(
             "export PUEUE_CONFIG_PATH={c}; printf 'shared:\\n  pueue_directory: {dir}\\n  runtime_directory: {dir}\\n' > {c}; pueued -d -c {c} >/dev/null 2>&1; sleep 0.5; pueue -c {c} parallel {PAR}; for i in $(seq {pn}); do pueue -c {c} add -- /bin/true >/dev/null; done; pueue -c {c} wait >/dev/null; pueue -c {c} shutdown",
             c = cfg.display(),
