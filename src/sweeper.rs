@@ -47,11 +47,16 @@ where
 
 fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_scan: F) {
     // Reading every record at start is background work: it must not take
-    // the cores from the jobs (Linux nices threads one by one).
-    // SAFETY: setpriority on this thread's own id.
+    // the cores from the jobs. SCHED_IDLE runs this thread only when a
+    // core has nothing else to do (Linux schedules threads one by one).
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a
+    // valid parameter.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        }
     }
     let mut index: BTreeSet<(SystemTime, String)> = BTreeSet::new();
     let mut found = Found::default();
