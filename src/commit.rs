@@ -1,14 +1,13 @@
 //! Commits the end of a job, on a thread of its own.
 //!
-//! Takes finished records (and jobs going back to `new/`) from the main
-//! loop; reads the task's result, moves its output and files into `done/`,
+//! Takes finished records from the main loop; reads the task's result, moves its output and files into `done/`,
 //! writes the record (the commit point), then lets go of the job's lock and
 //! tells the sweeper and the mailer. The main loop frees the job's slot as
 //! soon as the task exits, so the next task starts while this thread does
 //! the file system work of the last one: on two cores, half the work.
 //!
 //! Architecture Invariant: a job's lock is released only after its record
-//! (or its requeued file) is in place, so a daemon recovering `running/`
+//! is in place, so a daemon recovering `running/`
 //! never mistakes a job being committed for an orphan.
 
 use std::fs::File;
@@ -36,12 +35,6 @@ const BATCH: usize = 256;
 /// What the main loop hands over.
 pub enum Work {
     Finish(Finish),
-    /// Put a job back into `new/<id>.toml` with this text.
-    Requeue {
-        id: String,
-        text: String,
-        lock: Option<Flock<File>>,
-    },
     /// Mail a record written earlier (still `pending` after a restart).
     Mail(Record),
     /// The configuration changed (`fsync` may have).
@@ -90,12 +83,6 @@ impl Committer {
                         // Keep the order the loop decided: finish what came first.
                         finish(&spool, &sweeper, mailer.as_ref(), &mut batch, &mut spares);
                         match other {
-                            Work::Requeue { id, text, lock } => {
-                                if let Err(e) = spool.requeue(&id, text.as_bytes()) {
-                                    crate::log!("{id}: cannot put back in new/: {e}");
-                                }
-                                drop(lock);
-                            }
                             Work::Mail(rec) => {
                                 if let Some(m) = &mailer {
                                     m.send(rec);

@@ -459,22 +459,22 @@ impl Daemon {
         } else {
             bytes
         };
-        let mut rec = Record::new(&claim.id, &guess_type(bytes), Status::Rejected);
-        let now = time::now();
-        rec.submitted = Some(time::to_toml(now));
-        rec.finished = Some(time::to_toml(now));
-        rec.expires = Some(time::to_toml(now + self.config.keep));
-        rec.error = Some(error.clone());
+        let mut rec = self.unrun_record(
+            &claim.id,
+            bytes,
+            Status::Rejected,
+            Some(error),
+            Some(time::now()),
+        );
         rec.submitted_as = submitted_as(&claim.id, name);
         if keep_file {
             if let Err(e) = self.spool.keep_claimed(&claim.id, name) {
                 crate::log!("{}: cannot keep the rejected file: {e}", claim.id);
             }
-            if std::str::from_utf8(bytes).is_err() {
-                rec.source = Some(String::from_utf8_lossy(bytes).into_owned());
+            // An oversized file is kept whole, not copied into the record.
+            if std::str::from_utf8(bytes).is_ok() {
+                rec.source = None;
             }
-        } else {
-            rec.source = Some(String::from_utf8_lossy(bytes).into_owned());
         }
         self.commit(rec, None, Some(claim.lock), None);
     }
@@ -492,16 +492,11 @@ impl Daemon {
                 return;
             }
         }
-        let now = time::now();
-        let mut rec = Record::new(&id, "", Status::Rejected);
-        rec.submitted = Some(time::to_toml(now));
-        rec.finished = Some(time::to_toml(now));
-        rec.expires = Some(time::to_toml(now + self.config.keep));
-        rec.error = Some(format!(
+        let error = format!(
             "not a regular file: new/{name} is a {kind}; it was not opened and is kept in done/{id}.files/"
-        ));
+        );
+        let mut rec = self.unrun_record(&id, &[], Status::Rejected, Some(error), Some(time::now()));
         rec.submitted_as = Some(name.to_string());
-        rec.source = Some(String::new());
         self.commit(rec, None, None, None);
     }
 
@@ -558,14 +553,14 @@ impl Daemon {
         let job = match job::parse(&claim.bytes, &self.config) {
             Ok(j) => j,
             Err(error) => {
-                let mut rec = Record::new(&id, &guess_type(&claim.bytes), Status::Rejected);
-                let now = time::now();
-                rec.submitted = Some(time::to_toml(q.submitted));
-                rec.finished = Some(time::to_toml(now));
-                rec.expires = Some(time::to_toml(now + self.config.keep));
-                rec.error = Some(error);
+                let mut rec = self.unrun_record(
+                    &id,
+                    &claim.bytes,
+                    Status::Rejected,
+                    Some(error),
+                    Some(q.submitted),
+                );
                 rec.submitted_as = submitted_as;
-                rec.source = Some(String::from_utf8_lossy(&claim.bytes).into_owned());
                 self.commit(rec, None, Some(claim.lock), None);
                 return;
             }
@@ -657,11 +652,7 @@ impl Daemon {
                 // The attempt does not count: the job never had its chance.
                 let text = requeue_text(&r.bytes, r.job.attempts, r.submitted, None);
                 crate::log!("{id}: put back in new/ (shutdown)");
-                self.send(Work::Requeue {
-                    id: id.to_string(),
-                    text,
-                    lock: Some(r.lock),
-                });
+                self.requeue(id, &text, r.lock);
             }
             Some(Stop::Cancel) => {
                 let rec = self.run_record(
@@ -721,11 +712,7 @@ impl Daemon {
                 run.job.retries,
                 format_duration(delay)
             );
-            self.send(Work::Requeue {
-                id: id.to_string(),
-                text,
-                lock: Some(lock),
-            });
+            self.requeue(id, &text, lock);
             return;
         }
         let rec = self.run_record(&run, Status::Failed, status, Some(why));
@@ -764,7 +751,27 @@ impl Daemon {
         rec
     }
 
-    /// A record for a job that never ran (cancelled while queued).
+    /// A record for a submission that never ran and is not (or no longer)
+    /// a valid job: its type as far as the text says, its text as `source`.
+    fn unrun_record(
+        &self,
+        id: &str,
+        bytes: &[u8],
+        status: Status,
+        error: Option<String>,
+        submitted: Option<SystemTime>,
+    ) -> Record {
+        let now = time::now();
+        let mut rec = Record::new(id, &guess_type(bytes), status);
+        rec.submitted = submitted.map(time::to_toml);
+        rec.finished = Some(time::to_toml(now));
+        rec.expires = Some(time::to_toml(now + self.config.keep));
+        rec.error = error;
+        rec.source = Some(String::from_utf8_lossy(bytes).into_owned());
+        rec
+    }
+
+    /// A record for a valid job that never ran (cancelled while queued).
     fn queued_record(
         &self,
         id: &str,
@@ -867,6 +874,17 @@ impl Daemon {
         }));
     }
 
+    /// Puts a job back into `new/`, here on the loop's thread and not on
+    /// the commit thread: until it returns, the job's file is in both
+    /// `new/` and `running/`, and a claim of the new file then would see
+    /// its id taken. Rare (retries, shutdown, recovery), so cheap enough.
+    fn requeue(&self, id: &str, text: &str, lock: Flock<File>) {
+        if let Err(e) = self.spool.requeue(id, text.as_bytes()) {
+            crate::log!("{id}: cannot put back in new/: {e}");
+        }
+        drop(lock);
+    }
+
     fn send(&self, work: Work) {
         if let Some(c) = &self.committer {
             c.send(work);
@@ -944,10 +962,13 @@ impl Daemon {
                         self.commit(rec, Some(&job), Some(claim.lock), None);
                     }
                     Err(_) => {
-                        let mut rec = Record::new(&claim.id, &q.kind, Status::Cancelled);
-                        rec.finished = Some(time::to_toml(time::now()));
-                        rec.expires = Some(time::to_toml(time::now() + self.config.keep));
-                        rec.source = Some(String::from_utf8_lossy(&claim.bytes).into_owned());
+                        let rec = self.unrun_record(
+                            &claim.id,
+                            &claim.bytes,
+                            Status::Cancelled,
+                            None,
+                            Some(q.submitted),
+                        );
                         self.commit(rec, None, Some(claim.lock), None);
                     }
                 }
@@ -1159,14 +1180,10 @@ impl Daemon {
                             let submitted = job.submitted.unwrap_or_else(time::now);
                             if attempt <= job.retries {
                                 let text = requeue_text(&claim.bytes, attempt, submitted, None);
-                                match self.spool.requeue(&id, text.as_bytes()) {
-                                    Ok(()) => crate::log!(
-                                        "{id}: recover: interrupted; put back in new/ (attempt {attempt} counted)"
-                                    ),
-                                    Err(e) => {
-                                        crate::log!("{id}: recover: cannot put back in new/: {e}")
-                                    }
-                                }
+                                crate::log!(
+                                    "{id}: recover: interrupted; put back in new/ (attempt {attempt} counted)"
+                                );
+                                self.requeue(&id, &text, claim.lock);
                             } else {
                                 let mut rec = self.queued_record(
                                     &id,
@@ -1181,13 +1198,13 @@ impl Daemon {
                             }
                         }
                         Err(error) => {
-                            let mut rec =
-                                Record::new(&id, &guess_type(&claim.bytes), Status::Rejected);
-                            let now = time::now();
-                            rec.finished = Some(time::to_toml(now));
-                            rec.expires = Some(time::to_toml(now + self.config.keep));
-                            rec.error = Some(error);
-                            rec.source = Some(String::from_utf8_lossy(&claim.bytes).into_owned());
+                            let rec = self.unrun_record(
+                                &id,
+                                &claim.bytes,
+                                Status::Rejected,
+                                Some(error),
+                                None,
+                            );
                             self.commit(rec, None, Some(claim.lock), None);
                         }
                     }

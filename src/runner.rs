@@ -85,8 +85,8 @@ fn task_path() -> String {
     std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
 }
 
-/// Starts the task. `on_exit` is called once, from the supervisor thread,
-/// after the main process has exited and its output is written.
+/// Starts the task and hands it to the supervisor, which reports its exit
+/// once its main process has exited and its output is written.
 pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Task> {
     let spool = l.spool;
     let files = spool.running_files(l.id);

@@ -188,10 +188,6 @@ impl Queue {
         );
         out
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Queued> {
-        self.jobs.values().map(|(q, _)| q)
-    }
 }
 
 fn key(job: &Queued, seq: u64) -> Key {

@@ -8,10 +8,14 @@
 //! |-----------------|-----------------------|------------------------------|
 //! | `tmp/x`         | `new/<id>.toml`       | [`Spool::submit`], requeue   |
 //! | `new/<name>`    | `running/<id>.toml`   | [`Spool::claim`]             |
-//! | `tmp/x`         | `done/<id>.toml`      | [`Spool::finish_all`]        |
+//! | `tmp/x` or a spare | `done/<id>.toml`   | [`Spool::finish_all`]        |
 //!
 //! With `fsync = true` a file is fsynced before the rename that publishes
-//! it and the folder after it. Nothing here decides *whether* a job moves;
+//! it and the folder after it (records: one `syncfs` and one folder fsync
+//! per group). Finished job files are not deleted but kept in `.spares/`
+//! and written again as records; the spool's own `tmp/` and `.spares/`
+//! files carry their writer's host, pid and start time so that the
+//! leftovers of a dead writer can be told apart and removed. Nothing here decides *whether* a job moves;
 //! the daemon decides, this module carries it out and reports what the
 //! file system said, with the path in every error.
 

@@ -1,8 +1,9 @@
 //! Deletes what has expired: records past `expires` (with their output and
 //! files) and files left in `tmp/` for more than 36 hours.
 //!
-//! Runs on its own thread so that reading every record at start, which
-//! grows with `done/`, never delays the main loop. It learns of new records
+//! Runs on its own thread, under `SCHED_IDLE`, so that reading every
+//! record at start, which grows with `done/`, never delays the main loop
+//! nor takes a core from the jobs. It learns of new records
 //! from the loop through a channel and sleeps until the next expiry; it
 //! never polls. At start it also tells the loop about the latest finished
 //! jobs (for the report) and the records whose mail is still `pending`.
