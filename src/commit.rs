@@ -18,11 +18,11 @@ use std::time::SystemTime;
 use crossbeam_channel::Sender;
 use nix::fcntl::Flock;
 
-use crate::job;
 use crate::mail::Mailer;
 use crate::record::Record;
 use crate::runner::Output;
 use crate::spool::{Spares, Spool};
+use crate::values;
 
 /// A task's stdout becomes its `result` when it is shorter than this and
 /// it wrote no `RACCOON_RESULT`.
@@ -184,7 +184,7 @@ fn parse_result(text: &str) -> toml::Value {
     let json = || {
         serde_json::from_str::<serde_json::Value>(t)
             .ok()
-            .and_then(|v| job::json_to_toml(&v, "result").ok())
+            .and_then(|v| values::json_to_toml(&v, "result").ok())
     };
     if (t.starts_with('{') || t.starts_with('['))
         && let Some(v) = json()

@@ -212,34 +212,6 @@ struct FileType {
     nice: Option<i32>,
 }
 
-/// Line and column (1-based) of a byte offset, for messages.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text.as_bytes()[..offset.min(text.len())];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-    (line, col)
-}
-
-/// A TOML or schema error from the `toml` crate, as one line with its place.
-pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
-    let msg = err.message().trim_end();
-    match err.span() {
-        Some(span) => {
-            let (line, col) = line_col(text, span.start);
-            // The line itself names the key (and the table header above it
-            // is one line away): "line 3, column 8 (keep = \"forever\")".
-            let source = text.lines().nth(line - 1).unwrap_or("").trim();
-            if source.is_empty() {
-                format!("line {line}, column {col}: {msg}")
-            } else {
-                let shown: String = source.chars().take(80).collect();
-                format!("line {line}, column {col} ({shown}): {msg}")
-            }
-        }
-        None => msg.to_string(),
-    }
-}
-
 impl Config {
     /// Reads and checks a configuration file, then applies the overrides.
     pub fn load(path: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError> {
@@ -269,7 +241,7 @@ impl Config {
             .unwrap_or_else(|| "(no configuration file)".into());
         let err = |msg: String| ConfigError(format!("{name}: {msg}"));
         let raw: FileConfig =
-            toml::from_str(text).map_err(|e| err(describe_toml_error(text, &e)))?;
+            toml::from_str(text).map_err(|e| err(crate::values::describe_toml_error(text, &e)))?;
         let resolve = |p: &Path| -> PathBuf {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -449,7 +421,7 @@ fn mail_config(m: FileMail, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<MailCo
     };
     let from = m
         .from
-        .unwrap_or_else(|| format!("raccoond <raccoon@{}>", hostname()));
+        .unwrap_or_else(|| format!("raccoond <raccoon@{}>", crate::ids::hostname()));
     if from.parse::<lettre::message::Mailbox>().is_err() {
         return Err(format!("from = {from:?}: not a mail address"));
     }
@@ -478,7 +450,7 @@ fn type_config(
     resolve: &dyn Fn(&Path) -> PathBuf,
     we_are_root: bool,
 ) -> Result<TypeConfig, String> {
-    if !crate::spool::valid_id(name) {
+    if !crate::ids::valid_id(name) {
         return Err("a type name is 1-100 characters of A-Z a-z 0-9 . _ -".into());
     }
     let mut command = t.command;
@@ -620,13 +592,6 @@ pub fn current_user() -> String {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| "root".into())
-}
-
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 fn current_dir() -> PathBuf {

@@ -26,6 +26,7 @@ use nix::unistd::Pid;
 
 use crate::commit::{Committer, Finish, Work};
 use crate::config::{Config, Notify, Overrides};
+use crate::ids;
 use crate::job::{self, Job};
 use crate::record::{Record, Status, signal_name};
 use crate::runner::{self, Output};
@@ -445,7 +446,7 @@ impl Daemon {
     /// itself too (binary or oversized), in `done/<id>.files/`.
     fn reject_regular(&mut self, name: &str, bytes: &[u8], error: String, keep_file: bool) {
         self.queue.remove(name);
-        let want = spool::id_from_name(name).map_or_else(spool::fresh_id, str::to_string);
+        let want = ids::id_from_name(name).map_or_else(ids::fresh_id, str::to_string);
         let claim = match self.spool.claim(name, &want, self.config.max_job_bytes) {
             Ok(ClaimOutcome::Claimed(c)) => c,
             Ok(_) => return,
@@ -483,7 +484,7 @@ impl Daemon {
     /// it: it is moved whole into `done/<id>.files/`.
     fn reject_entry(&mut self, name: &str, kind: &str) {
         self.queue.remove(name);
-        let id = spool::fresh_id();
+        let id = ids::fresh_id();
         match self.spool.park(name, &id) {
             Ok(true) => {}
             Ok(false) => return,
@@ -977,7 +978,7 @@ impl Daemon {
             return;
         }
         // Not ours: another daemon may be running it; else nothing to do.
-        if spool::valid_id(id) && self.spool.running_job(id).exists() {
+        if ids::valid_id(id) && self.spool.running_job(id).exists() {
             return;
         }
         if !self.spool.done_record(id).exists() {
@@ -1365,7 +1366,7 @@ fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined
     match job::parse(&bytes, config) {
         Ok(job) => Examined::Job(Queued {
             name: name.to_string(),
-            id: spool::id_from_name(name).map_or_else(spool::fresh_id, str::to_string),
+            id: ids::id_from_name(name).map_or_else(ids::fresh_id, str::to_string),
             kind: job.kind,
             priority: job.priority,
             submitted: job.submitted.unwrap_or(mtime),

@@ -54,12 +54,15 @@ use serde_json::{Map, Value, json};
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use crate::config::Config;
+use crate::fsio;
+use crate::ids;
 use crate::job;
 use crate::record::{Record, Status};
 use crate::report;
-use crate::spool::{self, Entry, Spool};
+use crate::spool::{Entry, Spool};
 use crate::status::{BUCKETS, Board, Snapshot};
 use crate::time;
+use crate::values;
 
 /// Worker threads taking requests off tiny_http's queue. Enough that a few
 /// slow uploads or `/healthz` calls waiting on the main loop do not stall
@@ -540,7 +543,7 @@ impl Api {
     /// `new/`; and once more when it was nowhere, as a job may have moved
     /// on (or been put back) between two looks.
     fn find(&self, id: &str) -> Result<Option<Found>, Fail> {
-        if !spool::valid_id(id) {
+        if !ids::valid_id(id) {
             return Ok(None);
         }
         let max = self.board.config().max_job_bytes;
@@ -611,11 +614,11 @@ impl Api {
         obj.insert("id".into(), json!(id));
         obj.insert(
             "type".into(),
-            table.get("type").map_or(Value::Null, job::toml_to_json),
+            table.get("type").map_or(Value::Null, values::toml_to_json),
         );
         obj.insert("status".into(), json!(status.as_str()));
         let submitted = match table.get("submitted") {
-            Some(v) => job::toml_to_json(v),
+            Some(v) => values::toml_to_json(v),
             None if written > SystemTime::UNIX_EPOCH => json!(time::format_rfc3339(written)),
             None => Value::Null,
         };
@@ -630,7 +633,7 @@ impl Api {
         }
         for (k, v) in &table {
             if !obj.contains_key(k) {
-                obj.insert(k.clone(), job::toml_to_json(v));
+                obj.insert(k.clone(), values::toml_to_json(v));
             }
         }
         Value::Object(obj)
@@ -683,7 +686,7 @@ impl Api {
         let mut cands: Vec<(SystemTime, String, Option<Box<Record>>)> = Vec::new();
         if wants(Status::Queued) {
             for name in self.spool.names(&self.spool.new_dir()).map_err(internal)? {
-                let Some(id) = spool::id_from_name(&name) else {
+                let Some(id) = ids::id_from_name(&name) else {
                     continue;
                 };
                 let Ok(meta) = self.spool.new_path(&name).symlink_metadata() else {
@@ -699,7 +702,7 @@ impl Api {
                 .names(&self.spool.running_dir())
                 .map_err(internal)?
             {
-                let Some(id) = name.strip_suffix(".toml").filter(|i| spool::valid_id(i)) else {
+                let Some(id) = name.strip_suffix(".toml").filter(|i| ids::valid_id(i)) else {
                     continue;
                 };
                 let Ok(meta) = self.spool.running_job(id).symlink_metadata() else {
@@ -711,7 +714,7 @@ impl Api {
         }
         if want_status.is_none_or(Status::is_final) {
             for id in self.spool.done_ids().map_err(internal)? {
-                if !spool::valid_id(&id) {
+                if !ids::valid_id(&id) {
                     continue;
                 }
                 // Gone since the listing (expired), or being rewritten.
@@ -768,7 +771,7 @@ impl Api {
     /// `GET /jobs/<id>/output|stderr`: the file while the job runs, then
     /// from `done/`; empty for a job that has none (yet).
     fn stream(&self, id: &str, stderr: bool) -> Answer {
-        if !spool::valid_id(id) {
+        if !ids::valid_id(id) {
             return Err(not_found(format!("no job {id:?}")));
         }
         let (running, done) = if stderr {
@@ -795,7 +798,7 @@ impl Api {
             (_, Some(id)) => (id, true),
             _ => return Err(nope()),
         };
-        if !spool::valid_id(id) {
+        if !ids::valid_id(id) {
             return Err(nope());
         }
         let path = match (dir, err) {
@@ -813,7 +816,7 @@ impl Api {
     /// `GET /jobs/<id>/files/<name>`: a file the task left, never through
     /// a symlink, never outside its folder.
     fn file(&self, id: &str, name: &str) -> Answer {
-        if !spool::valid_id(id) {
+        if !ids::valid_id(id) {
             return Err(not_found(format!("no job {id:?}")));
         }
         if !valid_file_name(name) {
@@ -866,7 +869,7 @@ impl Api {
     /// through `tmp/` into `new/`. Returns its id once it is there (and
     /// durable, with `fsync = true`).
     fn submit(&self, job: Map<String, Value>, config: &Config) -> Result<String, Fail> {
-        let text = job::json_job_to_toml(&Value::Object(job)).map_err(|e| fail(422, e))?;
+        let text = values::json_job_to_toml(&Value::Object(job)).map_err(|e| fail(422, e))?;
         if text.len() as u64 > config.max_job_bytes {
             return Err(fail(
                 413,
@@ -969,8 +972,8 @@ impl Api {
                     .map_or(Value::Null, |t| json!(time::unix_secs(t)));
                 json!({
                     "id": id,
-                    "result": r.result.as_ref().map_or(Value::Null, job::toml_to_json),
-                    "args": r.params.as_ref().map_or(json!({}), |p| job::toml_to_json(&toml::Value::Table(p.clone()))),
+                    "result": r.result.as_ref().map_or(Value::Null, values::toml_to_json),
+                    "args": r.params.as_ref().map_or(json!({}), |p| values::toml_to_json(&toml::Value::Table(p.clone()))),
                     "status": "done",
                     "expire": r.expires_at().map_or(Value::Null, |t| json!(time::unix_secs(t))),
                     "created": created,
@@ -997,7 +1000,7 @@ fn pending_view(id: &str, status: &str, table: &toml::Table, written: SystemTime
     json!({
         "id": id,
         "result": null,
-        "args": table.get("params").map_or(json!({}), job::toml_to_json),
+        "args": table.get("params").map_or(json!({}), values::toml_to_json),
         "status": status,
         "expire": null,
         "created": created,
@@ -1126,11 +1129,11 @@ fn open_regular(path: &Path) -> io::Result<Option<(File, std::fs::Metadata)>> {
     {
         Ok(f) => f,
         Err(e) if is_absent(&e) => return Ok(None),
-        Err(e) => return Err(spool::io_context("open", path, e)),
+        Err(e) => return Err(fsio::io_context("open", path, e)),
     };
     let meta = file
         .metadata()
-        .map_err(|e| spool::io_context("stat", path, e))?;
+        .map_err(|e| fsio::io_context("stat", path, e))?;
     Ok(meta.is_file().then_some((file, meta)))
 }
 
@@ -1145,7 +1148,7 @@ fn open_in(dir: &Path, name: &str) -> io::Result<Option<(File, std::fs::Metadata
     {
         Ok(d) => d,
         Err(e) if is_absent(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
-        Err(e) => return Err(spool::io_context("open", dir, e)),
+        Err(e) => return Err(fsio::io_context("open", dir, e)),
     };
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let file = match openat(&d, name, flags, Mode::empty()) {
@@ -1155,12 +1158,12 @@ fn open_in(dir: &Path, name: &str) -> io::Result<Option<(File, std::fs::Metadata
             if is_absent(&e) {
                 return Ok(None);
             }
-            return Err(spool::io_context("open", &dir.join(name), e));
+            return Err(fsio::io_context("open", &dir.join(name), e));
         }
     };
     let meta = file
         .metadata()
-        .map_err(|e| spool::io_context("stat", &dir.join(name), e))?;
+        .map_err(|e| fsio::io_context("stat", &dir.join(name), e))?;
     Ok(meta.is_file().then_some((file, meta)))
 }
 

@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use toml::value::Datetime;
 
-use crate::config::{Config, ParamKind, TypeConfig, describe_toml_error};
+use crate::config::{Config, ParamKind, TypeConfig};
 use crate::time::{self, Dur};
+use crate::values::describe_toml_error;
 
 /// A job as the file states it, before it is checked against a type.
 #[derive(Debug, Deserialize)]
@@ -321,88 +322,13 @@ pub fn scalar_text(v: &toml::Value) -> String {
         toml::Value::Float(f) => f.to_string(),
         toml::Value::Boolean(b) => b.to_string(),
         toml::Value::Datetime(d) => d.to_string(),
-        other => toml_to_json(other).to_string(),
+        other => crate::values::toml_to_json(other).to_string(),
     }
 }
 
 /// Whether a param becomes a `RACCOON_PARAM_<NAME>` variable.
 pub fn is_scalar(v: &toml::Value) -> bool {
     !matches!(v, toml::Value::Array(_) | toml::Value::Table(_))
-}
-
-pub fn toml_to_json(v: &toml::Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        toml::Value::String(s) => J::String(s.clone()),
-        toml::Value::Integer(i) => J::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        toml::Value::Boolean(b) => J::Bool(*b),
-        toml::Value::Datetime(d) => J::String(match time::from_toml(d) {
-            Ok(t) => time::format_rfc3339(t),
-            Err(_) => d.to_string(),
-        }),
-        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => J::Object(
-            t.iter()
-                .map(|(k, v)| (k.clone(), toml_to_json(v)))
-                .collect(),
-        ),
-    }
-}
-
-/// Turns a JSON value into TOML. `null` has no TOML form: it is an error
-/// that names where it was.
-pub fn json_to_toml(v: &serde_json::Value, at: &str) -> Result<toml::Value, String> {
-    use serde_json::Value as J;
-    Ok(match v {
-        J::Null => return Err(format!("{at}: null is not allowed")),
-        J::Bool(b) => toml::Value::Boolean(*b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => toml::Value::Integer(i),
-            None => toml::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        J::String(s) => toml::Value::String(s.clone()),
-        J::Array(a) => toml::Value::Array(
-            a.iter()
-                .enumerate()
-                .map(|(i, x)| json_to_toml(x, &format!("{at}[{i}]")))
-                .collect::<Result<_, _>>()?,
-        ),
-        J::Object(o) => {
-            let mut t = toml::Table::new();
-            for (k, x) in o {
-                let sub = if at.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{at}.{k}")
-                };
-                t.insert(k.clone(), json_to_toml(x, &sub)?);
-            }
-            toml::Value::Table(t)
-        }
-    })
-}
-
-/// The TOML text of a job submitted as JSON (HTTP). Datetime fields arrive
-/// as strings and become TOML datetimes; everything else is carried over
-/// as it is, so that [`parse`] judges it exactly as it judges a file.
-pub fn json_job_to_toml(body: &serde_json::Value) -> Result<String, String> {
-    let serde_json::Value::Object(_) = body else {
-        return Err("the body must be a JSON object".into());
-    };
-    let toml::Value::Table(mut table) = json_to_toml(body, "")? else {
-        return Err("the body must be a JSON object".into());
-    };
-    for key in ["not_before", "submitted"] {
-        if let Some(toml::Value::String(s)) = table.get(key) {
-            let t = time::parse_rfc3339(s).map_err(|e| format!("{key}: {e}"))?;
-            table.insert(key.into(), toml::Value::Datetime(time::to_toml(t)));
-        } else if let Some(toml::Value::Integer(secs)) = table.get(key) {
-            let t = SystemTime::UNIX_EPOCH + Duration::from_secs((*secs).max(0).unsigned_abs());
-            table.insert(key.into(), toml::Value::Datetime(time::to_toml(t)));
-        }
-    }
-    toml::to_string(&table).map_err(|e| format!("cannot write the job as TOML: {e}"))
 }
 
 #[cfg(test)]
@@ -513,11 +439,11 @@ title = "a b"
         let body = serde_json::json!({
             "type": "report", "params": {"num": 3}, "not_before": "2026-11-23T03:00:00Z"
         });
-        let text = json_job_to_toml(&body).unwrap();
+        let text = crate::values::json_job_to_toml(&body).unwrap();
         let j = parse(text.as_bytes(), &config()).unwrap();
         assert_eq!(j.params["num"].as_integer(), Some(3));
         assert!(j.not_before.is_some());
-        assert!(json_job_to_toml(&serde_json::json!({"type": null})).is_err());
+        assert!(crate::values::json_job_to_toml(&serde_json::json!({"type": null})).is_err());
     }
 
     #[test]

@@ -43,8 +43,9 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{Message, SendmailTransport, SmtpTransport, Transport as _};
 
 use crate::config::{MailConfig, MailTransport};
+use crate::ids;
 use crate::record::Record;
-use crate::spool::{self, Spool};
+use crate::spool::Spool;
 use crate::time::{self, format_duration};
 
 /// How long one connect, read or write to the SMTP server may take.
@@ -518,7 +519,7 @@ impl Composer {
     fn compose(&self, rec: &Record) -> Result<Message, String> {
         // The id names files below done/: a record edited by hand must not
         // lead the mailer elsewhere.
-        if !spool::valid_id(&rec.id) {
+        if !ids::valid_id(&rec.id) {
             return Err(format!("the record's id {:?} is not a valid id", rec.id));
         }
         let mut builder = Message::builder()

@@ -168,7 +168,7 @@ impl Record {
             .ok()
             .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
             .unwrap_or_default();
-        crate::job::toml_to_json(&toml::Value::Table(table))
+        crate::values::toml_to_json(&toml::Value::Table(table))
     }
 }
 

@@ -28,8 +28,10 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::config::TypeConfig;
+use crate::fsio::io_context;
 use crate::job::{self, Job};
-use crate::spool::{Spool, io_context};
+use crate::spool::Spool;
+use crate::values;
 
 /// How long the pipes may stay open after the main process exits (held by
 /// a grandchild that left the process group) before output is cut off.
@@ -202,7 +204,7 @@ fn params_stdin(job: &Job) -> io::Result<File> {
     let json = serde_json::Value::Object(
         job.params
             .iter()
-            .map(|(k, v)| (k.clone(), job::toml_to_json(v)))
+            .map(|(k, v)| (k.clone(), values::toml_to_json(v)))
             .collect(),
     );
     let fd =

@@ -30,52 +30,9 @@ use std::time::SystemTime;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::fsio::{io_context, open_nofollow};
+use crate::ids::{fresh_id, valid_id};
 use crate::record::Record;
-
-/// An IO error that says what was being done to which path.
-pub fn io_context(action: &str, path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{action} {}: {e}", path.display()))
-}
-
-/// A job id or a type name: 1-100 characters of `[A-Za-z0-9._-]`, not
-/// starting with a dot.
-pub fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 100
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// The id a name in `new/` asks for: the name without `.toml`, when that
-/// is a valid id.
-pub fn id_from_name(name: &str) -> Option<&str> {
-    let stem = name.strip_suffix(".toml").unwrap_or(name);
-    valid_id(stem).then_some(stem)
-}
-
-/// A new id: the submission time (so that ids sort by it), a nonce drawn
-/// once per process (so that hosts and processes sharing a spool never
-/// collide), and a counter.
-pub fn fresh_id() -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let stamp = crate::time::format_rfc3339(crate::time::now());
-    // 2026-11-22T10:00:00.125Z -> 20261122T100000.125Z
-    let compact: String = stamp.chars().filter(|c| !matches!(c, '-' | ':')).collect();
-    format!("{compact}-{:08x}-{n:04}", nonce())
-}
-
-fn nonce() -> u32 {
-    static NONCE: OnceLock<u32> = OnceLock::new();
-    *NONCE.get_or_init(|| {
-        let mut b = [0u8; 4];
-        match File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-            Ok(()) => u32::from_le_bytes(b),
-            Err(_) => std::process::id() ^ (crate::time::unix_millis(crate::time::now()) as u32),
-        }
-    })
-}
 
 /// A name unique to this process, for files in `tmp/`:
 /// `<host>.<pid>.<nonce>.<n>.<tag>`, so that a later start on the same
@@ -83,7 +40,12 @@ fn nonce() -> u32 {
 fn tmp_name(tag: &str) -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("{}.{}.{:08x}.{n}.{tag}", host_tag(), writer_tag(), nonce())
+    format!(
+        "{}.{}.{:08x}.{n}.{tag}",
+        host_tag(),
+        writer_tag(),
+        crate::ids::nonce()
+    )
 }
 
 /// `<pid>-<start time>`: a pid alone can be reused by another process by
@@ -113,7 +75,7 @@ fn process_start(pid: i32) -> Option<u64> {
 fn host_tag() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
-        let h: String = crate::config::hostname()
+        let h: String = crate::ids::hostname()
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' {
@@ -925,15 +887,6 @@ fn holders(meta: &Metadata) -> Vec<i32> {
     out
 }
 
-/// Opens for reading without following a final symlink and without
-/// blocking on a FIFO.
-fn open_nofollow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-}
-
 /// Whether an open file is still the one at `path` (not unlinked or
 /// replaced since it was opened).
 fn same_file(file: &File, path: &Path) -> bool {
@@ -1001,19 +954,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_follow_the_spec() {
-        for ok in ["a", "report-42", "x.y_z", &"a".repeat(100)] {
-            assert!(valid_id(ok), "{ok}");
-        }
-        for bad in ["", ".hidden", "a/b", "a b", "é", &"a".repeat(101), ".."] {
-            assert!(!valid_id(bad), "{bad}");
-        }
-        assert_eq!(id_from_name("job.toml"), Some("job"));
-        assert_eq!(id_from_name("job"), Some("job"));
-        assert_eq!(id_from_name("my job.toml"), None);
-    }
-
-    #[test]
     fn tmp_names_say_which_process_of_which_host_wrote_them() {
         let name = tmp_name("rec");
         let me = std::process::id() as i32;
@@ -1021,14 +961,5 @@ mod tests {
         assert!(process_start(me).unwrap() > 0);
         assert_eq!(tmp_writer("otherhost.12-34.abcd.1.rec"), None);
         assert_eq!(tmp_writer("job.part"), None);
-    }
-
-    #[test]
-    fn fresh_ids_are_valid_unique_and_sorted() {
-        let a = fresh_id();
-        let b = fresh_id();
-        assert!(valid_id(&a), "{a}");
-        assert_ne!(a, b);
-        assert!(a < b || a[..20] == b[..20], "{a} {b}");
     }
 }

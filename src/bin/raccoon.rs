@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use raccoond::job;
+use raccoond::ids;
 use raccoond::record::{Record, Status};
-use raccoond::spool::{self, Spool};
+use raccoond::spool::Spool;
 use raccoond::time;
+use raccoond::values;
 
 const USAGE: &str = "\
 usage: raccoon [--spool DIR] [--json] COMMAND ...
@@ -143,7 +144,7 @@ fn parse_global() -> Result<Cli, Fail> {
 
 fn one_id(rest: Vec<&str>) -> Result<&str, Fail> {
     match rest.as_slice() {
-        [id] if spool::valid_id(id) => Ok(id),
+        [id] if ids::valid_id(id) => Ok(id),
         [id] => Err(Fail::Usage(format!("{id:?} is not a job id"))),
         _ => Err(Fail::Usage(format!("expected one job id\n{USAGE}"))),
     }
@@ -193,7 +194,7 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
             }
             "--id" => {
                 let v = need(&mut it, "--id")?;
-                if !spool::valid_id(&v) {
+                if !ids::valid_id(&v) {
                     return Err(Fail::Usage(format!(
                         "--id {v:?}: 1-100 characters of A-Z a-z 0-9 . _ -"
                     )));
@@ -209,7 +210,7 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
                     .map_err(|e| Fail::Usage(format!("--param-json {k}: {e}")))?;
                 params.insert(
                     k.to_string(),
-                    job::json_to_toml(&parsed, k).map_err(Fail::Usage)?,
+                    values::json_to_toml(&parsed, k).map_err(Fail::Usage)?,
                 );
             }
             kv => {
@@ -496,7 +497,7 @@ fn list(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
 }
 
 fn output(spool: &Spool, id: &str, stderr: bool) -> Result<(), Fail> {
-    if !spool::valid_id(id) {
+    if !ids::valid_id(id) {
         return Err(Fail::Usage(format!("{id:?} is not a job id")));
     }
     let (done, running) = if stderr {
