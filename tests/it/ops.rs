@@ -3,14 +3,14 @@
 //! exit codes, and the man pages.
 //!
 //! Tests that need an outside tool (systemd-analyze, mandoc, groff, man,
-//! setpriv) skip with a printed reason when it is missing, except under CI
-//! (`CI` set), where a missing tool is a failure: CI must run them all.
+//! setpriv) fail, naming the package, when it is missing: the README's
+//! test command installs them all.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -27,9 +27,7 @@ const SPOOL: &str = "/var/spool/raccoon";
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    let Some(analyze) = tool("systemd-analyze") else {
-        return;
-    };
+    let analyze = tool("systemd-analyze", "systemd");
     let unit = repo_file("systemd/raccoond.service");
     let exec = "ExecStart=/usr/bin/raccoond ";
     assert!(
@@ -299,9 +297,7 @@ fn a_spool_that_cannot_be_made_exits_75() {
 
 #[test]
 fn sysusers_creates_the_raccoon_user_and_group() {
-    let Some(sysusers) = tool("systemd-sysusers") else {
-        return;
-    };
+    let sysusers = tool("systemd-sysusers", "systemd");
     let root = temp_dir();
     let ran = run(Command::new(sysusers)
         .arg("--dry-run")
@@ -330,9 +326,7 @@ fn sysusers_creates_the_raccoon_user_and_group() {
 
 #[test]
 fn tmpfiles_creates_the_spool_with_the_documented_modes() {
-    let Some(tmpfiles) = tool("systemd-tmpfiles") else {
-        return;
-    };
+    let tmpfiles = tool("systemd-tmpfiles", "systemd");
     let (root, text, uid, gid) = fake_root();
     let ran = run(Command::new(tmpfiles)
         .arg("--create")
@@ -376,16 +370,9 @@ fn tmpfiles_creates_the_spool_with_the_documented_modes() {
 /// member.
 #[test]
 fn group_members_submit_and_read_outcomes_but_cannot_touch_others_jobs() {
-    if !is_root() {
-        eprintln!("skipping: switching to test users needs root");
-        return;
-    }
-    let Some(tmpfiles) = tool("systemd-tmpfiles") else {
-        return;
-    };
-    let Some(setpriv) = tool("setpriv") else {
-        return;
-    };
+    require_root("switching to test users");
+    let tmpfiles = tool("systemd-tmpfiles", "systemd");
+    let setpriv = tool("setpriv", "util-linux");
     // Two system users for tasks: the group raccoon of this test is
     // nobody's own group, so that nobody is a member and daemon is not.
     let user = |name: &str| {
@@ -536,8 +523,8 @@ fn group_members_submit_and_read_outcomes_but_cannot_touch_others_jobs() {
 
 #[test]
 fn every_man_page_lints_clean_with_mandoc_and_groff() {
-    let Some(mandoc) = tool("mandoc") else { return };
-    let Some(groff) = tool("groff") else { return };
+    let mandoc = tool("mandoc", "mandoc");
+    let groff = tool("groff", "groff");
     for page in MAN_PAGES {
         let path = repo(page);
         let ran = run(Command::new(&mandoc)
@@ -562,7 +549,7 @@ fn every_man_page_lints_clean_with_mandoc_and_groff() {
 
 #[test]
 fn man_renders_every_page() {
-    let Some(man) = tool("man") else { return };
+    let man = tool("man", "man-db");
     for (page, title) in [
         ("man/raccoond.8", "RACCOOND(8)"),
         ("man/raccoond.toml.5", "RACCOOND.TOML(5)"),
@@ -760,25 +747,18 @@ impl NotifySocket {
 
     /// Waits for a message that matches, consuming it and what came before.
     fn take(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
-        let end = Instant::now() + PROMPT;
-        loop {
+        let found = poll_until(PROMPT, || {
             self.pump();
             let mut seen = self.seen.borrow_mut();
-            if let Some(i) = seen.iter().position(|m| matches(m)) {
-                let found = seen[i].clone();
-                // Keep watchdog pings for counting; drop the rest up to here.
-                let mut rest: Vec<String> =
-                    seen.drain(..=i).filter(|m| m == "WATCHDOG=1").collect();
-                rest.append(&mut seen);
-                *seen = rest;
-                return found;
-            }
-            assert!(
-                Instant::now() < end,
-                "no {what} within {PROMPT:?}; received {:?}",
-                *seen
-            );
-        }
+            let i = seen.iter().position(|m| matches(m))?;
+            let found = seen[i].clone();
+            // Keep watchdog pings for counting; drop the rest up to here.
+            let mut rest: Vec<String> = seen.drain(..=i).filter(|m| m == "WATCHDOG=1").collect();
+            rest.append(&mut seen);
+            *seen = rest;
+            Some(found)
+        });
+        found.unwrap_or_else(|| panic!("no {what} within {PROMPT:?}; received {:?}", self.seen()))
     }
 
     fn expect(&self, message: &str) {
@@ -797,72 +777,6 @@ fn wait_record_in(spool: &Path, id: &str) -> toml::Table {
         let text = fs::read_to_string(&path).ok()?;
         toml::from_str(&text).ok()
     })
-}
-
-/// What a bounded command run gave.
-struct Ran {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a command to its end, killing it (and failing) after `PROMPT`.
-fn run(cmd: &mut Command) -> Ran {
-    let program = format!("{cmd:?}");
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = read(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = read(child.stderr.take().map(|p| Box::new(p) as _));
-    let end = Instant::now() + PROMPT;
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{program} did not finish within {PROMPT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Ran {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
-}
-
-/// The tool's path; `None` (with the reason printed) when it is missing
-/// outside CI. Under CI a missing tool fails the test.
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is not installed, and CI must run this test: install it in .ci/run"
-        );
-        eprintln!("skipping: {name} is not installed");
-    }
-    found
 }
 
 fn repo(rel: &str) -> PathBuf {

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -106,9 +106,7 @@ fn job_data_never_reaches_the_report_unescaped() {
 
 #[test]
 fn a_real_browser_shows_running_queued_and_finished_jobs_with_working_links() {
-    let Some(chromium) = browser() else {
-        return;
-    };
+    let chromium = browser();
     let t = TestSpool::builder()
         .sh("quick", "echo quick output")
         .ty("slow", "command = [\"/bin/sleep\", \"30\"]\nlimit = 1")
@@ -167,26 +165,9 @@ fn a_real_browser_shows_running_queued_and_finished_jobs_with_working_links() {
     assert_eq!(get(&a, &format!("/running/{running}.out")).status, 200);
 }
 
-/// Chromium, or `None` (the test is skipped, saying why) outside CI.
-fn browser() -> Option<PathBuf> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join(name))
-                    .find(|p| p.is_file())
-            })
-        });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "chromium is not installed, and CI must run the browser test: apt-get install chromium"
-            );
-        }
-        eprintln!("skipped: no chromium on PATH (install it to run the browser test)");
-    }
-    found
+/// Chromium (tests/run installs it; the test fails when it is missing).
+fn browser() -> PathBuf {
+    tool("chromium", "chromium")
 }
 
 /// The DOM Chromium builds from a file, with a deadline.
@@ -217,17 +198,14 @@ fn dump_dom(chromium: &Path, page: &Path) -> String {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut s).map(|_| s)
     });
-    let end = Instant::now() + Duration::from_secs(25);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium took more than 25 s to dump {}", page.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let limit = Duration::from_secs(25);
+    let Some(status) = poll_until(limit, || child.try_wait().unwrap()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "chromium took more than {limit:?} to dump {}",
+            page.display()
+        );
     };
     let dom = reader.join().unwrap().unwrap();
     assert!(status.success(), "chromium failed with {status}");

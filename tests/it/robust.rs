@@ -29,12 +29,19 @@ fn kill_9_at_random_moments_loses_no_job_and_runs_each_to_one_record() {
     for i in 0..n {
         t.drop_job(&format!("j{i:03}.toml"), "type = \"quick\"\n");
     }
-    // A few kills at moments spread over the run (pseudo-random, fixed seed
-    // from the clock so that runs differ).
-    let mut seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
+    // A few kills at moments spread over the run (pseudo-random, seeded
+    // from the clock so that runs differ; RACCOON_TEST_SEED replays a run).
+    // The harness shows this line only when the test fails.
+    let mut seed = std::env::var("RACCOON_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+        });
+    eprintln!("kill -9 moments from seed {seed} (RACCOON_TEST_SEED={seed} replays them)");
     for _ in 0..5 {
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -486,10 +493,7 @@ fn hostile_input_does_not_disturb_the_daemon() {
 
 #[test]
 fn as_root_a_type_runs_as_its_user_and_cannot_write_the_spool() {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
-        return;
-    }
+    require_root("switching to a type's user");
     let t = TestSpool::builder()
         .sh("ok", "true")
         .ty(
@@ -522,10 +526,7 @@ fn as_root_a_type_runs_as_its_user_and_cannot_write_the_spool() {
 
 #[test]
 fn as_root_a_type_without_user_is_a_configuration_error() {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
-        return;
-    }
+    require_root("switching to a type's user");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("r.toml");
     std::fs::write(&cfg, "[types.x]\ncommand = [\"true\"]\n").unwrap();
