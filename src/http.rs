@@ -57,10 +57,11 @@ use crate::config::Config;
 use crate::fsio;
 use crate::ids;
 use crate::job;
+use crate::metrics;
 use crate::record::{Record, Status};
 use crate::report;
 use crate::spool::{Entry, Spool};
-use crate::status::{BUCKETS, Board, Snapshot};
+use crate::status::{Board, Snapshot};
 use crate::time;
 use crate::values;
 
@@ -519,7 +520,7 @@ impl Api {
                 Ok(Reply::new(
                     200,
                     METRICS,
-                    metrics(&self.board.snapshot(), config),
+                    metrics::render(&self.board.snapshot(), config),
                 ))
             }),
             ["healthz"] => only_get(&|| Ok(self.health())),
@@ -1237,125 +1238,6 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// The Prometheus text exposition of a snapshot. Every configured type
-/// gets every series (zeros included), so that a query never finds a
-/// series missing just because nothing happened yet. Types that are not
-/// configured (a rejected job's `type` is whatever it said) appear only
-/// with the counts they have, so that junk adds as few series as it can.
-pub fn metrics(s: &Snapshot, config: &Config) -> String {
-    use std::collections::BTreeSet;
-    use std::fmt::Write;
-    let mut types: BTreeSet<&str> = config.types.keys().map(String::as_str).collect();
-    types.extend(s.types.iter().map(|t| t.name.as_str()));
-    let mut timed = types.clone();
-    timed.extend(s.durations.keys().map(String::as_str));
-    let mut finished: Vec<(&str, Status, u64)> = Vec::new();
-    for t in &types {
-        for st in Status::ALL.into_iter().filter(|s| s.is_final()) {
-            let n = s.finished_counts.get(&(t.to_string(), st)).copied();
-            finished.push((t, st, n.unwrap_or(0)));
-        }
-    }
-    for ((t, st), n) in &s.finished_counts {
-        if !types.contains(t.as_str()) {
-            finished.push((t, *st, *n));
-        }
-    }
-
-    let mut out = String::with_capacity(4096);
-    let mut w = |line: std::fmt::Arguments| {
-        let _ = out.write_fmt(line);
-        out.push('\n');
-    };
-    w(format_args!(
-        "# HELP raccoond_jobs Jobs queued or running now, by state and type."
-    ));
-    w(format_args!("# TYPE raccoond_jobs gauge"));
-    for state in ["queued", "running"] {
-        for t in &types {
-            let row = s.types.iter().find(|r| r.name == *t);
-            let n = row.map_or(0, |r| {
-                if state == "queued" {
-                    r.queued
-                } else {
-                    r.running
-                }
-            });
-            w(format_args!(
-                "raccoond_jobs{{state=\"{state}\",type=\"{}\"}} {n}",
-                label(t)
-            ));
-        }
-    }
-    w(format_args!(
-        "# HELP raccoond_finished_total Jobs finished since the daemon started, by type and status."
-    ));
-    w(format_args!("# TYPE raccoond_finished_total counter"));
-    for (t, st, n) in &finished {
-        w(format_args!(
-            "raccoond_finished_total{{type=\"{}\",status=\"{st}\"}} {n}",
-            label(t)
-        ));
-    }
-    w(format_args!(
-        "# HELP raccoond_job_duration_seconds How long finished jobs ran, by type."
-    ));
-    w(format_args!(
-        "# TYPE raccoond_job_duration_seconds histogram"
-    ));
-    let empty = crate::status::Histogram::default();
-    for t in &timed {
-        let h = s.durations.get(*t).unwrap_or(&empty);
-        let mut cumulative = 0;
-        for (le, n) in BUCKETS.iter().zip(h.buckets) {
-            cumulative += n;
-            w(format_args!(
-                "raccoond_job_duration_seconds_bucket{{type=\"{}\",le=\"{le}\"}} {cumulative}",
-                label(t)
-            ));
-        }
-        w(format_args!(
-            "raccoond_job_duration_seconds_bucket{{type=\"{}\",le=\"+Inf\"}} {}",
-            label(t),
-            h.count
-        ));
-        w(format_args!(
-            "raccoond_job_duration_seconds_sum{{type=\"{}\"}} {}",
-            label(t),
-            h.sum
-        ));
-        w(format_args!(
-            "raccoond_job_duration_seconds_count{{type=\"{}\"}} {}",
-            label(t),
-            h.count
-        ));
-    }
-    w(format_args!(
-        "# HELP raccoond_limit Jobs of a type that may run at once."
-    ));
-    w(format_args!("# TYPE raccoond_limit gauge"));
-    for t in &types {
-        w(format_args!(
-            "raccoond_limit{{type=\"{}\"}} {}",
-            label(t),
-            config.limit_of(t)
-        ));
-    }
-    w(format_args!(
-        "# HELP raccoond_total_limit Jobs that may run at once, all types together."
-    ));
-    w(format_args!("# TYPE raccoond_total_limit gauge"));
-    w(format_args!("raccoond_total_limit {}", config.total));
-    out
-}
-
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1459,10 +1341,5 @@ mod tests {
             assert!(std::time::Instant::now() < end, "still listening on {addr}");
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
