@@ -8,7 +8,7 @@
 //! so that a query never finds a series missing just because nothing
 //! happened yet; a type no configuration names (a rejected job's `type`
 //! is whatever it said) adds only the counts it has, so that junk adds as
-//! few series as it can; every label value goes through [`label`].
+//! few series as it can; every label value is escaped.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;

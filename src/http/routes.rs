@@ -11,7 +11,7 @@
 //!
 //! Invariants: a path is split on `/` before its segments are
 //! percent-decoded, so `%2F` never makes a new segment; every job id is
-//! checked ([`ids::valid_id`]) before a file is named after it.
+//! checked ([`ids::valid_id`](crate::ids::valid_id)) before a file is named after it.
 
 use std::borrow::Cow;
 
