@@ -27,6 +27,7 @@ pub mod http;
 pub mod ids;
 pub mod job;
 pub mod mail;
+pub mod metrics;
 pub mod mime;
 pub mod record;
 pub mod report;

@@ -1,61 +1,40 @@
-//! Mail: one message per finished job that asked for it, sent from a thread
-//! of its own.
+//! The message for a finished job: who it is to, its subject, a plain
+//! text body (status, times, result, the tails of stdout and stderr) and
+//! the files the task left as attachments, within a budget.
 //!
-//! Takes the `[mail]` configuration once, then records (the daemon hands
-//! over each record it wrote with `mail = "pending"`); reads the job's
-//! output and files in `done/` to write the message; gives back, through
-//! the callback passed to [`Mailer::start`], `sent` or `failed: <reason>`
-//! for each record, which the daemon writes into the record's `mail` field.
+//! Reads only: the record it is given and the job's files in `done/`
+//! (output tails through a bounded read, attachments through
+//! [`fsio::open_regular`], never through a symlink, never blocking on a
+//! FIFO, never past their planned size). It never writes, moves or
+//! deletes anything and never sends: the mail thread hands the message
+//! to the transport. [`body`], [`plan_attachments`] and [`tail_lines`] are
+//! pure and tested by table.
 //!
-//! It never writes, moves or deletes anything in the spool (the daemon
-//! rewrites the record), and it never makes its caller wait: [`Mailer::send`]
-//! only queues. Every wait for a slow or dead server — connecting, its
-//! replies, the pause before the next attempt — happens on the mail thread,
-//! whose next attempt is a computed deadline on its channel, never a sleep.
-//!
-//! Delivery is at least once: transient failures (4xx replies, refused or
-//! broken connections, timeouts) are tried again with doubling delays for
-//! up to [`RETRY_FOR`]; a permanent failure (5xx) ends at once with the
-//! server's words. When the daemon stops, a message not sent yet stays
-//! `pending` in its record and the next run sends it.
-//!
-//! `smtp://` uses STARTTLS when the server offers it, without checking the
-//! certificate (RFC 7435 opportunistic security, as Postfix's `may`: an
-//! attacker who could fake a certificate could as well strip STARTTLS, and
-//! local relays often have self-signed ones); `smtp://…?tls=required` and
-//! `smtps://` check it.
+//! Invariants: nothing a task or a submitter wrote can add a header (names
+//! and text are cleaned, addresses parsed); a task that printed gigabytes
+//! or left thousands of files costs no more than [`TAIL_BYTES`] per
+//! output and [`MAX_ATTACHMENTS`] files; the same record gives the same
+//! `Message-ID` on every attempt and after a restart.
 
-use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use lettre::Message;
 use lettre::message::header::{
     ContentTransferEncoding, ContentType, Header, HeaderName, HeaderValue,
 };
 use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{Message, SendmailTransport, SmtpTransport, Transport as _};
 
-use crate::config::{MailConfig, MailTransport};
+use crate::config::MailConfig;
+use crate::fsio;
 use crate::ids;
+use crate::mime;
 use crate::record::Record;
 use crate::spool::Spool;
 use crate::time::{self, format_duration};
 
-/// How long one connect, read or write to the SMTP server may take.
-const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// The pause after the first transient failure; it doubles after each.
-const FIRST_DELAY: Duration = Duration::from_secs(1);
-/// The longest pause between two attempts.
-const MAX_DELAY: Duration = Duration::from_secs(300);
-/// How long a message is tried before it is given up as failed.
-pub const RETRY_FOR: Duration = Duration::from_secs(3600);
 /// Lines of stdout and stderr quoted in the body.
 const TAIL_LINES: usize = 20;
 /// The tail of an output file is read from at most this many last bytes,
@@ -69,411 +48,6 @@ const RESULT_BYTES: usize = 16 * 1024;
 const MAX_ATTACHMENTS: usize = 100;
 /// At most this many left-out files are named in the body.
 const MAX_LISTED: usize = 50;
-
-/// The handle the daemon keeps: a queue into the mail thread.
-pub struct Mailer {
-    tx: Sender<Record>,
-}
-
-impl Mailer {
-    /// Checks the transport (a bad `smtp` URL is an error here, so the
-    /// daemon refuses to start) and starts the mail thread. `done` is called
-    /// on that thread with `(id, "sent" | "failed: <reason>")`.
-    pub fn start<F>(config: &MailConfig, spool: Spool, done: F) -> Result<Mailer, String>
-    where
-        F: Fn(String, String) + Send + 'static,
-    {
-        let relay = Relay::new(&config.transport)?;
-        let composer = Composer::new(config, spool)?;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        std::thread::Builder::new()
-            .name("mail".into())
-            .spawn(move || run(&rx, &relay, &composer, &done))
-            .map_err(|e| format!("cannot start the mail thread: {e}"))?;
-        Ok(Mailer { tx })
-    }
-
-    /// Queues a record's message. Never blocks.
-    pub fn send(&self, record: Record) {
-        let id = record.id.clone();
-        if self.tx.send(record).is_err() {
-            crate::log!("{id}: mail thread is gone; the mail stays pending until the next start");
-        }
-    }
-}
-
-/// The mail thread: queue what arrives, try what is due, report outcomes.
-/// Returns when the daemon drops its [`Mailer`]; what is still queued then
-/// stays `pending` in its record.
-fn run(rx: &Receiver<Record>, relay: &Relay, composer: &Composer, done: &dyn Fn(String, String)) {
-    let mut outbox = Outbox::default();
-    loop {
-        let got = match outbox.wakeup() {
-            Some(at) => rx.recv_deadline(at),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match got {
-            Ok(record) => queue(&mut outbox, record),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        loop {
-            match rx.try_recv() {
-                Ok(record) => queue(&mut outbox, record),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
-            }
-        }
-        // One attempt, then back to the channel: mail that arrives during a
-        // slow attempt is queued before the next one.
-        let Some(pending) = outbox.take_due(Instant::now()) else {
-            continue;
-        };
-        let id = pending.record.id.clone();
-        let result = composer
-            .compose(&pending.record)
-            .map_err(Failure::Permanent)
-            .and_then(|message| relay.deliver(&message));
-        match outbox.settle(pending, result, Instant::now()) {
-            Step::Sent => done(id, "sent".into()),
-            Step::Failed(reason) => done(id, format!("failed: {reason}")),
-            Step::Retry { reason, after } => crate::log!(
-                "{id}: mail not sent yet ({reason}); trying again in {}",
-                format_duration(after)
-            ),
-        }
-    }
-}
-
-fn queue(outbox: &mut Outbox, record: Record) {
-    let id = record.id.clone();
-    if let Err(why) = outbox.push(record, Instant::now()) {
-        crate::log!("{id}: {why}");
-    }
-}
-
-// ---- the retry schedule ----------------------------------------------------
-
-/// Why an attempt did not deliver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Failure {
-    /// Worth another try later. `server` when the server as a whole is
-    /// unreachable or unwilling (no connection, TLS, timeout, 421), so that
-    /// the other messages wait too instead of hammering it.
-    Transient { reason: String, server: bool },
-    /// Trying again would get the same answer.
-    Permanent(String),
-}
-
-/// What became of an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
-    Sent,
-    Failed(String),
-    Retry { reason: String, after: Duration },
-}
-
-/// A message waiting for its next attempt.
-struct Pending {
-    record: Record,
-    /// When it was queued: the retry budget counts from here.
-    first: Instant,
-    /// The pause after its next transient failure.
-    delay: Duration,
-    /// Its last failure was the server being unreachable: when another
-    /// message gets through, it is tried again at once.
-    server_down: bool,
-}
-
-/// The queue of the mail thread, ordered by next attempt. Pure: every
-/// method takes `now`.
-struct Outbox {
-    /// Keyed by (next attempt, arrival): the first entry is the next to try,
-    /// so a message that keeps failing goes behind the others.
-    queue: BTreeMap<(Instant, u64), Pending>,
-    /// Ids queued or being tried, so that a record handed over twice (at
-    /// start, by the sweeper and by the job's own end) is mailed once.
-    ids: HashSet<String>,
-    seq: u64,
-    /// While the server is unreachable, nothing is tried before this.
-    paused_until: Option<Instant>,
-    /// The pause after the next failure that takes the server as a whole.
-    server_delay: Duration,
-    /// Some queued message is marked `server_down`: worth a look when the
-    /// server answers again.
-    some_server_down: bool,
-}
-
-impl Default for Outbox {
-    fn default() -> Self {
-        Outbox {
-            queue: BTreeMap::new(),
-            ids: HashSet::new(),
-            seq: 0,
-            paused_until: None,
-            server_delay: FIRST_DELAY,
-            some_server_down: false,
-        }
-    }
-}
-
-impl Outbox {
-    /// Queues a record for an attempt now, unless its mail is queued
-    /// already or is no longer pending (the daemon may hand over a record
-    /// read from disk after its mail was sent).
-    fn push(&mut self, record: Record, now: Instant) -> Result<(), String> {
-        if record.mail.as_deref() != Some("pending") {
-            let mail = record.mail.as_deref().unwrap_or("none");
-            return Err(format!("mail is {mail:?}, not pending; not sent again"));
-        }
-        if !self.ids.insert(record.id.clone()) {
-            return Err("mail already queued; not queued twice".into());
-        }
-        let pending = Pending {
-            record,
-            first: now,
-            delay: FIRST_DELAY,
-            server_down: false,
-        };
-        self.insert(now, pending);
-        Ok(())
-    }
-
-    fn insert(&mut self, at: Instant, pending: Pending) {
-        self.seq += 1;
-        self.queue.insert((at, self.seq), pending);
-    }
-
-    /// When the next attempt is due, if anything is queued.
-    fn wakeup(&self) -> Option<Instant> {
-        let (&(next, _), _) = self.queue.first_key_value()?;
-        Some(self.paused_until.map_or(next, |p| p.max(next)))
-    }
-
-    /// The message to try now, if one is due.
-    fn take_due(&mut self, now: Instant) -> Option<Pending> {
-        if self.wakeup()? > now {
-            return None;
-        }
-        self.queue.pop_first().map(|(_, p)| p)
-    }
-
-    /// Files the outcome of an attempt at `p`.
-    fn settle(&mut self, mut p: Pending, result: Result<(), Failure>, now: Instant) -> Step {
-        match result {
-            Ok(()) => {
-                self.ids.remove(&p.record.id);
-                self.server_is_back(now);
-                Step::Sent
-            }
-            Err(Failure::Permanent(reason)) => {
-                self.ids.remove(&p.record.id);
-                self.server_is_back(now);
-                Step::Failed(reason)
-            }
-            Err(Failure::Transient { reason, server }) => {
-                let after = p.delay;
-                if now + after > p.first + RETRY_FOR {
-                    self.ids.remove(&p.record.id);
-                    let tried = format_duration(now.saturating_duration_since(p.first));
-                    return Step::Failed(format!("gave up after {tried}: {reason}"));
-                }
-                if server {
-                    self.paused_until = Some(now + self.server_delay);
-                    self.server_delay = (self.server_delay * 2).min(MAX_DELAY);
-                } else {
-                    self.server_is_back(now);
-                }
-                p.delay = (p.delay * 2).min(MAX_DELAY);
-                p.server_down = server;
-                self.some_server_down |= server;
-                self.insert(now + after, p);
-                Step::Retry { reason, after }
-            }
-        }
-    }
-
-    /// The server answered: the pause is over, and messages that were only
-    /// waiting for it are due now rather than after their own long delay.
-    fn server_is_back(&mut self, now: Instant) {
-        self.paused_until = None;
-        self.server_delay = FIRST_DELAY;
-        if !std::mem::take(&mut self.some_server_down) {
-            return;
-        }
-        let waiting: Vec<(Instant, u64)> = self
-            .queue
-            .iter()
-            .filter(|(key, p)| p.server_down && key.0 > now)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in waiting {
-            if let Some(mut p) = self.queue.remove(&key) {
-                p.server_down = false;
-                self.queue.insert((now, key.1), p);
-            }
-        }
-    }
-}
-
-// ---- transports ------------------------------------------------------------
-
-/// Where messages go.
-enum Relay {
-    Smtp(SmtpTransport),
-    Sendmail {
-        transport: SendmailTransport,
-        program: PathBuf,
-    },
-}
-
-impl Relay {
-    fn new(transport: &MailTransport) -> Result<Relay, String> {
-        match transport {
-            MailTransport::Smtp { url, password } => {
-                smtp_transport(url, password.as_deref()).map(Relay::Smtp)
-            }
-            MailTransport::Sendmail { program } => Ok(Relay::Sendmail {
-                transport: SendmailTransport::new_with_command(program.as_os_str()),
-                program: program.clone(),
-            }),
-        }
-    }
-
-    fn deliver(&self, message: &Message) -> Result<(), Failure> {
-        match self {
-            Relay::Smtp(t) => t.send(message).map(drop).map_err(|e| smtp_failure(&e)),
-            Relay::Sendmail { transport, program } => transport
-                .send(message)
-                .map_err(|e| sendmail_failure(program, &e)),
-        }
-    }
-}
-
-/// An SMTP transport from an `smtp://` or `smtps://` URL; `password` (from
-/// `password_file`) goes with the URL's user name.
-fn smtp_transport(url: &str, password: Option<&str>) -> Result<SmtpTransport, String> {
-    let shown = redact(url);
-    let parsed = url::Url::parse(url).map_err(|e| format!("smtp = {shown:?}: not a URL ({e})"))?;
-    let host = parsed
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("smtp = {shown:?}: names no host"))?
-        .to_string();
-    let mut builder = SmtpTransport::from_url(url)
-        .map_err(|e| format!("smtp = {shown:?}: {}", one_line(&e.to_string())))?;
-    if parsed.scheme() == "smtp" && !parsed.query_pairs().any(|(k, _)| k == "tls") {
-        let params = TlsParameters::builder(host)
-            .dangerous_accept_invalid_certs(true)
-            .dangerous_accept_invalid_hostnames(true)
-            .build()
-            .map_err(|e| format!("smtp = {shown:?}: cannot set up TLS: {e}"))?;
-        builder = builder.tls(Tls::Opportunistic(params));
-    }
-    if let Some(password) = password {
-        let user = percent_decode(parsed.username())
-            .ok_or_else(|| format!("smtp = {shown:?}: the user name is not UTF-8"))?;
-        if user.is_empty() {
-            return Err(format!(
-                "password_file is set but smtp = {shown:?} names no user (write smtp://user@host)"
-            ));
-        }
-        builder = builder.credentials(Credentials::new(user, password.to_string()));
-    }
-    Ok(builder.timeout(Some(SMTP_TIMEOUT)).build())
-}
-
-/// `%XX` escapes of a URL's user name decoded, as lettre decodes the
-/// user and password it reads from the URL itself.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// A URL for messages: its password replaced by `***`.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(_) => url.to_string(),
-        Err(_) => match (url.find("://"), url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-            _ => url.to_string(),
-        },
-    }
-}
-
-fn smtp_failure(e: &lettre::transport::smtp::Error) -> Failure {
-    use std::error::Error as _;
-    let words = e
-        .source()
-        .map(|s| one_line(&s.to_string()))
-        .unwrap_or_default();
-    match e.status() {
-        Some(code) if e.is_permanent() => {
-            Failure::Permanent(format!("the server answered {code} {words}"))
-        }
-        Some(code) => Failure::Transient {
-            reason: format!("the server answered {code} {words}"),
-            // 421: the service is closing down, for every message alike.
-            server: code.to_string() == "421",
-        },
-        // Our own side refused (no usable AUTH mechanism, a bad message):
-        // the next attempt would do the same.
-        None if e.is_client() => Failure::Permanent(one_line(&e.to_string())),
-        None => Failure::Transient {
-            reason: one_line(&e.to_string()),
-            server: true,
-        },
-    }
-}
-
-/// A sendmail that could not be run or fed may work later; one that ran
-/// and said no has decided (Postfix's sendmail queues what it accepts).
-fn sendmail_failure(program: &Path, e: &lettre::transport::sendmail::Error) -> Failure {
-    use std::error::Error as _;
-    let source = e.source();
-    match source.and_then(|s| s.downcast_ref::<io::Error>()) {
-        Some(io) => Failure::Transient {
-            reason: format!("cannot run {}: {io}", program.display()),
-            server: true,
-        },
-        None => {
-            let words = source.map(|s| one_line(&s.to_string())).unwrap_or_default();
-            if words.is_empty() {
-                Failure::Permanent(format!("{} failed and said nothing", program.display()))
-            } else {
-                Failure::Permanent(format!("{} failed: {words}", program.display()))
-            }
-        }
-    }
-}
-
-/// Text for a record field or a log line: one line, trimmed.
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-// ---- the message -----------------------------------------------------------
 
 /// `Auto-Submitted: auto-generated` (RFC 3834), so that vacation responders
 /// do not answer the daemon.
@@ -495,14 +69,20 @@ impl Header for AutoSubmitted {
 }
 
 /// Writes messages from records and the files beside them.
-struct Composer {
+pub(super) struct Composer {
+    /// The sender, parsed once: `from` in `[mail]`; its domain names the
+    /// `Message-ID`s.
     from: Mailbox,
+    /// `max_attachment_bytes` in `[mail]`: the attachments' total.
     max_attachment_bytes: u64,
+    /// Where a record's output and files are read from (`done/`).
     spool: Spool,
 }
 
 impl Composer {
-    fn new(config: &MailConfig, spool: Spool) -> Result<Composer, String> {
+    /// A composer for `[mail]`; a `from` that is not an address is an
+    /// error here, so that the daemon refuses to start.
+    pub(super) fn new(config: &MailConfig, spool: Spool) -> Result<Composer, String> {
         let from = config
             .from
             .parse()
@@ -516,7 +96,7 @@ impl Composer {
 
     /// The message for a record, read from `done/` as it is now. An `Err`
     /// is permanent: the same record would fail the same way.
-    fn compose(&self, rec: &Record) -> Result<Message, String> {
+    pub(super) fn compose(&self, rec: &Record) -> Result<Message, String> {
         // The id names files below done/: a record edited by hand must not
         // lead the mailer elsewhere.
         if !ids::valid_id(&rec.id) {
@@ -554,7 +134,7 @@ impl Composer {
         );
         let mut attachments = Vec::new();
         for f in std::mem::take(&mut plan.attach) {
-            match read_regular(&f.path, f.size) {
+            match read_attachment(&f.path, f.size) {
                 Ok(bytes) => attachments.push((f, bytes)),
                 Err(e) => plan.left_out.push((f, LeftOut::Unreadable(e.to_string()))),
             }
@@ -571,7 +151,7 @@ impl Composer {
         } else {
             let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(text));
             for (f, bytes) in attachments {
-                let kind = ContentType::parse(mime_for(&f.name))
+                let kind = ContentType::parse(mime::of(&f.name))
                     .map_err(|e| format!("{}: {e}", f.name))?;
                 // Base64 whatever the content: lettre would send a text file
                 // as 7bit, and its line endings would not survive the trip.
@@ -748,53 +328,13 @@ fn plan_attachments(mut files: Vec<FileInfo>, budget: u64, max_files: usize) -> 
 
 /// Reads a regular file the plan chose: never through a symlink put in
 /// its place since, never blocking on a FIFO, never past its planned size.
-fn read_regular(path: &Path, size: u64) -> io::Result<Vec<u8>> {
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
+fn read_attachment(path: &Path, size: u64) -> io::Result<Vec<u8>> {
+    let Some((f, _)) = fsio::open_regular(path)? else {
         return Err(io::Error::other("no longer a regular file"));
-    }
+    };
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     f.take(size).read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-/// The MIME type of an attachment, by its extension.
-fn mime_for(name: &str) -> &'static str {
-    let ext = match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
-        _ => return "application/octet-stream",
-    };
-    match ext.as_str() {
-        "txt" | "log" | "text" | "out" | "err" => "text/plain",
-        "md" => "text/markdown",
-        "csv" => "text/csv",
-        "tsv" => "text/tab-separated-values",
-        "html" | "htm" => "text/html",
-        "css" => "text/css",
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "toml" => "application/toml",
-        "yaml" | "yml" => "application/yaml",
-        "pdf" => "application/pdf",
-        "zip" => "application/zip",
-        "gz" | "tgz" => "application/gzip",
-        "tar" => "application/x-tar",
-        "xz" => "application/x-xz",
-        "zst" => "application/zstd",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "svg" => "image/svg+xml",
-        "webp" => "image/webp",
-        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "ods" => "application/vnd.oasis.opendocument.spreadsheet",
-        "odt" => "application/vnd.oasis.opendocument.text",
-        _ => "application/octet-stream",
-    }
 }
 
 /// The output files as the body quotes them: (path, tail, whether stdout
@@ -970,6 +510,11 @@ fn clean_name(name: &str) -> String {
         .collect()
 }
 
+/// Text for a record field or a log line: one line, trimmed.
+pub(super) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -1131,7 +676,7 @@ mod tests {
     }
 
     #[test]
-    fn mime_types_follow_the_extension() {
+    fn every_attachment_type_is_one_lettre_takes() {
         for (name, want) in [
             ("report.txt", "text/plain"),
             ("data.CSV", "text/csv"),
@@ -1140,12 +685,16 @@ mod tests {
             ("chart.png", "image/png"),
             ("p.JPEG", "image/jpeg"),
             ("a.tar.gz", "application/gzip"),
+            (
+                "sheet.xlsx",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            ),
             ("noext", "application/octet-stream"),
             (".hidden", "application/octet-stream"),
             ("blob.weird", "application/octet-stream"),
         ] {
-            assert_eq!(mime_for(name), want, "{name}");
-            assert!(ContentType::parse(mime_for(name)).is_ok(), "{name}");
+            assert_eq!(mime::of(name), want, "{name}");
+            assert!(ContentType::parse(mime::of(name)).is_ok(), "{name}");
         }
     }
 
@@ -1270,194 +819,5 @@ mod tests {
         let mut rec = record();
         rec.email = vec!["ann@example.com\r\nBcc: eve@evil.test".into()];
         assert!(c.compose(&rec).unwrap_err().contains("not a valid address"));
-    }
-
-    fn transient(server: bool) -> Result<(), Failure> {
-        Err(Failure::Transient {
-            reason: "down".into(),
-            server,
-        })
-    }
-
-    #[test]
-    fn transient_failures_back_off_doubling_then_give_up() {
-        let t0 = Instant::now();
-        let mut o = Outbox::default();
-        assert!(o.push(record(), t0).is_ok());
-        assert!(o.push(record(), t0).is_err(), "the same id is queued once");
-        let mut sent = record();
-        sent.id = "sent".into();
-        sent.mail = Some("sent".into());
-        assert!(o.push(sent, t0).unwrap_err().contains("not pending"));
-        let mut now = t0;
-        let mut pauses = Vec::new();
-        let outcome = loop {
-            let p = o.take_due(now).expect("due");
-            match o.settle(p, transient(false), now) {
-                Step::Retry { after, .. } => {
-                    pauses.push(after.as_secs());
-                    assert!(
-                        o.take_due(now).is_none(),
-                        "nothing due before the pause ends"
-                    );
-                    now = o.wakeup().unwrap();
-                }
-                other => break other,
-            }
-        };
-        assert_eq!(&pauses[..10], &[1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
-        assert!(pauses.iter().all(|&s| s <= 300));
-        assert!(now.duration_since(t0) <= RETRY_FOR);
-        match outcome {
-            Step::Failed(r) => assert!(
-                r.starts_with("gave up after") && r.ends_with(": down"),
-                "{r}"
-            ),
-            other => panic!("{other:?}"),
-        }
-        assert!(o.wakeup().is_none());
-        assert!(
-            o.push(record(), now).is_ok(),
-            "a finished id may be queued again"
-        );
-    }
-
-    #[test]
-    fn permanent_failures_end_at_once_and_success_is_sent() {
-        let t0 = Instant::now();
-        let mut o = Outbox::default();
-        o.push(record(), t0).unwrap();
-        let p = o.take_due(t0).unwrap();
-        assert_eq!(
-            o.settle(p, Err(Failure::Permanent("550 no".into())), t0),
-            Step::Failed("550 no".into())
-        );
-        let mut r = record();
-        r.id = "other".into();
-        o.push(r, t0).unwrap();
-        let p = o.take_due(t0).unwrap();
-        assert_eq!(o.settle(p, Ok(()), t0), Step::Sent);
-        assert!(o.wakeup().is_none());
-    }
-
-    #[test]
-    fn a_failing_message_goes_behind_the_others() {
-        let t0 = Instant::now();
-        let mut o = Outbox::default();
-        let mut a = record();
-        a.id = "a".into();
-        let mut b = record();
-        b.id = "b".into();
-        o.push(a, t0).unwrap();
-        o.push(b, t0).unwrap();
-        let p = o.take_due(t0).unwrap();
-        assert_eq!(p.record.id, "a");
-        o.settle(p, transient(false), t0);
-        // A message-level 4xx does not hold the others back.
-        assert_eq!(o.take_due(t0).unwrap().record.id, "b");
-    }
-
-    #[test]
-    fn an_unreachable_server_pauses_everything_until_it_answers() {
-        let t0 = Instant::now();
-        let mut o = Outbox::default();
-        let mut a = record();
-        a.id = "a".into();
-        o.push(a, t0).unwrap();
-        for _ in 0..5 {
-            let now = o.wakeup().unwrap();
-            let p = o.take_due(now).unwrap();
-            o.settle(p, transient(true), now);
-        }
-        let now = o.wakeup().unwrap() - Duration::from_millis(1);
-        let mut b = record();
-        b.id = "b".into();
-        o.push(b, now).unwrap();
-        assert!(
-            o.take_due(now).is_none(),
-            "a new message waits out the pause"
-        );
-        // The server answers again: "a" does not wait out its own delay.
-        let now = o.wakeup().unwrap();
-        let p = o.take_due(now).unwrap();
-        let first = p.record.id.clone();
-        assert_eq!(o.settle(p, Ok(()), now), Step::Sent);
-        let next = o.take_due(now).expect("the other message is due at once");
-        assert_ne!(next.record.id, first);
-    }
-
-    #[test]
-    fn smtp_urls_are_checked_and_passwords_never_shown() {
-        assert!(smtp_transport("smtp://127.0.0.1:2525", None).is_ok());
-        assert!(smtp_transport("smtps://mail.example.com", None).is_ok());
-        assert!(smtp_transport("smtp://u@mail.example.com:587?tls=required", Some("pw")).is_ok());
-        let e = smtp_transport("smtp://mail.example.com", Some("pw"))
-            .err()
-            .unwrap();
-        assert!(e.contains("names no user"), "{e}");
-        let e = smtp_transport("smtp://u:secret@mail.example.com?tls=sometimes", None)
-            .err()
-            .unwrap();
-        assert!(!e.contains("secret") && e.contains("***"), "{e}");
-        let e = smtp_transport("smtp://", None).err().unwrap();
-        assert!(e.contains("smtp = \"smtp://\""), "{e}");
-        assert_eq!(redact("smtp://u:p@h:25"), "smtp://u:***@h:25");
-        assert_eq!(
-            percent_decode("ann%40example.com+x").as_deref(),
-            Some("ann@example.com+x")
-        );
-        assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
-        assert_eq!(percent_decode("%ff"), None);
-    }
-
-    #[test]
-    fn a_closed_port_is_a_transient_failure_of_the_whole_server() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let relay = Relay::new(&MailTransport::Smtp {
-            url: format!("smtp://127.0.0.1:{port}"),
-            password: None,
-        })
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let m = composer(dir.path(), 0).compose(&record()).unwrap();
-        match relay.deliver(&m) {
-            Err(Failure::Transient {
-                server: true,
-                reason,
-            }) => {
-                assert!(reason.to_lowercase().contains("connect"), "{reason}")
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_sendmail_that_says_no_is_permanent_and_one_that_cannot_run_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = composer(dir.path(), 0).compose(&record()).unwrap();
-        let no = dir.path().join("no.sh");
-        fs::write(
-            &no,
-            "#!/bin/sh\ncat >/dev/null\necho 'no such user' >&2\nexit 67\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&no, fs::Permissions::from_mode(0o755)).unwrap();
-        let relay = Relay::new(&MailTransport::Sendmail { program: no }).unwrap();
-        match relay.deliver(&m) {
-            Err(Failure::Permanent(r)) => assert!(r.ends_with("failed: no such user"), "{r}"),
-            other => panic!("{other:?}"),
-        }
-        let missing = Relay::new(&MailTransport::Sendmail {
-            program: dir.path().join("missing"),
-        })
-        .unwrap();
-        assert!(matches!(
-            missing.deliver(&m),
-            Err(Failure::Transient { server: true, .. })
-        ));
     }
 }

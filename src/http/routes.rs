@@ -1,0 +1,338 @@
+//! Which handler answers which request, and the native API's handlers:
+//! `/jobs` (list, submit), `/jobs/<id>` (show, cancel), `/`, `/metrics`,
+//! `/healthz`. Files and output are in `files`, the older clients' shapes
+//! in `compat`.
+//!
+//! Writes exactly two things, both through [`Spool`](crate::spool::Spool):
+//! a submission (`spool::submit`: `tmp/` → `new/`, the same path as a file
+//! drop, after the same [`job::parse`]) and a cancel request
+//! (`cancel/<id>`). It never moves a job and never decides anything about
+//! one: the daemon does, when it sees the file.
+//!
+//! Invariants: a path is split on `/` before its segments are
+//! percent-decoded, so `%2F` never makes a new segment; every job id is
+//! checked ([`ids::valid_id`](crate::ids::valid_id)) before a file is named after it.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value, json};
+use tiny_http::Method;
+
+use super::lookup::{self, Filter, Located};
+use super::{Answer, Api, ApiError, Dialect, Exchange, Reply, TEXT, fail, internal, not_found};
+use crate::config::Config;
+use crate::job;
+use crate::metrics;
+use crate::record::Status;
+use crate::report;
+use crate::time;
+use crate::values;
+
+/// `GET /jobs` without `limit`.
+const LIST_DEFAULT: usize = 100;
+/// The largest `limit` honoured.
+const LIST_MAX: usize = 1000;
+
+const HTML: &str = "text/html; charset=utf-8";
+const METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Api {
+    /// The handler for a method on a path (already split and decoded).
+    pub(super) fn route(
+        &self,
+        method: &Method,
+        segs: &[&str],
+        query: &str,
+        ex: &mut Exchange,
+        config: &Config,
+    ) -> Answer {
+        use Method::{Delete, Get, Head, Post};
+        let get = matches!(method, Get | Head);
+        let allow = |methods: &'static str| ApiError {
+            status: 405,
+            msg: format!("{method} is not allowed on this path (allowed: {methods})"),
+            allow: Some(methods),
+        };
+        let only_get = |f: &dyn Fn() -> Answer| if get { f() } else { Err(allow("GET, HEAD")) };
+        match segs {
+            [] | ["report.html"] => only_get(&|| Ok(self.report())),
+            ["jobs"] => match method {
+                Get | Head => self.list(query),
+                Post => self.post_job(ex, config),
+                _ => Err(allow("GET, HEAD, POST")),
+            },
+            ["jobs", id] => match method {
+                Get | Head => self.show(id),
+                Delete => self.cancel(id),
+                _ => Err(allow("GET, HEAD, DELETE")),
+            },
+            ["jobs", id, "output"] => only_get(&|| self.stream(id, false)),
+            ["jobs", id, "stderr"] => only_get(&|| self.stream(id, true)),
+            ["jobs", id, "files", name] => only_get(&|| self.file(id, name)),
+            ["done" | "running", name] => only_get(&|| self.spool_output(segs[0], name)),
+            ["metrics"] => only_get(&|| {
+                Ok(Reply::new(
+                    200,
+                    METRICS,
+                    metrics::render(&self.board.snapshot(), config),
+                ))
+            }),
+            ["healthz"] => only_get(&|| Ok(self.health())),
+            ["api", "tasks"] => match method {
+                Post => self.raccoon_submit(ex, config),
+                _ => Err(allow("POST")),
+            },
+            ["task", "new"] => match method {
+                Post => self.flask_submit(ex, config),
+                _ => Err(allow("POST")),
+            },
+            ["task", id, "view"] => only_get(&|| self.flask_view(id)),
+            _ => Err(not_found(format!("no such path: /{}", segs.join("/")))),
+        }
+    }
+
+    // ---- reading --------------------------------------------------------
+
+    /// Where the job `id` is now; `None` when no job has that id.
+    pub(super) fn find(&self, id: &str) -> Result<Option<Located>, ApiError> {
+        let max = self.board.config().max_job_bytes;
+        lookup::find(&self.spool, id, max).map_err(internal)
+    }
+
+    fn show(&self, id: &str) -> Answer {
+        let found = self
+            .find(id)?
+            .ok_or_else(|| not_found(format!("no job {id:?}")))?;
+        Ok(Reply::json(
+            200,
+            &lookup::job_json(id, found, &self.board.snapshot()),
+        ))
+    }
+
+    /// `GET /jobs?status=&type=&limit=`. Unknown parameters are ignored,
+    /// as HTTP servers do (cache busters, tracking); a `status` that is not
+    /// one of the seven or a `limit` that is not a number is a 400.
+    fn list(&self, query: &str) -> Answer {
+        let mut filter = Filter {
+            status: None,
+            kind: None,
+            limit: LIST_DEFAULT,
+        };
+        for (k, v) in parse_query(query)? {
+            match k.as_str() {
+                "status" if !v.is_empty() => {
+                    filter.status = Some(Status::parse(&v).ok_or_else(|| {
+                        fail(
+                            400,
+                            format!(
+                                "status={v}: not a status (queued, running, succeeded, failed, timed_out, cancelled, rejected)"
+                            ),
+                        )
+                    })?);
+                }
+                "type" if !v.is_empty() => filter.kind = Some(v),
+                "limit" if !v.is_empty() => {
+                    let n: usize = v
+                        .parse()
+                        .map_err(|_| fail(400, format!("limit={v}: not a whole number")))?;
+                    filter.limit = n.min(LIST_MAX);
+                }
+                _ => {}
+            }
+        }
+        let jobs = lookup::list(&self.spool, &self.board, &filter).map_err(internal)?;
+        Ok(Reply::json(200, &json!({ "jobs": jobs })))
+    }
+
+    fn report(&self) -> Reply {
+        Reply::new(
+            200,
+            HTML,
+            report::render(&self.board.snapshot(), time::now()),
+        )
+    }
+
+    fn health(&self) -> Reply {
+        if (self.ping)() {
+            Reply::new(200, TEXT, "ok\n")
+        } else {
+            fail(503, "the scheduler did not answer within 2 s").reply(Dialect::Native)
+        }
+    }
+
+    // ---- writing: submissions and cancels -------------------------------
+
+    /// Reads a JSON object from the body: 413 too large, 400 not JSON,
+    /// 422 JSON but not an object.
+    pub(super) fn json_body(
+        ex: &mut Exchange,
+        config: &Config,
+    ) -> Result<Map<String, Value>, ApiError> {
+        let bytes = ex.body(config.max_job_bytes)?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| fail(400, format!("malformed JSON: {e}")))?;
+        match value {
+            Value::Object(o) => Ok(o),
+            other => Err(fail(
+                422,
+                format!("the body must be a JSON object, not {}", json_kind(&other)),
+            )),
+        }
+    }
+
+    /// Checks a job exactly as a file drop is checked, then writes it
+    /// through `tmp/` into `new/`. Returns its id once it is there (and
+    /// durable, with `fsync = true`).
+    pub(super) fn submit(
+        &self,
+        job: Map<String, Value>,
+        config: &Config,
+    ) -> Result<String, ApiError> {
+        let text = values::json_job_to_toml(&Value::Object(job)).map_err(|e| fail(422, e))?;
+        if text.len() as u64 > config.max_job_bytes {
+            return Err(fail(
+                413,
+                format!(
+                    "the job is {} bytes as TOML, more than max_job_bytes = {}",
+                    text.len(),
+                    config.max_job_bytes
+                ),
+            ));
+        }
+        job::parse(text.as_bytes(), config).map_err(|e| fail(422, e))?;
+        let id = self
+            .spool
+            .with_fsync(config.fsync)
+            .submit(None, text.as_bytes())
+            .map_err(|e| internal(format!("cannot queue the job: {e}")))?;
+        Ok(id)
+    }
+
+    fn post_job(&self, ex: &mut Exchange, config: &Config) -> Answer {
+        let body = Self::json_body(ex, config)?;
+        let id = self.submit(body, config)?;
+        Ok(Reply::json(201, &json!({ "id": id, "status": "queued" }))
+            .header("Location", format!("/jobs/{id}")))
+    }
+
+    /// `DELETE /jobs/<id>`: a request the daemon acts on; 409 once the job
+    /// has finished.
+    fn cancel(&self, id: &str) -> Answer {
+        match self.find(id)? {
+            None => Err(not_found(format!("no job {id:?}"))),
+            Some(Located::Done(r)) => Err(fail(
+                409,
+                format!("job {id:?} already finished ({})", r.status),
+            )),
+            Some(_) => {
+                self.spool
+                    .request_cancel(id)
+                    .map_err(|e| internal(format!("cannot request the cancel: {e}")))?;
+                Ok(Reply::json(
+                    202,
+                    &json!({ "id": id, "status": "cancelling" }),
+                ))
+            }
+        }
+    }
+}
+
+/// The path's segments, percent-decoded one by one (so `%2F` stays inside
+/// its segment). A trailing slash is ignored.
+pub(super) fn split_path(path: &str) -> Result<Vec<String>, ApiError> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(fail(400, format!("not an absolute path: {path:?}")));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    rest.split('/')
+        .map(|s| {
+            percent_decode(s, false)
+                .ok_or_else(|| fail(400, format!("bad percent-encoding in {path:?}")))
+        })
+        .collect()
+}
+
+fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            match (percent_decode(k, true), percent_decode(v, true)) {
+                (Some(k), Some(v)) => Ok((k, v)),
+                _ => Err(fail(
+                    400,
+                    format!("bad percent-encoding in the query: {p:?}"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// `%XX` to bytes (and `+` to a space in a query); `None` for a broken
+/// escape or a result that is not UTF-8. The `percent-encoding` crate
+/// passes a broken escape through as it is; here it is a bad request.
+fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+    let b = s.as_bytes();
+    let broken = b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && !b
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if broken {
+        return None;
+    }
+    // `+` becomes a space before decoding, so that `%2B` stays a `+`.
+    let s: Cow<str> = if plus_is_space {
+        Cow::Owned(s.replace('+', " "))
+    } else {
+        Cow::Borrowed(s)
+    };
+    percent_encoding::percent_decode_str(&s)
+        .decode_utf8()
+        .ok()
+        .map(Cow::into_owned)
+}
+
+/// What a JSON value is, for messages.
+pub(super) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_split_before_they_are_decoded() {
+        let segs = split_path("/jobs/a%2F..%2Fb/output")
+            .ok()
+            .unwrap_or_default();
+        assert_eq!(segs, vec!["jobs", "a/../b", "output"]);
+        assert_eq!(
+            split_path("/").ok().unwrap_or_default(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            split_path("/api/tasks/").ok().unwrap_or_default(),
+            vec!["api", "tasks"]
+        );
+        assert!(split_path("/jobs/%zz").is_err());
+        assert!(split_path("/jobs/%ff").is_err(), "not UTF-8");
+        assert!(split_path("/jobs/100%").is_err(), "a cut escape");
+        assert_eq!(percent_decode("a+b%20c", true).as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("a%2Bb", true).as_deref(), Some("a+b"));
+    }
+}
