@@ -23,8 +23,6 @@ use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use nix::errno::Errno;
@@ -34,78 +32,11 @@ use crate::fsio::{io_context, open_nofollow};
 use crate::ids::{fresh_id, valid_id};
 use crate::record::Record;
 
-/// A name unique to this process, for files in `tmp/`:
-/// `<host>.<pid>.<nonce>.<n>.<tag>`, so that a later start on the same
-/// host can tell the leftovers of a dead writer from a live one's.
-fn tmp_name(tag: &str) -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{}.{}.{:08x}.{n}.{tag}",
-        host_tag(),
-        writer_tag(),
-        crate::ids::nonce()
-    )
-}
+mod recovery;
+mod tmpname;
 
-/// `<pid>-<start time>`: a pid alone can be reused by another process by
-/// the time someone asks whether its writer is alive.
-fn writer_tag() -> &'static str {
-    static TAG: OnceLock<String> = OnceLock::new();
-    TAG.get_or_init(|| {
-        let pid = std::process::id() as i32;
-        format!("{pid}-{}", process_start(pid).unwrap_or(0))
-    })
-}
-
-/// When a process started (clock ticks after boot, `/proc/<pid>/stat`).
-fn process_start(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces: starttime is
-    // the 22nd field of the line, the 20th after ")".
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
-}
-
-/// The host name, cut down to what is safe in a file name.
-fn host_tag() -> &'static str {
-    static HOST: OnceLock<String> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let h: String = crate::ids::hostname()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        if h.is_empty() { "host".into() } else { h }
-    })
-}
-
-/// The process (pid and start time) of this host that wrote a `tmp/` or
-/// `.spares/` file, when the name says so.
-fn tmp_writer(name: &str) -> Option<(i32, u64)> {
-    let mut parts = name.rsplitn(5, '.');
-    let (_tag, _n, _nonce, writer, host) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
-    if host != host_tag() {
-        return None;
-    }
-    let (pid, start) = writer.split_once('-')?;
-    Some((pid.parse().ok()?, start.parse().ok()?))
-}
+pub use recovery::Leftover;
+use tmpname::tmp_name;
 
 /// Files kept in `.spares/` to be written again as records (see
 /// [`Spool::finish_all`]); owned by the one thread that commits records.
@@ -152,16 +83,6 @@ pub enum ClaimOutcome {
     Gone,
     /// Another process holds its lock right now.
     Busy,
-}
-
-/// What recovery found in `running/`.
-pub enum Leftover {
-    /// No live process holds it: the job must be requeued or ended.
-    Orphan(Claim),
-    /// A live process (another daemon or its task) holds it.
-    Alive(String),
-    /// A record or a requeued copy exists: the leftovers were removed.
-    Cleaned(String),
 }
 
 #[derive(Debug, Clone)]
@@ -675,126 +596,6 @@ impl Spool {
             .collect())
     }
 
-    /// Looks at each job left in `running/` by an earlier run: removes the
-    /// leftovers of jobs that already have a record or a requeued copy,
-    /// leaves alone those a live process holds, and hands back the rest.
-    pub fn recover(&self, max_bytes: u64) -> io::Result<Vec<Leftover>> {
-        let mut out = Vec::new();
-        for name in self.names(&self.running_dir())? {
-            let Some(id) = name.strip_suffix(".toml") else {
-                continue;
-            };
-            let path = self.running_job(id);
-            let file = match open_nofollow(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_context("open", &path, e)),
-            };
-            let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(l) => l,
-                Err((_, Errno::EWOULDBLOCK)) => {
-                    out.push(Leftover::Alive(id.to_string()));
-                    continue;
-                }
-                Err((_, e)) => return Err(io_context("lock", &path, e.into())),
-            };
-            if !same_file(&lock, &path) {
-                continue;
-            }
-            if self.done_record(id).exists() || self.new_path(&format!("{id}.toml")).exists() {
-                self.remove_running(id);
-                out.push(Leftover::Cleaned(id.to_string()));
-                continue;
-            }
-            let bytes =
-                read_limited(&mut lock, max_bytes).map_err(|e| io_context("read", &path, e))?;
-            out.push(Leftover::Orphan(Claim {
-                id: id.to_string(),
-                lock,
-                bytes,
-            }));
-        }
-        // Outputs whose job file is gone (a crash between the steps of
-        // finish or requeue) belong to no one.
-        for name in self.names(&self.running_dir())? {
-            let Some((id, _)) = name.rsplit_once('.') else {
-                continue;
-            };
-            if !self.running_job(id).exists() {
-                let p = self.running_dir().join(&name);
-                let _ = if p.is_dir() {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
-            }
-        }
-        Ok(out)
-    }
-
-    /// Kills what is left of a job whose daemon died: processes that still
-    /// hold its file in `running/` (background children of its task that
-    /// escaped the death signal) while the process that took the lock is
-    /// gone. A job held for a live daemon is left alone. Returns how many
-    /// processes were killed. Linux only (`/proc/locks`, `/proc/*/fd`).
-    pub fn kill_orphans(&self, id: &str) -> usize {
-        let path = self.running_job(id);
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            return 0;
-        };
-        let Some(owner) = flock_owner(&meta) else {
-            return 0;
-        };
-        // The taker is alive only if it still has the file open: its pid
-        // may have been reused by an unrelated process since it died.
-        let alive = match holds(owner, &meta) {
-            Some(h) => h,
-            None => {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner), None).is_ok_or_eperm()
-            }
-        };
-        if alive {
-            return 0;
-        }
-        let mut killed = 0;
-        for pid in holders(&meta) {
-            // The whole group: the task's leftovers share it.
-            let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
-                .unwrap_or(nix::unistd::Pid::from_raw(pid));
-            if group.as_raw() > 1 && group != nix::unistd::getpgrp() {
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
-            }
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-            killed += 1;
-        }
-        killed
-    }
-
-    /// Deletes the `tmp/` files that raccoond processes of this host left
-    /// when they died mid-write (half a record, half a submission). Files
-    /// of live processes, of other hosts and of other writers stay (the
-    /// 36-hour rule takes care of those).
-    pub fn clean_dead_tmp(&self) {
-        for dir in [self.tmp_dir(), self.spares_dir()] {
-            self.clean_dead_in(&dir);
-        }
-    }
-
-    fn clean_dead_in(&self, dir: &Path) {
-        let Ok(names) = self.names(dir) else {
-            return;
-        };
-        for name in names {
-            let Some((pid, start)) = tmp_writer(&name) else {
-                continue;
-            };
-            if process_start(pid) != Some(start) {
-                let _ = fs::remove_file(dir.join(&name));
-            }
-        }
-    }
-
     /// Deletes files in `tmp/` older than `age` (the maildir rule: 36 h).
     /// Returns the modification time of the oldest file kept.
     pub fn clean_tmp(&self, now: SystemTime, age: std::time::Duration) -> Option<SystemTime> {
@@ -847,46 +648,6 @@ pub fn irregular(meta: &Metadata) -> Option<&'static str> {
     }
 }
 
-/// The process that took the `flock` on a file, from `/proc/locks`.
-fn flock_owner(meta: &Metadata) -> Option<i32> {
-    let text = fs::read_to_string("/proc/locks").ok()?;
-    let dev = meta.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
-    text.lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // "1: FLOCK  ADVISORY  WRITE 12345 fd:00:1234567 0 EOF"
-        let i = f.iter().position(|w| *w == "FLOCK")?;
-        (f.get(i + 4) == Some(&want.as_str())).then(|| f.get(i + 3)?.parse().ok())?
-    })
-}
-
-/// Whether a process has the file open: `None` when its descriptors
-/// cannot be read (gone, or another user's without privileges).
-fn holds(pid: i32, meta: &Metadata) -> Option<bool> {
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    Some(fds.flatten().any(|fd| {
-        fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
-    }))
-}
-
-/// Processes with the file open, from `/proc/*/fd`.
-fn holders(meta: &Metadata) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if holds(pid, meta) == Some(true) && pid != std::process::id() as i32 {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 /// Whether an open file is still the one at `path` (not unlinked or
 /// replaced since it was opened).
 fn same_file(file: &File, path: &Path) -> bool {
@@ -935,31 +696,5 @@ pub fn has_writer(file: &File) -> Option<bool> {
     match Errno::last() {
         Errno::EAGAIN => Some(true),
         _ => None,
-    }
-}
-
-/// `kill(pid, 0)` answers EPERM for a live process of another user.
-trait AliveExt {
-    fn is_ok_or_eperm(&self) -> bool;
-}
-
-impl AliveExt for nix::Result<()> {
-    fn is_ok_or_eperm(&self) -> bool {
-        matches!(self, Ok(()) | Err(Errno::EPERM))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tmp_names_say_which_process_of_which_host_wrote_them() {
-        let name = tmp_name("rec");
-        let me = std::process::id() as i32;
-        assert_eq!(tmp_writer(&name), Some((me, process_start(me).unwrap())));
-        assert!(process_start(me).unwrap() > 0);
-        assert_eq!(tmp_writer("otherhost.12-34.abcd.1.rec"), None);
-        assert_eq!(tmp_writer("job.part"), None);
     }
 }
