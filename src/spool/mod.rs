@@ -28,10 +28,11 @@ use std::time::SystemTime;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::fsio::{io_context, open_nofollow};
+use crate::fsio::{io_context, open_nofollow, open_regular};
 use crate::ids::{fresh_id, valid_id};
 use crate::record::Record;
 
+pub mod query;
 mod recovery;
 mod tmpname;
 
@@ -559,13 +560,14 @@ impl Spool {
         }
     }
 
+    /// Reads `done/<id>.toml`, never through a symlink: a name that is
+    /// not a regular file is no record (`NotFound`).
     pub fn read_record(&self, id: &str) -> io::Result<Record> {
         let path = self.done_record(id);
-        let text = fs::read_to_string(&path).map_err(|e| io_context("read", &path, e))?;
-        Record::from_toml(&text).map_err(|e| {
+        load_record(&path)?.ok_or_else(|| {
             io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
+                io::ErrorKind::NotFound,
+                format!("read {}: no record there", path.display()),
             )
         })
     }
@@ -646,6 +648,23 @@ pub fn irregular(meta: &Metadata) -> Option<&'static str> {
     } else {
         Some("device")
     }
+}
+
+/// A record, read without following a symlink or blocking on a FIFO;
+/// `None` when no regular file is at `path`.
+fn load_record(path: &Path) -> io::Result<Option<Record>> {
+    let Some((mut file, _)) = open_regular(path)? else {
+        return Ok(None);
+    };
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| io_context("read", path, e))?;
+    Record::from_toml(&text).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
 }
 
 /// Whether an open file is still the one at `path` (not unlinked or
