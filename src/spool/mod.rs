@@ -112,6 +112,12 @@ impl Spool {
         }
     }
 
+    /// Whether the root looks like a spool (it has a `new/` folder): a
+    /// reader's check before it writes into a folder it did not create.
+    pub fn is_spool(&self) -> bool {
+        self.new_dir().is_dir()
+    }
+
     pub fn with_fsync(&self, fsync: bool) -> Spool {
         Spool {
             root: self.root.clone(),
@@ -180,7 +186,8 @@ impl Spool {
     }
 
     /// Asks the daemon to cancel a job: creates `cancel/<id>`, as `touch`
-    /// would (a request already there is left as it is).
+    /// would (a request already there is left as it is), never through a
+    /// symlink someone put there.
     pub fn request_cancel(&self, id: &str) -> io::Result<()> {
         if !valid_id(id) {
             return Err(io::Error::new(
@@ -194,6 +201,7 @@ impl Spool {
             .create(true)
             .truncate(false)
             .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map(drop)
             .map_err(|e| io_context("create", &path, e))
