@@ -32,10 +32,12 @@ use crate::fsio::{io_context, open_nofollow, open_regular};
 use crate::ids::{fresh_id, valid_id};
 use crate::record::Record;
 
+mod outputs;
 pub mod query;
 mod recovery;
 mod tmpname;
 
+pub use outputs::{OutputFile, Outputs};
 pub use recovery::Leftover;
 use tmpname::tmp_name;
 
