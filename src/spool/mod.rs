@@ -1,7 +1,20 @@
 //! The spool on disk: every path under it, and every step that moves a job
 //! from one folder to the next.
 //!
-//! Only this module names, renames, writes or deletes paths in the spool.
+//! Owns the [`Spool`] handle, the paths, and the moves: [`Spool::submit`],
+//! [`Spool::claim`], [`Spool::park`], [`Spool::finish_all`],
+//! [`Spool::requeue`], [`Spool::delete_finished`], cancel requests. Its
+//! parts: [`query`] (the read side: find, list, open outputs and files),
+//! `outputs` (a running task's files), `recovery` (leftovers of a dead
+//! daemon, from `/proc`), `tmpname` (who wrote a temporary file).
+//!
+//! The daemon's side of the spool is written here only: no other module
+//! of raccoond creates, renames, writes or deletes a spool path, except the
+//! daemon's removal of `cancel/<id>`, which [`Spool::clear_cancel`] is
+//! there to replace. (Submitters write `tmp/` and `new/`, and a task its
+//! own outputs; those are theirs.) Other modules still *read* through
+//! some public path getters (listed where they are defined).
+//!
 //! Each transition is committed by one `rename(2)`:
 //!
 //! | from            | to                    | step                         |
@@ -15,9 +28,12 @@
 //! per group). Finished job files are not deleted but kept in `.spares/`
 //! and written again as records; the spool's own `tmp/` and `.spares/`
 //! files carry their writer's host, pid and start time so that the
-//! leftovers of a dead writer can be told apart and removed. Nothing here decides *whether* a job moves;
-//! the daemon decides, this module carries it out and reports what the
-//! file system said, with the path in every error.
+//! leftovers of a dead writer can be told apart and removed.
+//!
+//! Never decides *whether* a job moves: the daemon decides, this module
+//! carries it out and reports what the file system said, with the path in
+//! every error. Never follows a symlink in `new/` or `done/` when reading
+//! a job or a record.
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -61,10 +77,9 @@ impl Drop for Spares {
 /// What is at a name in `new/`, looked at without following links and
 /// without an open that could block.
 pub enum Entry {
-    Regular {
-        file: File,
-        meta: Metadata,
-    },
+    /// A regular file, open for reading (the descriptor that was checked,
+    /// so the name cannot be swapped after the look).
+    Regular { file: File, meta: Metadata },
     /// A symlink, folder, FIFO, socket or device, by name.
     Other(&'static str),
     /// Gone between the event and the look.
@@ -73,10 +88,14 @@ pub enum Entry {
 
 /// A job this daemon now owns: its file is in `running/` and locked.
 pub struct Claim {
+    /// The id it runs under: the one asked for, or a fresh one when that
+    /// was taken.
     pub id: String,
     /// The job file, open and locked: the lock says "this job is alive" as
     /// long as the daemon or its task holds the descriptor.
     pub lock: Flock<File>,
+    /// The job file's bytes, read through the locked descriptor (one byte
+    /// past the limit, so that the caller can tell it is too large).
     pub bytes: Vec<u8>,
 }
 
@@ -88,9 +107,14 @@ pub enum ClaimOutcome {
     Busy,
 }
 
+/// One spool on disk. Cheap to clone: each thread keeps its own.
 #[derive(Debug, Clone)]
 pub struct Spool {
+    /// The spool's folder, absolute and resolved once (for the daemon),
+    /// so that tasks and logs see one clean path.
     root: PathBuf,
+    /// Whether files and folders are fsynced around the renames that
+    /// commit transitions (`fsync` in the configuration).
     fsync: bool,
 }
 
@@ -130,28 +154,20 @@ impl Spool {
     pub fn root(&self) -> &Path {
         &self.root
     }
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
-    }
+
+    // Paths other modules still build on: the daemon (watching, scanning,
+    // cancels), the HTTP API (until it asks `query`), the mailer
+    // (attachments) and the commit thread (result and stdout). Reading
+    // through them is theirs to do carefully; only this module writes.
+
     pub fn new_dir(&self) -> PathBuf {
         self.root.join("new")
     }
     pub fn running_dir(&self) -> PathBuf {
         self.root.join("running")
     }
-    pub fn done_dir(&self) -> PathBuf {
-        self.root.join("done")
-    }
     pub fn cancel_dir(&self) -> PathBuf {
         self.root.join("cancel")
-    }
-    /// Retired job files waiting to be written again as records: the
-    /// daemon's own, out of the way of the folders users look at.
-    pub fn spares_dir(&self) -> PathBuf {
-        self.root.join(".spares")
-    }
-    pub fn report_path(&self) -> PathBuf {
-        self.root.join("report.html")
     }
     pub fn new_path(&self, name: &str) -> PathBuf {
         self.root.join("new").join(name)
@@ -187,6 +203,23 @@ impl Spool {
         self.root.join("cancel").join(id)
     }
 
+    // The spool's own paths: no one else needs them.
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    fn done_dir(&self) -> PathBuf {
+        self.root.join("done")
+    }
+    /// Retired job files waiting to be written again as records: the
+    /// daemon's own, out of the way of the folders users look at.
+    fn spares_dir(&self) -> PathBuf {
+        self.root.join(".spares")
+    }
+    fn report_path(&self) -> PathBuf {
+        self.root.join("report.html")
+    }
+
     /// Asks the daemon to cancel a job: creates `cancel/<id>`, as `touch`
     /// would (a request already there is left as it is), never through a
     /// symlink someone put there.
@@ -207,6 +240,24 @@ impl Spool {
             .open(&path)
             .map(drop)
             .map_err(|e| io_context("create", &path, e))
+    }
+
+    /// Removes a cancel request once it has been acted on, or when it
+    /// names no job. `name` is whatever appeared in `cancel/` (not always
+    /// a valid id), but must be one visible path component. A request
+    /// already gone is not an error.
+    pub fn clear_cancel(&self, name: &str) -> io::Result<()> {
+        if !query::valid_file_name(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cancel: {name:?} is not a name in cancel/"),
+            ));
+        }
+        let path = self.cancel_path(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_context("remove", &path, e)),
+            _ => Ok(()),
+        }
     }
 
     /// Writes a job into `new/<id>.toml` through `tmp/`, as every writer
@@ -725,5 +776,37 @@ pub fn has_writer(file: &File) -> Option<bool> {
     match Errno::last() {
         Errno::EAGAIN => Some(true),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_requests_are_made_and_cleared_by_name_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), false).unwrap();
+        let cancel = spool.root().join("cancel");
+        spool.request_cancel("job-1").unwrap();
+        spool.request_cancel("job-1").unwrap();
+        assert!(cancel.join("job-1").is_file());
+        spool.clear_cancel("job-1").unwrap();
+        assert!(!cancel.join("job-1").exists());
+        spool.clear_cancel("job-1").unwrap();
+        // Junk that is not an id is still cleared; paths are not.
+        fs::write(cancel.join("not an id"), "").unwrap();
+        spool.clear_cancel("not an id").unwrap();
+        assert!(!cancel.join("not an id").exists());
+        fs::write(spool.root().join("keep"), "").unwrap();
+        for bad in ["../keep", ".hidden", "", ".."] {
+            assert!(spool.clear_cancel(bad).is_err(), "{bad:?}");
+        }
+        assert!(spool.root().join("keep").exists());
+        assert!(spool.request_cancel("../keep").is_err());
+        let target = dir.path().join("target");
+        std::os::unix::fs::symlink(&target, cancel.join("linked")).unwrap();
+        assert!(spool.request_cancel("linked").is_err());
+        assert!(!target.exists(), "the link was followed");
     }
 }

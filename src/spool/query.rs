@@ -93,7 +93,9 @@ pub enum Stream {
 /// report links to `running/<id>.out` and `done/<id>.out`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// `running/`: the task is writing it.
     Running,
+    /// `done/`: moved there with the record.
     Done,
 }
 
@@ -121,10 +123,13 @@ impl Default for Filter<'_> {
 /// One job of a listing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listed {
+    /// The job's id (from its file name: a record's `id` field is not
+    /// trusted to match).
     pub id: String,
     /// What the listing is ordered by: a record's finish time, else the
     /// job file's modification time when it was listed.
     pub when: SystemTime,
+    /// What was read of it, as [`Query::find`] says.
     pub job: Located,
 }
 
