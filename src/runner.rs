@@ -3,7 +3,10 @@
 //! Takes a claimed job and its type; gives a running child in its own
 //! session with a clean environment, its limits applied before exec, its
 //! params on standard input, and its output going to `running/<id>.out`
-//! and `.err` through the [`Supervisor`], one thread for all tasks.
+//! and `.err` through the [`Supervisor`], one thread for all tasks. It
+//! names and creates no path in the spool itself: the spool makes the
+//! task's places ready ([`Spool::create_outputs`]) and the supervisor
+//! creates the output files it was handed.
 //!
 //! Architecture Invariant: every child is spawned from the daemon's main
 //! loop thread, which lives as long as the daemon, because
@@ -16,11 +19,10 @@
 //! been reused.
 
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -28,9 +30,8 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::config::TypeConfig;
-use crate::fsio::io_context;
 use crate::job::{self, Job};
-use crate::spool::Spool;
+use crate::spool::{OutputFile, Spool};
 use crate::values;
 
 /// How long the pipes may stay open after the main process exits (held by
@@ -90,39 +91,21 @@ fn task_path() -> String {
 /// Starts the task and hands it to the supervisor, which reports its exit
 /// once its main process has exited and its output is written.
 pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Task> {
-    let spool = l.spool;
-    let files = spool.running_files(l.id);
-    match std::fs::create_dir(&files) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_context("create folder", &files, e)),
-    }
-    let result = spool.running_result(l.id);
-    if let Some(user) = &l.ty.user {
-        // The task may write only its own files folder and result file.
-        chown(&files, user.uid, user.gid)?;
-        File::create(&result).map_err(|e| io_context("create", &result, e))?;
-        chown(&result, user.uid, user.gid)?;
-    }
-    // The output files are created by the supervisor thread, off the main
-    // loop: creating inodes is a large part of a short job's cost.
-    let (out, err) = (spool.running_out(l.id), spool.running_err(l.id));
+    let owner = l.ty.user.as_ref().map(|u| (u.uid, u.gid));
+    let outputs = l.spool.create_outputs(l.id, owner)?;
     let stdin = params_stdin(l.job)?;
 
     let argv = job::argv(l.ty, l.job);
     let path = task_path();
     let mut env: Vec<(String, String)> = vec![("PATH".into(), path.clone())];
     env.extend(l.ty.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let dir = l.ty.dir.clone().unwrap_or_else(|| files.clone());
+    let dir = l.ty.dir.clone().unwrap_or_else(|| outputs.files.clone());
     for (k, v) in [
         ("RACCOON_JOB_ID", l.id.to_string()),
         ("RACCOON_JOB_TYPE", l.ty.name.clone()),
-        (
-            "RACCOON_JOB_FILE",
-            spool.running_job(l.id).display().to_string(),
-        ),
-        ("RACCOON_FILES", files.display().to_string()),
-        ("RACCOON_RESULT", result.display().to_string()),
+        ("RACCOON_JOB_FILE", outputs.job.display().to_string()),
+        ("RACCOON_FILES", outputs.files.display().to_string()),
+        ("RACCOON_RESULT", outputs.result.display().to_string()),
         ("RACCOON_ATTEMPT", l.attempt.to_string()),
     ] {
         env.push((k.to_string(), v));
@@ -170,29 +153,21 @@ pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Task> {
         pid,
         pidfd,
         pipes: [stdout, stderr],
-        paths: [out, err],
+        // The output files are created by the supervisor thread, off the
+        // main loop: creating inodes is a large part of a short job's cost.
+        streams: [outputs.out, outputs.err],
         cap: l.max_output_bytes,
     });
     Ok(child)
 }
 
-fn chown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| io_context("chown", path, e))
-}
-
-/// Opens an output file; when that fails the stream is still drained (so
-/// the task never blocks) into nowhere, and the failure is logged.
-fn create_output(path: &Path) -> Option<File> {
-    match OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(path)
-    {
+/// Creates an output file; when that fails the stream is still drained
+/// (so the task never blocks) into nowhere, and the failure is logged.
+fn create_output(file: &OutputFile) -> Option<File> {
+    match file.create() {
         Ok(f) => Some(f),
         Err(e) => {
-            crate::log!("cannot create {}: {e}; that output is lost", path.display());
+            crate::log!("cannot {e}; that output is lost");
             None
         }
     }
@@ -611,7 +586,7 @@ pub struct Watched {
     /// stdout, stderr.
     pipes: [File; 2],
     /// `.out`, `.err`: created by the supervisor.
-    paths: [PathBuf; 2],
+    streams: [OutputFile; 2],
     cap: u64,
 }
 
@@ -739,7 +714,7 @@ fn supervise<F: Fn(String, Output)>(
         loop {
             match rx.try_recv() {
                 Ok(w) => {
-                    let [out, err] = w.paths;
+                    let [out, err] = w.streams;
                     tasks.push(Watching {
                         id: w.id,
                         pid: w.pid,

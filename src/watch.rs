@@ -5,6 +5,9 @@
 //! whether a file is complete is the daemon's job. A file is *ready* when
 //! its writer closed it or it was renamed in; a file merely *seen* (created,
 //! hard-linked) must be left alone for a settle time first.
+//!
+//! Invariant: dot-files are never reported (a submitter's drafts, by
+//! convention); a rename within `new/` is reported once, as its arrival.
 
 use std::path::{Path, PathBuf};
 

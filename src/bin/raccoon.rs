@@ -1,10 +1,15 @@
 //! `raccoon`, the client: submits and inspects jobs by working on the spool
 //! directly, so it needs no running daemon and no server.
 //!
-//! It writes only through `tmp/` into `new/` (submit) and into `cancel/`
-//! (cancel); it reads `new/`, `running/` and `done/`. Exit status: 0 when
-//! the command (or the awaited job) succeeded, 1 when the job failed or is
-//! unknown, 2 for a bad command line or an IO error.
+//! Owns the command line, and how jobs and records are printed (one line
+//! each, or JSON with `--json`). Everything it knows of a job comes from
+//! [`raccoond::spool::query`], the same answers the HTTP API gives, so it
+//! never follows a symlink a submitter planted; everything it writes goes
+//! through [`Spool`]: a job through `tmp/` into `new/` (submit) and
+//! `cancel/<id>` (cancel). Never renames or deletes anything.
+//!
+//! Exit status: 0 when the command (or the awaited job) succeeded, 1 when
+//! the job failed or is unknown, 2 for a bad command line or an IO error.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant};
 use raccoond::ids;
 use raccoond::record::{Record, Status};
 use raccoond::spool::Spool;
+use raccoond::spool::query::{Filter, Located, Stream};
 use raccoond::time;
 use raccoond::values;
 
@@ -246,7 +252,7 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
     }
     let text =
         toml::to_string(&table).map_err(|e| Fail::Usage(format!("cannot write the job: {e}")))?;
-    if !spool.new_dir().is_dir() {
+    if !spool.is_spool() {
         return Err(Fail::Usage(format!(
             "{} is not a spool (no new/ folder); use --spool or RACCOON_SPOOL",
             spool.root().display()
@@ -269,47 +275,31 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
     Ok(())
 }
 
-/// What the client knows of a job without a record yet.
-fn pending(spool: &Spool, id: &str) -> Option<(Status, toml::Table)> {
-    let read = |p: PathBuf| -> toml::Table {
-        std::fs::read_to_string(p)
-            .ok()
-            .and_then(|t| toml::from_str(&t).ok())
-            .unwrap_or_default()
-    };
-    if spool.running_job(id).exists() {
-        return Some((Status::Running, read(spool.running_job(id))));
-    }
-    let queued = spool.new_path(&format!("{id}.toml"));
-    if queued.exists() {
-        return Some((Status::Queued, read(queued)));
-    }
-    None
+/// The client reads job files whole: it has no configuration to know the
+/// daemon's `max_job_bytes`.
+const WHOLE: u64 = u64::MAX;
+
+/// Where a job is; an IO error is the system's (exit 2).
+fn find(spool: &Spool, id: &str) -> Result<Option<Located>, Fail> {
+    spool
+        .query(WHOLE)
+        .find(id)
+        .map_err(|e| Fail::Usage(e.to_string()))
+}
+
+/// A job without a record yet, as `--json` shows it.
+fn pending_json(id: &str, job: &Located) -> serde_json::Value {
+    serde_json::json!({"id": id, "type": job.kind(), "status": job.status().as_str()})
 }
 
 fn status(spool: &Spool, cli: &Cli, id: &str) -> Result<(), Fail> {
-    if spool.done_record(id).exists() {
-        let rec = spool
-            .read_record(id)
-            .map_err(|e| Fail::Usage(e.to_string()))?;
-        print_record(&rec, cli.json);
-        return Ok(());
+    match find(spool, id)? {
+        Some(Located::Finished(rec)) => print_record(&rec, cli.json),
+        Some(job) if cli.json => println!("{}", pending_json(id, &job)),
+        Some(job) => println!("{id} {} {}", job.kind(), job.status()),
+        None => return Err(Fail::Job(format!("{id}: no such job"))),
     }
-    match pending(spool, id) {
-        Some((st, table)) => {
-            let kind = table.get("type").and_then(|v| v.as_str()).unwrap_or("");
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"id": id, "type": kind, "status": st.as_str()})
-                );
-            } else {
-                println!("{id} {kind} {st}");
-            }
-            Ok(())
-        }
-        None => Err(Fail::Job(format!("{id}: no such job"))),
-    }
+    Ok(())
 }
 
 fn print_record(rec: &Record, json: bool) {
@@ -347,19 +337,15 @@ fn wait(spool: &Spool, id: &str, timeout: Option<Duration>) -> Result<Record, Fa
     let mut pause = Duration::from_millis(5);
     let mut seen = false;
     loop {
-        if spool.done_record(id).exists() {
-            return spool
-                .read_record(id)
-                .map_err(|e| Fail::Usage(e.to_string()));
-        }
-        if pending(spool, id).is_some() {
-            seen = true;
-        } else if !seen && !spool.done_record(id).exists() {
-            // Neither queued, running nor done: a job in new/ under another
-            // name, or no job at all. Give a fresh submission a moment.
-            if pause >= Duration::from_millis(200) {
+        match find(spool, id)? {
+            Some(Located::Finished(rec)) => return Ok(*rec),
+            Some(_) => seen = true,
+            // Neither queued, running nor done: no job at all, or one
+            // still on its way into new/. Give a fresh submission a moment.
+            None if !seen && pause >= Duration::from_millis(200) => {
                 return Err(Fail::Job(format!("{id}: no such job")));
             }
+            None => {}
         }
         if end.is_some_and(|e| Instant::now() >= e) {
             return Err(Fail::Job(format!("{id}: still not finished")));
@@ -370,31 +356,21 @@ fn wait(spool: &Spool, id: &str, timeout: Option<Duration>) -> Result<Record, Fa
 }
 
 fn cancel(spool: &Spool, id: &str) -> Result<(), Fail> {
-    if spool.done_record(id).exists() {
-        return Err(Fail::Job(format!("{id}: already finished")));
+    match find(spool, id)? {
+        Some(Located::Finished(_)) => Err(Fail::Job(format!("{id}: already finished"))),
+        None => Err(Fail::Job(format!("{id}: no such job"))),
+        Some(_) => {
+            spool
+                .request_cancel(id)
+                .map_err(|e| Fail::Usage(format!("cannot request the cancel: {e}")))?;
+            println!("{id}: cancel requested");
+            Ok(())
+        }
     }
-    if pending(spool, id).is_none() {
-        return Err(Fail::Job(format!("{id}: no such job")));
-    }
-    let path = spool.cancel_path(id);
-    std::fs::write(&path, b"")
-        .map_err(|e| Fail::Usage(format!("cannot write {}: {e}", path.display())))?;
-    println!("{id}: cancel requested");
-    Ok(())
-}
-
-struct Row {
-    id: String,
-    kind: String,
-    status: Status,
-    when: std::time::SystemTime,
-    record: Option<Record>,
 }
 
 fn list(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
-    let mut want_status: Option<Status> = None;
-    let mut want_type: Option<String> = None;
-    let mut limit = usize::MAX;
+    let mut filter = Filter::default();
     let mut it = rest.into_iter();
     while let Some(a) = it.next() {
         let v = it
@@ -402,82 +378,28 @@ fn list(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
             .ok_or_else(|| Fail::Usage(format!("{a} needs a value")))?;
         match a {
             "--status" => {
-                want_status = Some(Status::parse(v).ok_or_else(|| {
+                filter.status = Some(Status::parse(v).ok_or_else(|| {
                     Fail::Usage(format!(
                         "--status {v}: one of queued, running, succeeded, failed, timed_out, cancelled, rejected"
                     ))
                 })?)
             }
-            "--type" => want_type = Some(v.to_string()),
-            "--limit" => limit = v.parse().map_err(|_| Fail::Usage(format!("--limit {v}: not a number")))?,
+            "--type" => filter.kind = Some(v),
+            "--limit" => filter.limit = v.parse().map_err(|_| Fail::Usage(format!("--limit {v}: not a number")))?,
             _ => return Err(Fail::Usage(format!("list: unknown option {a}"))),
         }
     }
-    let mut rows: Vec<Row> = Vec::new();
-    let mtime = |p: &std::path::Path| {
-        std::fs::symlink_metadata(p)
-            .and_then(|m| m.modified())
-            .unwrap_or(std::time::UNIX_EPOCH)
-    };
-    let wants = |s: Status| want_status.is_none_or(|w| w == s);
-    for (st, dir) in [
-        (Status::Queued, spool.new_dir()),
-        (Status::Running, spool.running_dir()),
-    ] {
-        if !wants(st) {
-            continue;
-        }
-        for name in spool.names(&dir).unwrap_or_default() {
-            let Some(id) = name.strip_suffix(".toml") else {
-                continue;
-            };
-            let path = dir.join(&name);
-            let table: toml::Table = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| toml::from_str(&t).ok())
-                .unwrap_or_default();
-            rows.push(Row {
-                id: id.to_string(),
-                kind: table
-                    .get("type")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string(),
-                status: st,
-                when: mtime(&path),
-                record: None,
-            });
-        }
-    }
-    if want_status.is_none_or(|s| s.is_final()) {
-        for id in spool.done_ids().unwrap_or_default() {
-            let Ok(rec) = spool.read_record(&id) else {
-                continue;
-            };
-            if !wants(rec.status) {
-                continue;
-            }
-            rows.push(Row {
-                id,
-                kind: rec.kind.clone(),
-                status: rec.status,
-                when: rec.finished_at().unwrap_or(std::time::UNIX_EPOCH),
-                record: Some(rec),
-            });
-        }
-    }
-    rows.retain(|r| want_type.as_deref().is_none_or(|t| t == r.kind));
-    rows.sort_by(|a, b| b.when.cmp(&a.when).then_with(|| b.id.cmp(&a.id)));
-    rows.truncate(limit);
+    let rows = spool
+        .query(WHOLE)
+        .list(&filter)
+        .map_err(|e| Fail::Usage(e.to_string()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if cli.json {
         let items: Vec<serde_json::Value> = rows
             .iter()
-            .map(|r| match &r.record {
-                Some(rec) => rec.to_json(),
-                None => {
-                    serde_json::json!({"id": r.id, "type": r.kind, "status": r.status.as_str()})
-                }
+            .map(|r| match &r.job {
+                Located::Finished(rec) => rec.to_json(),
+                job => pending_json(&r.id, job),
             })
             .collect();
         let _ = writeln!(out, "{}", serde_json::Value::Array(items));
@@ -487,8 +409,8 @@ fn list(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
                 out,
                 "{}\t{}\t{}\t{}",
                 r.id,
-                r.kind,
-                r.status,
+                r.job.kind(),
+                r.job.status(),
                 time::format_rfc3339(r.when)
             );
         }
@@ -496,25 +418,24 @@ fn list(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
     Ok(())
 }
 
+/// What the task printed: while it runs, then from `done/`; nothing for a
+/// job that has not printed (yet).
 fn output(spool: &Spool, id: &str, stderr: bool) -> Result<(), Fail> {
     if !ids::valid_id(id) {
         return Err(Fail::Usage(format!("{id:?} is not a job id")));
     }
-    let (done, running) = if stderr {
-        (spool.done_err(id), spool.running_err(id))
-    } else {
-        (spool.done_out(id), spool.running_out(id))
-    };
-    for p in [done, running] {
-        if let Ok(mut f) = std::fs::File::open(&p) {
-            let mut out = std::io::stdout().lock();
-            std::io::copy(&mut f, &mut out)
-                .map_err(|e| Fail::Usage(format!("{}: {e}", p.display())))?;
-            return Ok(());
-        }
-    }
-    if spool.done_record(id).exists() || pending(spool, id).is_some() {
+    let stream = if stderr { Stream::Err } else { Stream::Out };
+    let opened = spool
+        .query(WHOLE)
+        .output(id, stream)
+        .map_err(|e| Fail::Usage(e.to_string()))?;
+    if let Some((mut f, _)) = opened {
+        let mut out = std::io::stdout().lock();
+        std::io::copy(&mut f, &mut out).map_err(|e| Fail::Usage(format!("{id}: output: {e}")))?;
         return Ok(());
     }
-    Err(Fail::Job(format!("{id}: no such job")))
+    match find(spool, id)? {
+        Some(_) => Ok(()),
+        None => Err(Fail::Job(format!("{id}: no such job"))),
+    }
 }

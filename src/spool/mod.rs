@@ -1,7 +1,20 @@
 //! The spool on disk: every path under it, and every step that moves a job
 //! from one folder to the next.
 //!
-//! Only this module names, renames, writes or deletes paths in the spool.
+//! Owns the [`Spool`] handle, the paths, and the moves: [`Spool::submit`],
+//! [`Spool::claim`], [`Spool::park`], [`Spool::finish_all`],
+//! [`Spool::requeue`], [`Spool::delete_finished`], cancel requests. Its
+//! parts: [`query`] (the read side: find, list, open outputs and files),
+//! `outputs` (a running task's files), `recovery` (leftovers of a dead
+//! daemon, from `/proc`), `tmpname` (who wrote a temporary file).
+//!
+//! The daemon's side of the spool is written here only: no other module
+//! of raccoond creates, renames, writes or deletes a spool path, except the
+//! daemon's removal of `cancel/<id>`, which [`Spool::clear_cancel`] is
+//! there to replace. (Submitters write `tmp/` and `new/`, and a task its
+//! own outputs; those are theirs.) Other modules still *read* through
+//! some public path getters (listed where they are defined).
+//!
 //! Each transition is committed by one `rename(2)`:
 //!
 //! | from            | to                    | step                         |
@@ -15,97 +28,34 @@
 //! per group). Finished job files are not deleted but kept in `.spares/`
 //! and written again as records; the spool's own `tmp/` and `.spares/`
 //! files carry their writer's host, pid and start time so that the
-//! leftovers of a dead writer can be told apart and removed. Nothing here decides *whether* a job moves;
-//! the daemon decides, this module carries it out and reports what the
-//! file system said, with the path in every error.
+//! leftovers of a dead writer can be told apart and removed.
+//!
+//! Never decides *whether* a job moves: the daemon decides, this module
+//! carries it out and reports what the file system said, with the path in
+//! every error. Never follows a symlink in `new/` or `done/` when reading
+//! a job or a record.
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::fsio::{io_context, open_nofollow};
+use crate::fsio::{io_context, open_nofollow, open_regular};
 use crate::ids::{fresh_id, valid_id};
 use crate::record::Record;
 
-/// A name unique to this process, for files in `tmp/`:
-/// `<host>.<pid>.<nonce>.<n>.<tag>`, so that a later start on the same
-/// host can tell the leftovers of a dead writer from a live one's.
-fn tmp_name(tag: &str) -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{}.{}.{:08x}.{n}.{tag}",
-        host_tag(),
-        writer_tag(),
-        crate::ids::nonce()
-    )
-}
+mod outputs;
+pub mod query;
+mod recovery;
+mod tmpname;
 
-/// `<pid>-<start time>`: a pid alone can be reused by another process by
-/// the time someone asks whether its writer is alive.
-fn writer_tag() -> &'static str {
-    static TAG: OnceLock<String> = OnceLock::new();
-    TAG.get_or_init(|| {
-        let pid = std::process::id() as i32;
-        format!("{pid}-{}", process_start(pid).unwrap_or(0))
-    })
-}
-
-/// When a process started (clock ticks after boot, `/proc/<pid>/stat`).
-fn process_start(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces: starttime is
-    // the 22nd field of the line, the 20th after ")".
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
-}
-
-/// The host name, cut down to what is safe in a file name.
-fn host_tag() -> &'static str {
-    static HOST: OnceLock<String> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let h: String = crate::ids::hostname()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        if h.is_empty() { "host".into() } else { h }
-    })
-}
-
-/// The process (pid and start time) of this host that wrote a `tmp/` or
-/// `.spares/` file, when the name says so.
-fn tmp_writer(name: &str) -> Option<(i32, u64)> {
-    let mut parts = name.rsplitn(5, '.');
-    let (_tag, _n, _nonce, writer, host) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
-    if host != host_tag() {
-        return None;
-    }
-    let (pid, start) = writer.split_once('-')?;
-    Some((pid.parse().ok()?, start.parse().ok()?))
-}
+pub use outputs::{OutputFile, Outputs};
+pub use recovery::Leftover;
+use tmpname::tmp_name;
 
 /// Files kept in `.spares/` to be written again as records (see
 /// [`Spool::finish_all`]); owned by the one thread that commits records.
@@ -127,10 +77,9 @@ impl Drop for Spares {
 /// What is at a name in `new/`, looked at without following links and
 /// without an open that could block.
 pub enum Entry {
-    Regular {
-        file: File,
-        meta: Metadata,
-    },
+    /// A regular file, open for reading (the descriptor that was checked,
+    /// so the name cannot be swapped after the look).
+    Regular { file: File, meta: Metadata },
     /// A symlink, folder, FIFO, socket or device, by name.
     Other(&'static str),
     /// Gone between the event and the look.
@@ -139,10 +88,14 @@ pub enum Entry {
 
 /// A job this daemon now owns: its file is in `running/` and locked.
 pub struct Claim {
+    /// The id it runs under: the one asked for, or a fresh one when that
+    /// was taken.
     pub id: String,
     /// The job file, open and locked: the lock says "this job is alive" as
     /// long as the daemon or its task holds the descriptor.
     pub lock: Flock<File>,
+    /// The job file's bytes, read through the locked descriptor (one byte
+    /// past the limit, so that the caller can tell it is too large).
     pub bytes: Vec<u8>,
 }
 
@@ -154,19 +107,14 @@ pub enum ClaimOutcome {
     Busy,
 }
 
-/// What recovery found in `running/`.
-pub enum Leftover {
-    /// No live process holds it: the job must be requeued or ended.
-    Orphan(Claim),
-    /// A live process (another daemon or its task) holds it.
-    Alive(String),
-    /// A record or a requeued copy exists: the leftovers were removed.
-    Cleaned(String),
-}
-
+/// One spool on disk. Cheap to clone: each thread keeps its own.
 #[derive(Debug, Clone)]
 pub struct Spool {
+    /// The spool's folder, absolute and resolved once (for the daemon),
+    /// so that tasks and logs see one clean path.
     root: PathBuf,
+    /// Whether files and folders are fsynced around the renames that
+    /// commit transitions (`fsync` in the configuration).
     fsync: bool,
 }
 
@@ -190,6 +138,12 @@ impl Spool {
         }
     }
 
+    /// Whether the root looks like a spool (it has a `new/` folder): a
+    /// reader's check before it writes into a folder it did not create.
+    pub fn is_spool(&self) -> bool {
+        self.new_dir().is_dir()
+    }
+
     pub fn with_fsync(&self, fsync: bool) -> Spool {
         Spool {
             root: self.root.clone(),
@@ -200,28 +154,20 @@ impl Spool {
     pub fn root(&self) -> &Path {
         &self.root
     }
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
-    }
+
+    // Paths other modules still build on: the daemon (watching, scanning,
+    // cancels), the HTTP API (until it asks `query`), the mailer
+    // (attachments) and the commit thread (result and stdout). Reading
+    // through them is theirs to do carefully; only this module writes.
+
     pub fn new_dir(&self) -> PathBuf {
         self.root.join("new")
     }
     pub fn running_dir(&self) -> PathBuf {
         self.root.join("running")
     }
-    pub fn done_dir(&self) -> PathBuf {
-        self.root.join("done")
-    }
     pub fn cancel_dir(&self) -> PathBuf {
         self.root.join("cancel")
-    }
-    /// Retired job files waiting to be written again as records: the
-    /// daemon's own, out of the way of the folders users look at.
-    pub fn spares_dir(&self) -> PathBuf {
-        self.root.join(".spares")
-    }
-    pub fn report_path(&self) -> PathBuf {
-        self.root.join("report.html")
     }
     pub fn new_path(&self, name: &str) -> PathBuf {
         self.root.join("new").join(name)
@@ -257,8 +203,26 @@ impl Spool {
         self.root.join("cancel").join(id)
     }
 
+    // The spool's own paths: no one else needs them.
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    fn done_dir(&self) -> PathBuf {
+        self.root.join("done")
+    }
+    /// Retired job files waiting to be written again as records: the
+    /// daemon's own, out of the way of the folders users look at.
+    fn spares_dir(&self) -> PathBuf {
+        self.root.join(".spares")
+    }
+    fn report_path(&self) -> PathBuf {
+        self.root.join("report.html")
+    }
+
     /// Asks the daemon to cancel a job: creates `cancel/<id>`, as `touch`
-    /// would (a request already there is left as it is).
+    /// would (a request already there is left as it is), never through a
+    /// symlink someone put there.
     pub fn request_cancel(&self, id: &str) -> io::Result<()> {
         if !valid_id(id) {
             return Err(io::Error::new(
@@ -272,9 +236,28 @@ impl Spool {
             .create(true)
             .truncate(false)
             .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map(drop)
             .map_err(|e| io_context("create", &path, e))
+    }
+
+    /// Removes a cancel request once it has been acted on, or when it
+    /// names no job. `name` is whatever appeared in `cancel/` (not always
+    /// a valid id), but must be one visible path component. A request
+    /// already gone is not an error.
+    pub fn clear_cancel(&self, name: &str) -> io::Result<()> {
+        if !query::valid_file_name(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cancel: {name:?} is not a name in cancel/"),
+            ));
+        }
+        let path = self.cancel_path(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_context("remove", &path, e)),
+            _ => Ok(()),
+        }
     }
 
     /// Writes a job into `new/<id>.toml` through `tmp/`, as every writer
@@ -638,13 +621,14 @@ impl Spool {
         }
     }
 
+    /// Reads `done/<id>.toml`, never through a symlink: a name that is
+    /// not a regular file is no record (`NotFound`).
     pub fn read_record(&self, id: &str) -> io::Result<Record> {
         let path = self.done_record(id);
-        let text = fs::read_to_string(&path).map_err(|e| io_context("read", &path, e))?;
-        Record::from_toml(&text).map_err(|e| {
+        load_record(&path)?.ok_or_else(|| {
             io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
+                io::ErrorKind::NotFound,
+                format!("read {}: no record there", path.display()),
             )
         })
     }
@@ -673,126 +657,6 @@ impl Spool {
             .into_iter()
             .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
             .collect())
-    }
-
-    /// Looks at each job left in `running/` by an earlier run: removes the
-    /// leftovers of jobs that already have a record or a requeued copy,
-    /// leaves alone those a live process holds, and hands back the rest.
-    pub fn recover(&self, max_bytes: u64) -> io::Result<Vec<Leftover>> {
-        let mut out = Vec::new();
-        for name in self.names(&self.running_dir())? {
-            let Some(id) = name.strip_suffix(".toml") else {
-                continue;
-            };
-            let path = self.running_job(id);
-            let file = match open_nofollow(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_context("open", &path, e)),
-            };
-            let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(l) => l,
-                Err((_, Errno::EWOULDBLOCK)) => {
-                    out.push(Leftover::Alive(id.to_string()));
-                    continue;
-                }
-                Err((_, e)) => return Err(io_context("lock", &path, e.into())),
-            };
-            if !same_file(&lock, &path) {
-                continue;
-            }
-            if self.done_record(id).exists() || self.new_path(&format!("{id}.toml")).exists() {
-                self.remove_running(id);
-                out.push(Leftover::Cleaned(id.to_string()));
-                continue;
-            }
-            let bytes =
-                read_limited(&mut lock, max_bytes).map_err(|e| io_context("read", &path, e))?;
-            out.push(Leftover::Orphan(Claim {
-                id: id.to_string(),
-                lock,
-                bytes,
-            }));
-        }
-        // Outputs whose job file is gone (a crash between the steps of
-        // finish or requeue) belong to no one.
-        for name in self.names(&self.running_dir())? {
-            let Some((id, _)) = name.rsplit_once('.') else {
-                continue;
-            };
-            if !self.running_job(id).exists() {
-                let p = self.running_dir().join(&name);
-                let _ = if p.is_dir() {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
-            }
-        }
-        Ok(out)
-    }
-
-    /// Kills what is left of a job whose daemon died: processes that still
-    /// hold its file in `running/` (background children of its task that
-    /// escaped the death signal) while the process that took the lock is
-    /// gone. A job held for a live daemon is left alone. Returns how many
-    /// processes were killed. Linux only (`/proc/locks`, `/proc/*/fd`).
-    pub fn kill_orphans(&self, id: &str) -> usize {
-        let path = self.running_job(id);
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            return 0;
-        };
-        let Some(owner) = flock_owner(&meta) else {
-            return 0;
-        };
-        // The taker is alive only if it still has the file open: its pid
-        // may have been reused by an unrelated process since it died.
-        let alive = match holds(owner, &meta) {
-            Some(h) => h,
-            None => {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner), None).is_ok_or_eperm()
-            }
-        };
-        if alive {
-            return 0;
-        }
-        let mut killed = 0;
-        for pid in holders(&meta) {
-            // The whole group: the task's leftovers share it.
-            let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
-                .unwrap_or(nix::unistd::Pid::from_raw(pid));
-            if group.as_raw() > 1 && group != nix::unistd::getpgrp() {
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
-            }
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-            killed += 1;
-        }
-        killed
-    }
-
-    /// Deletes the `tmp/` files that raccoond processes of this host left
-    /// when they died mid-write (half a record, half a submission). Files
-    /// of live processes, of other hosts and of other writers stay (the
-    /// 36-hour rule takes care of those).
-    pub fn clean_dead_tmp(&self) {
-        for dir in [self.tmp_dir(), self.spares_dir()] {
-            self.clean_dead_in(&dir);
-        }
-    }
-
-    fn clean_dead_in(&self, dir: &Path) {
-        let Ok(names) = self.names(dir) else {
-            return;
-        };
-        for name in names {
-            let Some((pid, start)) = tmp_writer(&name) else {
-                continue;
-            };
-            if process_start(pid) != Some(start) {
-                let _ = fs::remove_file(dir.join(&name));
-            }
-        }
     }
 
     /// Deletes files in `tmp/` older than `age` (the maildir rule: 36 h).
@@ -847,44 +711,21 @@ pub fn irregular(meta: &Metadata) -> Option<&'static str> {
     }
 }
 
-/// The process that took the `flock` on a file, from `/proc/locks`.
-fn flock_owner(meta: &Metadata) -> Option<i32> {
-    let text = fs::read_to_string("/proc/locks").ok()?;
-    let dev = meta.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
-    text.lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // "1: FLOCK  ADVISORY  WRITE 12345 fd:00:1234567 0 EOF"
-        let i = f.iter().position(|w| *w == "FLOCK")?;
-        (f.get(i + 4) == Some(&want.as_str())).then(|| f.get(i + 3)?.parse().ok())?
-    })
-}
-
-/// Whether a process has the file open: `None` when its descriptors
-/// cannot be read (gone, or another user's without privileges).
-fn holds(pid: i32, meta: &Metadata) -> Option<bool> {
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    Some(fds.flatten().any(|fd| {
-        fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
-    }))
-}
-
-/// Processes with the file open, from `/proc/*/fd`.
-fn holders(meta: &Metadata) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return out;
+/// A record, read without following a symlink or blocking on a FIFO;
+/// `None` when no regular file is at `path`.
+fn load_record(path: &Path) -> io::Result<Option<Record>> {
+    let Some((mut file, _)) = open_regular(path)? else {
+        return Ok(None);
     };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if holds(pid, meta) == Some(true) && pid != std::process::id() as i32 {
-            out.push(pid);
-        }
-    }
-    out
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| io_context("read", path, e))?;
+    Record::from_toml(&text).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
 }
 
 /// Whether an open file is still the one at `path` (not unlinked or
@@ -938,28 +779,34 @@ pub fn has_writer(file: &File) -> Option<bool> {
     }
 }
 
-/// `kill(pid, 0)` answers EPERM for a live process of another user.
-trait AliveExt {
-    fn is_ok_or_eperm(&self) -> bool;
-}
-
-impl AliveExt for nix::Result<()> {
-    fn is_ok_or_eperm(&self) -> bool {
-        matches!(self, Ok(()) | Err(Errno::EPERM))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn tmp_names_say_which_process_of_which_host_wrote_them() {
-        let name = tmp_name("rec");
-        let me = std::process::id() as i32;
-        assert_eq!(tmp_writer(&name), Some((me, process_start(me).unwrap())));
-        assert!(process_start(me).unwrap() > 0);
-        assert_eq!(tmp_writer("otherhost.12-34.abcd.1.rec"), None);
-        assert_eq!(tmp_writer("job.part"), None);
+    fn cancel_requests_are_made_and_cleared_by_name_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), false).unwrap();
+        let cancel = spool.root().join("cancel");
+        spool.request_cancel("job-1").unwrap();
+        spool.request_cancel("job-1").unwrap();
+        assert!(cancel.join("job-1").is_file());
+        spool.clear_cancel("job-1").unwrap();
+        assert!(!cancel.join("job-1").exists());
+        spool.clear_cancel("job-1").unwrap();
+        // Junk that is not an id is still cleared; paths are not.
+        fs::write(cancel.join("not an id"), "").unwrap();
+        spool.clear_cancel("not an id").unwrap();
+        assert!(!cancel.join("not an id").exists());
+        fs::write(spool.root().join("keep"), "").unwrap();
+        for bad in ["../keep", ".hidden", "", ".."] {
+            assert!(spool.clear_cancel(bad).is_err(), "{bad:?}");
+        }
+        assert!(spool.root().join("keep").exists());
+        assert!(spool.request_cancel("../keep").is_err());
+        let target = dir.path().join("target");
+        std::os::unix::fs::symlink(&target, cancel.join("linked")).unwrap();
+        assert!(spool.request_cancel("linked").is_err());
+        assert!(!target.exists(), "the link was followed");
     }
 }

@@ -1,0 +1,614 @@
+//! The read side of the spool: where a job is and what it says, the jobs
+//! newest first, and a job's output and files opened for serving. The HTTP
+//! API and the client both ask here, so that they see the same jobs.
+//!
+//! Owns finding a job by id (record first, then `running/`, then `new/`),
+//! listing jobs by status and type, and opening `<id>.out`, `<id>.err` and
+//! `<id>.files/<name>` for reading. Callers get values and open files,
+//! never paths: how a question is answered (today a look at the folders)
+//! can change without them.
+//!
+//! Never writes, renames or deletes anything; never follows a symlink
+//! (every open goes through [`crate::fsio`]); never blocks on a FIFO;
+//! never touches a path built from an id that [`ids::valid_id`] refuses or
+//! from a file name that [`valid_file_name`] refuses.
+//!
+//! Invariant: a job is reported in the first of these places that has it:
+//! its record (the commit point: leftovers in `running/` may outlive it for
+//! an instant), `running/`, `new/`; a job seen nowhere is looked for once
+//! more, as it may have moved on between two looks. A name in `new/` that
+//! is not a regular file is still a submission (the daemon will reject it
+//! with a record), so it shows as queued with nothing read from it.
+
+use std::collections::HashSet;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Entry, Spool, load_record};
+use crate::fsio::{open_regular, open_regular_in};
+use crate::ids;
+use crate::record::{Record, Status};
+
+/// Where a job was found, with what was read there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Located {
+    /// In `new/`, waiting for a daemon.
+    Queued {
+        /// The job file's keys; empty when it is not TOML, not a regular
+        /// file, or not readable by this process.
+        table: toml::Table,
+        /// The job file's modification time: when it was submitted, for
+        /// a file that does not say (`UNIX_EPOCH` when unknown).
+        written: SystemTime,
+    },
+    /// In `running/`, claimed by a daemon.
+    Running {
+        /// The job file's keys, as for a queued job.
+        table: toml::Table,
+        /// The job file's modification time, as for a queued job.
+        written: SystemTime,
+        /// When the file was renamed into `running/` (its ctime): the
+        /// start time for a reader that has no daemon to ask.
+        claimed: SystemTime,
+    },
+    /// Ended: its record in `done/`.
+    Finished(Box<Record>),
+}
+
+impl Located {
+    /// Queued, running, or the record's status.
+    pub fn status(&self) -> Status {
+        match self {
+            Located::Queued { .. } => Status::Queued,
+            Located::Running { .. } => Status::Running,
+            Located::Finished(r) => r.status,
+        }
+    }
+
+    /// The job's type as its file or record says; empty when a job file
+    /// says none (or is not readable).
+    pub fn kind(&self) -> &str {
+        match self {
+            Located::Queued { table, .. } | Located::Running { table, .. } => table
+                .get("type")
+                .and_then(toml::Value::as_str)
+                .unwrap_or(""),
+            Located::Finished(r) => &r.kind,
+        }
+    }
+}
+
+/// Which output of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output: `<id>.out`.
+    Out,
+    /// Standard error: `<id>.err`.
+    Err,
+}
+
+/// Which folder an output is read from, for readers that name it (the
+/// report links to `running/<id>.out` and `done/<id>.out`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `running/`: the task is writing it.
+    Running,
+    /// `done/`: moved there with the record.
+    Done,
+}
+
+/// Which jobs [`Query::list`] returns.
+#[derive(Debug, Clone, Copy)]
+pub struct Filter<'a> {
+    /// Only jobs with this status; all when `None`.
+    pub status: Option<Status>,
+    /// Only jobs of this type; all when `None`.
+    pub kind: Option<&'a str>,
+    /// At most this many, the newest.
+    pub limit: usize,
+}
+
+impl Default for Filter<'_> {
+    fn default() -> Self {
+        Filter {
+            status: None,
+            kind: None,
+            limit: usize::MAX,
+        }
+    }
+}
+
+/// One job of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// The job's id (from its file name: a record's `id` field is not
+    /// trusted to match).
+    pub id: String,
+    /// What the listing is ordered by: a record's finish time, else the
+    /// job file's modification time when it was listed.
+    pub when: SystemTime,
+    /// What was read of it, as [`Query::find`] says.
+    pub job: Located,
+}
+
+/// Questions about the jobs of one spool. Cheap to make: borrow one per
+/// request.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    spool: &'a Spool,
+    /// How much of a queued or running job file is read to show its keys
+    /// (the daemon's `max_job_bytes`: a larger file will be rejected).
+    max_table_bytes: u64,
+}
+
+impl Spool {
+    /// Questions about this spool's jobs; job files are read up to
+    /// `max_table_bytes` (a reader without the daemon's configuration
+    /// passes `u64::MAX`).
+    pub fn query(&self, max_table_bytes: u64) -> Query<'_> {
+        Query {
+            spool: self,
+            max_table_bytes,
+        }
+    }
+}
+
+impl Query<'_> {
+    /// Where the job `id` is, with what was read there; `None` for an
+    /// invalid id or a job that is nowhere.
+    pub fn find(&self, id: &str) -> io::Result<Option<Located>> {
+        if !ids::valid_id(id) {
+            return Ok(None);
+        }
+        for _ in 0..2 {
+            if let Some(found) = self.look(id)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// One look at each place, in commit order.
+    fn look(&self, id: &str) -> io::Result<Option<Located>> {
+        if let Some(rec) = load_record(&self.spool.done_record(id))? {
+            return Ok(Some(Located::Finished(Box::new(rec))));
+        }
+        let path = self.spool.running_job(id);
+        let running = match open_regular(&path) {
+            Ok(Some((file, meta))) => Some((self.table(file), meta)),
+            Ok(None) => None,
+            // Another submitter's file: it is there, its keys are private.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => path
+                .symlink_metadata()
+                .ok()
+                .filter(Metadata::is_file)
+                .map(|meta| (toml::Table::new(), meta)),
+            Err(e) => return Err(e),
+        };
+        if let Some((table, meta)) = running {
+            return Ok(Some(Located::Running {
+                table,
+                written: modified(&meta),
+                claimed: changed(&meta),
+            }));
+        }
+        for name in [format!("{id}.toml"), id.to_string()] {
+            let (table, written) = match self.spool.open_new(&name) {
+                Ok(Entry::Regular { file, meta }) => (self.table(file), modified(&meta)),
+                Ok(Entry::Other(_)) => (toml::Table::new(), UNIX_EPOCH),
+                Ok(Entry::Gone) => continue,
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    let meta = self.spool.new_path(&name).symlink_metadata().ok();
+                    (
+                        toml::Table::new(),
+                        meta.map_or(UNIX_EPOCH, |m| modified(&m)),
+                    )
+                }
+                Err(e) => return Err(e),
+            };
+            return Ok(Some(Located::Queued { table, written }));
+        }
+        Ok(None)
+    }
+
+    /// The jobs that pass `filter`, newest first (ties: the larger id
+    /// first), each job once.
+    pub fn list(&self, filter: &Filter) -> io::Result<Vec<Listed>> {
+        let wants = |s: Status| filter.status.is_none_or(|w| w == s);
+        let kind_ok = |k: &str| filter.kind.is_none_or(|w| w == k);
+        // Candidates first, cheaply (one lstat each); queued and running
+        // jobs are read only once they are among the newest. Records are
+        // read all, as their finish time is inside.
+        let mut cands: Vec<(SystemTime, String, Option<Box<Record>>)> = Vec::new();
+        if wants(Status::Queued) {
+            for name in self.spool.names(&self.spool.new_dir())? {
+                let Some(id) = ids::id_from_name(&name) else {
+                    continue;
+                };
+                if let Ok(meta) = self.spool.new_path(&name).symlink_metadata() {
+                    cands.push((modified(&meta), id.to_string(), None));
+                }
+            }
+        }
+        if wants(Status::Running) {
+            for name in self.spool.names(&self.spool.running_dir())? {
+                let Some(id) = name.strip_suffix(".toml").filter(|i| ids::valid_id(i)) else {
+                    continue;
+                };
+                if let Ok(meta) = self.spool.running_job(id).symlink_metadata() {
+                    cands.push((modified(&meta), id.to_string(), None));
+                }
+            }
+        }
+        if filter.status.is_none_or(Status::is_final) {
+            for id in self.spool.done_ids()? {
+                if !ids::valid_id(&id) {
+                    continue;
+                }
+                // Gone since the listing (expired), or not a record.
+                let Ok(Some(rec)) = load_record(&self.spool.done_record(&id)) else {
+                    continue;
+                };
+                if wants(rec.status) && kind_ok(&rec.kind) {
+                    let when = rec.finished_at().unwrap_or(UNIX_EPOCH);
+                    cands.push((when, id, Some(Box::new(rec))));
+                }
+            }
+        }
+        cands.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for (when, id, rec) in cands {
+            if out.len() >= filter.limit {
+                break;
+            }
+            let job = match rec {
+                Some(rec) => Located::Finished(rec),
+                // Read now: it may have moved on since the listing.
+                None => match self.find(&id)? {
+                    Some(job) if wants(job.status()) && kind_ok(job.kind()) => job,
+                    _ => continue,
+                },
+            };
+            // A job that moved from running/ to done/ since the listing
+            // (or is in new/ under two names) comes up twice.
+            if seen.insert(id.clone()) {
+                out.push(Listed { id, when, job });
+            }
+        }
+        Ok(out)
+    }
+
+    /// A task's output while it runs, else once it has ended; `None` when
+    /// there is none (yet), or it is not a regular file.
+    pub fn output(&self, id: &str, stream: Stream) -> io::Result<Option<(File, Metadata)>> {
+        // running/ first: an output moved into done/ between the two
+        // looks is still found.
+        for stage in [Stage::Running, Stage::Done] {
+            if let Some(found) = self.output_in(stage, id, stream)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A task's output in one folder; `None` when there is none there.
+    pub fn output_in(
+        &self,
+        stage: Stage,
+        id: &str,
+        stream: Stream,
+    ) -> io::Result<Option<(File, Metadata)>> {
+        if !ids::valid_id(id) {
+            return Ok(None);
+        }
+        let path = match (stage, stream) {
+            (Stage::Running, Stream::Out) => self.spool.running_out(id),
+            (Stage::Running, Stream::Err) => self.spool.running_err(id),
+            (Stage::Done, Stream::Out) => self.spool.done_out(id),
+            (Stage::Done, Stream::Err) => self.spool.done_err(id),
+        };
+        open_regular(&path)
+    }
+
+    /// A file the task left in its files folder, while it runs or once it
+    /// has ended: never through a symlink (of the folder or the name),
+    /// never outside the folder. `None` when there is none.
+    pub fn file(&self, id: &str, name: &str) -> io::Result<Option<(File, Metadata)>> {
+        if !ids::valid_id(id) || !valid_file_name(name) {
+            return Ok(None);
+        }
+        for dir in [self.spool.running_files(id), self.spool.done_files(id)] {
+            if let Some(found) = open_regular_in(&dir, name)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A job file's keys. A file the daemon will reject (not UTF-8, not
+    /// TOML, larger than the limit) shows as no keys.
+    fn table(&self, file: File) -> toml::Table {
+        let mut bytes = Vec::new();
+        if file
+            .take(self.max_table_bytes)
+            .read_to_end(&mut bytes)
+            .is_err()
+        {
+            return toml::Table::new();
+        }
+        std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| toml::from_str(t).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A name a task may have given a file in its files folder: one path
+/// component, not hidden (which also refuses `.` and `..`).
+pub fn valid_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.bytes().any(|b| b == b'/' || b == 0)
+}
+
+fn modified(meta: &Metadata) -> SystemTime {
+    meta.modified().unwrap_or(UNIX_EPOCH)
+}
+
+/// The inode's change time: for a job in `running/`, its claim rename.
+fn changed(meta: &Metadata) -> SystemTime {
+    UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(meta.ctime()).unwrap_or(0),
+            u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    /// A file with the given text and modification time.
+    fn put(path: &Path, text: &str, mtime: SystemTime) {
+        fs::write(path, text).unwrap();
+        let f = fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+
+    fn record(id: &str, kind: &str, status: &str, finished: u64) -> String {
+        let t = crate::time::format_rfc3339(at(finished));
+        format!("id = \"{id}\"\ntype = \"{kind}\"\nstatus = \"{status}\"\nfinished = {t}\n")
+    }
+
+    fn fifo(path: &Path) {
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+
+    fn spool() -> (tempfile::TempDir, Spool) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), false).unwrap();
+        (dir, spool)
+    }
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_job_is_found_in_each_place_with_what_was_read_there() {
+        let (_d, spool) = spool();
+        let root = spool.root().to_path_buf();
+        put(&root.join("new/q.toml"), "type = \"a\"\n", at(1));
+        put(&root.join("new/bare"), "type = \"b\"\n", at(2));
+        put(&root.join("running/r.toml"), "type = \"c\"\n", at(3));
+        put(
+            &root.join("done/f.toml"),
+            &record("f", "d", "failed", 4),
+            at(4),
+        );
+        // A leftover in running/ next to its record: the record wins.
+        put(&root.join("running/f.toml"), "type = \"d\"\n", at(1));
+        // Unreadable as TOML: still queued, with no keys.
+        put(&root.join("new/junk.toml"), "not = [toml", at(5));
+        let q = spool.query(1 << 20);
+
+        assert_eq!(
+            q.find("q").unwrap(),
+            Some(Located::Queued {
+                table: table("type = \"a\""),
+                written: at(1)
+            })
+        );
+        assert_eq!(
+            q.find("bare").unwrap(),
+            Some(Located::Queued {
+                table: table("type = \"b\""),
+                written: at(2)
+            })
+        );
+        match q.find("r").unwrap() {
+            Some(Located::Running {
+                table: t,
+                written,
+                claimed,
+            }) => {
+                assert_eq!(t, table("type = \"c\""));
+                assert_eq!(written, at(3));
+                assert!(claimed > at(3), "ctime is when it was put there");
+            }
+            other => panic!("r: {other:?}"),
+        }
+        let f = q.find("f").unwrap().unwrap();
+        assert_eq!(f.status(), Status::Failed);
+        assert_eq!(f.kind(), "d");
+        let junk = q.find("junk").unwrap().unwrap();
+        assert_eq!((junk.status(), junk.kind()), (Status::Queued, ""));
+        for nowhere in ["nope", "../done/f", ".f", "", "f/..", "a b"] {
+            assert_eq!(q.find(nowhere).unwrap(), None, "{nowhere:?}");
+        }
+        // A job file larger than the limit shows no keys.
+        let small = spool.query(4);
+        assert_eq!(small.find("q").unwrap().unwrap().kind(), "");
+    }
+
+    #[test]
+    fn symlinks_and_fifos_are_never_followed_or_read() {
+        let (d, spool) = spool();
+        let root = spool.root().to_path_buf();
+        let outside = d.path().join("outside.toml");
+        put(&outside, &record("s", "secret", "succeeded", 1), at(1));
+        symlink(&outside, root.join("done/s.toml")).unwrap();
+        symlink(&outside, root.join("running/u.toml")).unwrap();
+        symlink(&outside, root.join("new/t.toml")).unwrap();
+        fifo(&root.join("done/p.toml"));
+        fifo(&root.join("new/p.toml"));
+        let q = spool.query(1 << 20);
+
+        // Not a record, not a running job: nothing is there.
+        assert_eq!(q.find("s").unwrap(), None);
+        assert_eq!(q.find("u").unwrap(), None);
+        // Still a submission (the daemon rejects it), read from nowhere.
+        let empty = Some(Located::Queued {
+            table: toml::Table::new(),
+            written: UNIX_EPOCH,
+        });
+        assert_eq!(q.find("t").unwrap(), empty);
+        // The FIFO record is skipped without blocking; the FIFO in new/
+        // is a queued submission.
+        assert_eq!(q.find("p").unwrap(), empty);
+        assert!(spool.read_record("s").is_err());
+        let mut listed: Vec<String> = q
+            .list(&Filter::default())
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        listed.sort();
+        assert_eq!(listed, ["p", "t"], "the queued ones only");
+    }
+
+    #[test]
+    fn lists_are_newest_first_filtered_and_limited() {
+        let (_d, spool) = spool();
+        let root = spool.root().to_path_buf();
+        put(&root.join("new/q1.toml"), "type = \"a\"\n", at(10));
+        put(&root.join("new/q2"), "type = \"b\"\n", at(30));
+        put(&root.join("new/.draft"), "type = \"a\"\n", at(50));
+        put(&root.join("new/bad name"), "type = \"a\"\n", at(50));
+        put(&root.join("running/r1.toml"), "type = \"a\"\n", at(20));
+        put(&root.join("running/r1.out"), "", at(60));
+        put(
+            &root.join("done/d1.toml"),
+            &record("d1", "a", "succeeded", 40),
+            at(0),
+        );
+        put(
+            &root.join("done/d2.toml"),
+            &record("d2", "b", "failed", 5),
+            at(0),
+        );
+        put(&root.join("done/d2.out"), "", at(60));
+        // Same finish time as d1: the larger id first.
+        put(
+            &root.join("done/d0.toml"),
+            &record("d0", "c", "failed", 40),
+            at(0),
+        );
+        let q = spool.query(1 << 20);
+        let ids =
+            |f: Filter| -> Vec<String> { q.list(&f).unwrap().into_iter().map(|l| l.id).collect() };
+        let all = Filter::default();
+
+        assert_eq!(ids(all), ["d1", "d0", "q2", "r1", "q1", "d2"]);
+        let first = &q.list(&all).unwrap()[0];
+        assert_eq!(
+            (first.when, first.job.status()),
+            (at(40), Status::Succeeded)
+        );
+        let f = |status, kind, limit| Filter {
+            status,
+            kind,
+            limit,
+        };
+        let cases: [(Filter, &[&str]); 7] = [
+            (f(Some(Status::Queued), None, 9), &["q2", "q1"]),
+            (f(Some(Status::Running), None, 9), &["r1"]),
+            (f(Some(Status::Failed), None, 9), &["d0", "d2"]),
+            (f(None, Some("a"), 9), &["d1", "r1", "q1"]),
+            (f(Some(Status::Running), Some("b"), 9), &[]),
+            (f(None, None, 2), &["d1", "d0"]),
+            (f(None, Some("b"), 1), &["q2"]),
+        ];
+        for (f, want) in cases {
+            assert_eq!(ids(f), want, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn outputs_and_files_open_only_regular_files_by_one_visible_name() {
+        let (d, spool) = spool();
+        let root = spool.root().to_path_buf();
+        let secret = d.path().join("secret");
+        put(&secret, "secret", at(0));
+        put(&root.join("running/o.out"), "live", at(0));
+        put(&root.join("done/o.out"), "done", at(0));
+        put(&root.join("done/o.err"), "oops", at(0));
+        symlink(&secret, root.join("done/s.out")).unwrap();
+        fifo(&root.join("running/p.out"));
+        fs::create_dir(root.join("running/o.files")).unwrap();
+        fs::create_dir_all(root.join("done/o.files/sub")).unwrap();
+        put(&root.join("running/o.files/a.txt"), "a", at(0));
+        put(&root.join("done/o.files/b.txt"), "b", at(0));
+        put(&root.join("done/o.files/.hidden"), "h", at(0));
+        put(&root.join("done/o.files/sub/x"), "x", at(0));
+        symlink(&secret, root.join("done/o.files/link")).unwrap();
+        fifo(&root.join("done/o.files/fifo"));
+        symlink(d.path(), root.join("done/l.files")).unwrap();
+        let q = spool.query(1 << 20);
+        let text = |found: io::Result<Option<(File, Metadata)>>| -> Option<String> {
+            found.unwrap().map(|(mut f, _)| {
+                let mut s = String::new();
+                f.read_to_string(&mut s).unwrap();
+                s
+            })
+        };
+
+        assert_eq!(text(q.output("o", Stream::Out)).as_deref(), Some("live"));
+        assert_eq!(text(q.output("o", Stream::Err)).as_deref(), Some("oops"));
+        assert_eq!(
+            text(q.output_in(Stage::Done, "o", Stream::Out)).as_deref(),
+            Some("done")
+        );
+        assert_eq!(text(q.output_in(Stage::Running, "o", Stream::Err)), None);
+        for (id, stream) in [
+            ("s", Stream::Out),
+            ("p", Stream::Out),
+            ("../done/o", Stream::Out),
+        ] {
+            assert_eq!(text(q.output(id, stream)), None, "{id}");
+        }
+        assert_eq!(text(q.file("o", "a.txt")).as_deref(), Some("a"));
+        assert_eq!(text(q.file("o", "b.txt")).as_deref(), Some("b"));
+        for name in [
+            "link", "fifo", "sub", "sub/x", ".hidden", ".", "..", "", "../o.out", "none",
+        ] {
+            assert_eq!(text(q.file("o", name)), None, "{name:?}");
+        }
+        // A files folder that is a symlink is not entered.
+        assert_eq!(text(q.file("l", "secret")), None);
+        assert!(!valid_file_name(&"a".repeat(256)));
+        assert!(valid_file_name("report.pdf"));
+    }
+}
