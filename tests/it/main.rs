@@ -6,6 +6,8 @@
 
 /// The spool pipeline: submission, params, limits, order, records.
 mod core;
+/// Hostile submitters and tasks: one test per finding of the security review.
+mod hostile;
 /// The HTTP API: every endpoint and error, tokens, traversal, idle clients.
 mod http;
 /// Mail: the message, retries, 5xx, sendmail, address checks.
