@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use toml::value::Datetime;
 
+use crate::job::Job;
 use crate::time;
 
 /// Where a job is in its life.
@@ -136,6 +137,72 @@ impl Record {
         }
     }
 
+    /// The record of a submission that is not (or no longer) a valid job:
+    /// its type as far as its text says, its text as `source`, kept for the
+    /// daemon's `keep`.
+    pub fn of_submission(
+        id: &str,
+        bytes: &[u8],
+        status: Status,
+        error: Option<String>,
+        submitted: Option<SystemTime>,
+        keep: Duration,
+        now: SystemTime,
+    ) -> Record {
+        let mut rec = Record::new(id, &guess_type(bytes), status);
+        rec.submitted = submitted.map(time::to_toml);
+        rec.finished = Some(time::to_toml(now));
+        rec.expires = Some(time::to_toml(now + keep));
+        rec.error = error;
+        rec.source = Some(String::from_utf8_lossy(bytes).into_owned());
+        rec
+    }
+
+    /// The record of a valid job that ended without a task of it being
+    /// watched to its end (cancelled while queued, interrupted by a daemon
+    /// that died): what the job file says, and how it ended. `submitted`
+    /// counts when the job file does not say.
+    pub fn of_job(
+        id: &str,
+        job: &Job,
+        submitted: SystemTime,
+        submitted_as: Option<String>,
+        outcome: Outcome,
+        now: SystemTime,
+    ) -> Record {
+        let mut rec = Record::new(id, &job.kind, outcome.status);
+        rec.submitted = Some(time::to_toml(job.submitted.unwrap_or(submitted)));
+        rec.finished = Some(time::to_toml(now));
+        rec.expires = Some(time::to_toml(now + job.keep));
+        rec.attempts = outcome.attempts;
+        rec.exit_code = outcome.exit_code;
+        rec.signal = outcome.signal;
+        rec.error = outcome.error;
+        rec.submitted_as = submitted_as;
+        rec.email = job.email.clone();
+        if job.priority != 0 {
+            rec.priority = Some(job.priority);
+        }
+        rec.args = job.args.clone();
+        rec.params = (!job.params.is_empty()).then(|| job.params.clone());
+        rec
+    }
+
+    /// The record of a job whose task started at `started` and ended now.
+    pub fn of_run(
+        id: &str,
+        job: &Job,
+        submitted: SystemTime,
+        submitted_as: Option<String>,
+        started: SystemTime,
+        outcome: Outcome,
+        now: SystemTime,
+    ) -> Record {
+        let mut rec = Record::of_job(id, job, submitted, submitted_as, outcome, now);
+        rec.started = Some(time::to_toml(started));
+        rec
+    }
+
     pub fn to_toml(&self) -> Result<String, String> {
         toml::to_string(self).map_err(|e| format!("cannot write record {}: {e}", self.id))
     }
@@ -170,6 +237,30 @@ impl Record {
             .unwrap_or_default();
         crate::job::toml_to_json(&toml::Value::Table(table))
     }
+}
+
+/// How a job ended, in the words of its record: the part of a record that
+/// the daemon decides (see `daemon::ending`); the rest comes from the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    /// Why it did not succeed, in words.
+    pub error: Option<String>,
+    /// The task's exit status, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the task (`SIGKILL`), when one did.
+    pub signal: Option<String>,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+}
+
+/// The type a rejected file names, if it names one, for its record.
+fn guess_type(bytes: &[u8]) -> String {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(t).ok())
+        .and_then(|t| t.get("type").and_then(|v| v.as_str().map(str::to_string)))
+        .unwrap_or_default()
 }
 
 /// The name of a signal, `SIGKILL` style, for `signal = "…"`.
