@@ -1,32 +1,55 @@
-//! Control.
+//! Control: what operators ask for through files and signals.
+//!
+//! `cancel/<id>` stops a job (a running task gets SIGTERM, a queued job is
+//! claimed and ends at once); SIGTERM and SIGINT start draining (nothing
+//! new starts; tasks still running after `stop_timeout` are stopped and put
+//! back); SIGHUP reads the configuration again. The signal thread started
+//! here only forwards signals to the loop.
+//!
+//! Never acts on a job another live daemon runs, and never changes the
+//! spool's location or the mail settings of a running daemon.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use super::ingest::submitted_as;
+use super::{Daemon, Event, Fatal, Stop};
+use crate::config::Config;
+use crate::job;
+use crate::record::{Outcome, Record, Status, signal_name};
+use crate::spool::{self, ClaimOutcome};
+use crate::time::{self, format_duration};
+
+/// Starts the thread that turns SIGTERM, SIGINT and SIGHUP into events.
+pub(super) fn start_signals(tx: &Sender<Event>) -> Result<(), Fatal> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| Fatal::Temporary(format!("cannot install signal handlers: {e}")))?;
+    let tx = tx.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(Event::Signal(sig)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Fatal::Temporary(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
+}
 
 impl Daemon {
-    pub(super) fn start_signals(&self) -> Result<(), Fatal> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-            .map_err(|e| Fatal::Temporary(format!("cannot install signal handlers: {e}")))?;
-        let tx = self.tx.clone();
-        std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                for sig in signals.forever() {
-                    if tx.send(Event::Signal(sig)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| Fatal::Temporary(format!("cannot start the signal thread: {e}")))?;
-        Ok(())
-    }
-
+    /// Acts on `cancel/<id>`: a running task of ours is stopped (its record
+    /// says `cancelled` once it exits); a queued job is claimed and ends
+    /// `cancelled` at once; a job another daemon runs is left to it.
     pub(super) fn cancel(&mut self, id: &str) {
         if let Some(r) = self.running.get_mut(id) {
             if r.stop.is_none() || r.stop == Some(Stop::Drain) {
                 crate::log!("{id}: cancelling (SIGTERM to the process group)");
-                r.stop = Some(Stop::Cancel);
-                term(r);
+                r.term(Stop::Cancel);
             }
             return;
         }
@@ -38,28 +61,39 @@ impl Daemon {
             if let Ok(ClaimOutcome::Claimed(claim)) =
                 self.spool.claim(&q.name, &q.id, self.config.max_job_bytes)
             {
-                let submitted_as = submitted_as(&claim.id, &q.name);
+                let now = time::now();
                 match job::parse(&claim.bytes, &self.config) {
                     Ok(job) => {
-                        let rec = self.queued_record(
+                        let outcome = Outcome {
+                            status: Status::Cancelled,
+                            error: Some("cancelled before it started".into()),
+                            exit_code: None,
+                            signal: None,
+                            attempts: job.attempts,
+                        };
+                        let submitted_as = submitted_as(&claim.id, &q.name);
+                        let rec = Record::of_job(
                             &claim.id,
                             &job,
                             q.submitted,
                             submitted_as,
-                            Status::Cancelled,
-                            "cancelled before it started",
+                            outcome,
+                            now,
                         );
-                        self.commit(rec, Some(&job), Some(claim.lock), None);
+                        self.conclude(rec, Some(&job), Some(claim.lock), None);
                     }
                     Err(_) => {
-                        let rec = self.unrun_record(
+                        let keep = self.config.keep;
+                        let rec = Record::of_submission(
                             &claim.id,
                             &claim.bytes,
                             Status::Cancelled,
                             None,
                             Some(q.submitted),
+                            keep,
+                            now,
                         );
-                        self.commit(rec, None, Some(claim.lock), None);
+                        self.conclude(rec, None, Some(claim.lock), None);
                     }
                 }
             }
@@ -76,6 +110,7 @@ impl Daemon {
         let _ = std::fs::remove_file(self.spool.cancel_path(id));
     }
 
+    /// SIGTERM or SIGINT starts draining; SIGHUP reloads.
     pub(super) fn signal(&mut self, sig: i32) {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         match sig {
@@ -97,7 +132,8 @@ impl Daemon {
         }
     }
 
-    pub(super) fn reload(&mut self) {
+    /// Reads the configuration again; a broken one leaves the old in force.
+    fn reload(&mut self) {
         let monotonic = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
             .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
             .unwrap_or(0);
@@ -126,12 +162,11 @@ impl Daemon {
                 self.config = Arc::new(c);
                 self.board.set_config(self.config.clone());
                 self.spool = self.spool.with_fsync(self.config.fsync);
-                self.send(Work::Spool(self.spool.clone()));
+                self.committer.set_spool(self.spool.clone());
                 self.dirty = true;
             }
             Err(e) => crate::log!("reload: {e}; the old configuration stays in force"),
         }
         self.notifier.send("READY=1");
     }
-
 }

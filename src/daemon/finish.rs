@@ -1,183 +1,183 @@
-//! Finish.
+//! Finishing: carrying out how a job ends.
+//!
+//! A task's exit, a task that could not start, a job found interrupted by
+//! recovery and a claimed text that is no job all come to [`Daemon::end`],
+//! which asks [`ending::decide`] and then either puts the job back into
+//! `new/` (here, synchronously) or makes its record and hands it to the
+//! commit thread ([`Daemon::conclude`], which every record goes through:
+//! it also logs the end, counts it for `/metrics` and the report, and
+//! decides whether the record is mailed).
+//!
+//! Never writes a record (the commit thread does), and never decides a
+//! retry itself (`ending` does).
 
-use super::*;
+use std::fs::File;
+use std::time::SystemTime;
+
+use nix::fcntl::Flock;
+
+use super::Daemon;
+use super::ending::{self, Cause, Ending, Terms};
+use super::{RunningJob, Stop};
+use crate::commit::Finish;
+use crate::config::{DEFAULT_RETRY_DELAY, Notify};
+use crate::job::Job;
+use crate::record::Record;
+use crate::runner::Output;
+use crate::status::{FinishedRow, ROWS};
+use crate::time::{self, format_duration};
+
+/// A job file this daemon holds claimed in `running/`, as the end of its
+/// attempt needs it: what its record or its requeued copy is made of.
+pub(super) struct Claimed<'a> {
+    pub id: &'a str,
+    /// `None` when the claimed text is not a job (it is then rejected).
+    pub job: Option<&'a Job>,
+    /// The claimed text: a requeued copy is made from it, a rejected one
+    /// is quoted in its record.
+    pub bytes: &'a [u8],
+    /// When it was submitted, if known: else the job file's own
+    /// `submitted`, else now.
+    pub submitted: Option<SystemTime>,
+    /// The name it had in `new/` when that is not `<id>.toml`.
+    pub submitted_as: Option<String>,
+    /// When its task started; `None` when none did, or when nobody knows
+    /// (recovery): the record then has no `started`.
+    pub started: Option<SystemTime>,
+    /// This attempt's number, from 1; 0 for a text that is no job.
+    pub attempt: u32,
+}
 
 impl Daemon {
+    /// A task of ours exited and its output is written: its job ends.
     pub(super) fn exited(&mut self, id: &str, output: Output) {
         let Some(r) = self.running.remove(id) else {
             return;
         };
         self.dirty = true;
-        let status = match r.child.wait() {
+        let status = match r.task.wait() {
             Ok(s) => s,
             Err(e) => {
-                crate::log!("{id}: cannot reap pid {}: {e}", r.child.id());
+                crate::log!("{id}: cannot reap pid {}: {e}", r.task.id());
                 return;
             }
         };
-        let run = Run {
-            id,
-            job: &r.job,
-            bytes: &r.bytes,
-            submitted: r.submitted,
-            submitted_as: r.submitted_as.clone(),
-            started: r.started,
-            attempt: r.attempt,
+        let cause = match r.stop {
+            None => Cause::Exited(status),
+            Some(Stop::Timeout) => Cause::TimedOut(status),
+            Some(Stop::Cancel) => Cause::Cancelled(status),
+            Some(Stop::Drain) => Cause::Drained,
         };
-        match r.stop {
-            Some(Stop::Drain) => {
-                // The attempt does not count: the job never had its chance.
-                let text = requeue_text(&r.bytes, r.job.attempts, r.submitted, None);
-                crate::log!("{id}: put back in new/ (shutdown)");
-                self.requeue(id, &text, r.lock);
-            }
-            Some(Stop::Cancel) => {
-                let rec = self.run_record(
-                    &run,
-                    Status::Cancelled,
-                    Some(status),
-                    Some("cancelled".into()),
-                );
-                self.commit(rec, Some(&r.job), Some(r.lock), Some(output));
-                let _ = std::fs::remove_file(self.spool.cancel_path(id));
-            }
-            Some(Stop::Timeout) => {
-                let limit = r.job.timeout.map(format_duration).unwrap_or_default();
-                let rec = self.run_record(
-                    &run,
-                    Status::TimedOut,
-                    Some(status),
-                    Some(format!("timed out after {limit}")),
-                );
-                self.commit(rec, Some(&r.job), Some(r.lock), Some(output));
-            }
-            None if status.success() => {
-                let rec = self.run_record(&run, Status::Succeeded, Some(status), None);
-                self.commit(rec, Some(&r.job), Some(r.lock), Some(output));
-            }
-            None => {
-                let why = describe_exit(status);
-                self.failed_run(run, r.lock, Some(status), why, Some(output));
-            }
+        let RunningJob {
+            job,
+            bytes,
+            lock,
+            submitted,
+            submitted_as,
+            started,
+            attempt,
+            stop,
+            ..
+        } = r;
+        let claimed = Claimed {
+            id,
+            job: Some(&job),
+            bytes: &bytes,
+            submitted: Some(submitted),
+            submitted_as,
+            started: Some(started),
+            attempt,
+        };
+        self.end(claimed, lock, cause, Some(output));
+        if stop == Some(Stop::Cancel) {
+            let _ = std::fs::remove_file(self.spool.cancel_path(id));
         }
     }
 
-    /// A run that failed: put back for a retry while retries remain, else
-    /// the record says `failed`.
-    pub(super) fn failed_run(
+    /// Ends an attempt at a claimed job as [`ending::decide`] says: back
+    /// into `new/`, or a record to commit. `lock` is let go of once the
+    /// requeued copy or the record is in place.
+    pub(super) fn end(
         &mut self,
-        run: Run,
+        c: Claimed,
         lock: Flock<File>,
-        status: Option<ExitStatus>,
-        why: String,
+        cause: Cause,
         output: Option<Output>,
     ) {
-        let id = run.id;
-        if run.attempt <= run.job.retries {
-            let kind = run.job.kind.as_str();
-            let base = self
+        let now = time::now();
+        let terms = c.job.map_or_else(Terms::default, |job| Terms {
+            retries: job.retries,
+            retry_delay: self
                 .config
                 .types
-                .get(kind)
-                .map_or(crate::config::DEFAULT_RETRY_DELAY, |t| t.retry_delay);
-            let delay = retry_delay(base, run.attempt);
-            let at = time::now() + delay;
-            let text = requeue_text(run.bytes, run.attempt, run.submitted, Some(at));
-            crate::log!(
-                "{id}: {why}; retry {}/{} in {}",
-                run.attempt,
-                run.job.retries,
-                format_duration(delay)
-            );
-            self.requeue(id, &text, lock);
-            return;
-        }
-        let rec = self.run_record(&run, Status::Failed, status, Some(why));
-        self.commit(rec, Some(run.job), Some(lock), output);
-    }
-
-    pub(super) fn run_record(
-        &self,
-        run: &Run,
-        status: Status,
-        exit: Option<ExitStatus>,
-        error: Option<String>,
-    ) -> Record {
-        let now = time::now();
-        let mut rec = self.queued_record(
-            run.id,
-            run.job,
-            run.submitted,
-            run.submitted_as.clone(),
-            status,
-            "",
-        );
-        rec.error = error;
-        rec.started = Some(time::to_toml(run.started));
-        rec.finished = Some(time::to_toml(now));
-        rec.expires = Some(time::to_toml(now + run.job.keep));
-        rec.attempts = run.attempt;
-        if let Some(st) = exit {
-            use std::os::unix::process::ExitStatusExt;
-            match (st.code(), st.signal()) {
-                (Some(c), _) => rec.exit_code = Some(c),
-                (None, Some(s)) => rec.signal = Some(signal_name(s)),
-                _ => {}
+                .get(&job.kind)
+                .map_or(DEFAULT_RETRY_DELAY, |t| t.retry_delay),
+            timeout: job.timeout,
+        });
+        match ending::decide(cause, c.attempt, &terms, now, jitter(now)) {
+            Ending::Requeue(r) => {
+                let id = c.id;
+                match r.not_before {
+                    Some(at) => crate::log!(
+                        "{id}: {}; retry {}/{} in {}",
+                        r.why,
+                        r.attempts,
+                        terms.retries,
+                        format_duration(at.duration_since(now).unwrap_or_default())
+                    ),
+                    None if r.counted => crate::log!(
+                        "{id}: recover: {}; put back in new/ (attempt {} counted)",
+                        r.why,
+                        r.attempts
+                    ),
+                    None => crate::log!("{id}: put back in new/ ({})", r.why),
+                }
+                let text = r.text(c.bytes, c.submitted.unwrap_or(now));
+                self.requeue(id, &text, lock);
+            }
+            Ending::Record(outcome) => {
+                let rec = match (c.job, c.started) {
+                    (None, _) => {
+                        let keep = self.config.keep;
+                        let mut rec = Record::of_submission(
+                            c.id,
+                            c.bytes,
+                            outcome.status,
+                            outcome.error,
+                            c.submitted,
+                            keep,
+                            now,
+                        );
+                        rec.submitted_as = c.submitted_as;
+                        rec
+                    }
+                    (Some(job), None) => Record::of_job(
+                        c.id,
+                        job,
+                        c.submitted.unwrap_or(now),
+                        c.submitted_as,
+                        outcome,
+                        now,
+                    ),
+                    (Some(job), Some(started)) => Record::of_run(
+                        c.id,
+                        job,
+                        c.submitted.unwrap_or(now),
+                        c.submitted_as,
+                        started,
+                        outcome,
+                        now,
+                    ),
+                };
+                self.conclude(rec, c.job, Some(lock), output);
             }
         }
-        rec
     }
 
-    /// A record for a submission that never ran and is not (or no longer)
-    /// a valid job: its type as far as the text says, its text as `source`.
-    pub(super) fn unrun_record(
-        &self,
-        id: &str,
-        bytes: &[u8],
-        status: Status,
-        error: Option<String>,
-        submitted: Option<SystemTime>,
-    ) -> Record {
-        let now = time::now();
-        let mut rec = Record::new(id, &guess_type(bytes), status);
-        rec.submitted = submitted.map(time::to_toml);
-        rec.finished = Some(time::to_toml(now));
-        rec.expires = Some(time::to_toml(now + self.config.keep));
-        rec.error = error;
-        rec.source = Some(String::from_utf8_lossy(bytes).into_owned());
-        rec
-    }
-
-    /// A record for a valid job that never ran (cancelled while queued).
-    pub(super) fn queued_record(
-        &self,
-        id: &str,
-        job: &Job,
-        submitted: SystemTime,
-        submitted_as: Option<String>,
-        status: Status,
-        error: &str,
-    ) -> Record {
-        let now = time::now();
-        let mut rec = Record::new(id, &job.kind, status);
-        rec.submitted = Some(time::to_toml(job.submitted.unwrap_or(submitted)));
-        rec.finished = Some(time::to_toml(now));
-        rec.expires = Some(time::to_toml(now + job.keep));
-        rec.attempts = job.attempts;
-        rec.error = (!error.is_empty()).then(|| error.to_string());
-        rec.submitted_as = submitted_as;
-        rec.email = job.email.clone();
-        if job.priority != 0 {
-            rec.priority = Some(job.priority);
-        }
-        rec.args = job.args.clone();
-        rec.params = (!job.params.is_empty()).then(|| job.params.clone());
-        rec
-    }
-
-    /// Ends a job: hands its record to the committer (which writes it and
-    /// then lets go of the lock) and tells the log and the report.
-    pub(super) fn commit(
+    /// Ends a job with its record: logs it, counts it, decides whether it
+    /// is mailed, and hands it to the commit thread (which writes it, then
+    /// lets go of the lock).
+    pub(super) fn conclude(
         &mut self,
         mut rec: Record,
         job: Option<&Job>,
@@ -240,150 +240,31 @@ impl Daemon {
         });
         self.recent.truncate(ROWS);
         self.dirty = true;
-        if mail {
-            self.mailing.insert(rec.id.clone());
-        }
-        self.send(Work::Finish(Finish {
+        self.committer.finish(Finish {
             record: rec,
             lock,
             output,
             mail,
-        }));
+        });
     }
 
     /// Puts a job back into `new/`, here on the loop's thread and not on
     /// the commit thread: until it returns, the job's file is in both
     /// `new/` and `running/`, and a claim of the new file then would see
     /// its id taken. Rare (retries, shutdown, recovery), so cheap enough.
-    pub(super) fn requeue(&self, id: &str, text: &str, lock: Flock<File>) {
+    fn requeue(&self, id: &str, text: &str, lock: Flock<File>) {
         if let Err(e) = self.spool.requeue(id, text.as_bytes()) {
             crate::log!("{id}: cannot put back in new/: {e}");
         }
         drop(lock);
     }
-
-    pub(super) fn send(&self, work: Work) {
-        if let Some(c) = &self.committer {
-            c.send(work);
-        }
-    }
-
-    pub(super) fn mailed(&mut self, id: &str, outcome: &str) {
-        self.mailing.remove(id);
-        match self.spool.read_record(id) {
-            Ok(mut rec) => {
-                rec.mail = Some(outcome.to_string());
-                match self.spool.rewrite_record(&rec) {
-                    Ok(()) => crate::log!("{id}: mail {outcome}"),
-                    Err(e) => {
-                        crate::log!("{id}: mail {outcome}, but the record cannot say so: {e}")
-                    }
-                }
-            }
-            Err(e) => crate::log!("{id}: mail {outcome}, but the record is gone: {e}"),
-        }
-    }
-
-    pub(super) fn found(&mut self, found: Found) {
-        for row in found.recent {
-            if self.recent.len() < ROWS && !self.recent.iter().any(|r| r.id == row.id) {
-                self.recent.push_back(row);
-            }
-        }
-        if self.mail_enabled {
-            for id in found.mail_pending {
-                if self.mailing.contains(&id) {
-                    continue;
-                }
-                if let Ok(rec) = self.spool.read_record(&id)
-                    && rec.mail.as_deref() == Some("pending")
-                {
-                    crate::log!("{id}: mail still pending from an earlier run; sending");
-                    self.send(Work::Mail(rec));
-                }
-            }
-        }
-        self.dirty = true;
-    }
 }
 
-/// The parts of a run that its record and its retry need.
-pub(super) struct Run<'a> {
-    pub(super) id: &'a str,
-    pub(super) job: &'a Job,
-    pub(super) bytes: &'a [u8],
-    pub(super) submitted: SystemTime,
-    pub(super) submitted_as: Option<String>,
-    pub(super) started: SystemTime,
-    pub(super) attempt: u32,
-}
-
-pub(super) fn describe_exit(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with status {c}"),
-        (None, Some(s)) => format!("killed by {}", signal_name(s)),
-        _ => "ended".into(),
-    }
-}
-
-/// `retry_delay` doubled for each earlier retry, give or take a tenth so
-/// that jobs failing together do not retry together.
-pub(super) fn retry_delay(base: Duration, attempt: u32) -> Duration {
-    let doubled = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let nanos = time::now()
+/// A fraction in -0.1..=0.1 drawn from the clock's nanoseconds: enough to
+/// spread the retries of jobs that failed together.
+fn jitter(now: SystemTime) -> f64 {
+    let nanos = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let jitter = (nanos % 2001) as f64 / 10_000.0 - 0.1; // -0.1 ..= +0.1
-    doubled.mul_f64(1.0 + jitter)
-}
-
-/// The job file's text with `attempts`, `submitted` and (for a retry)
-/// `not_before` set, as it goes back into `new/`.
-pub(super) fn requeue_text(
-    bytes: &[u8],
-    attempts: u32,
-    submitted: SystemTime,
-    not_before: Option<SystemTime>,
-) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
-    table.insert("attempts".into(), toml::Value::Integer(i64::from(attempts)));
-    table.insert(
-        "submitted".into(),
-        toml::Value::Datetime(time::to_toml(submitted)),
-    );
-    if let Some(t) = not_before {
-        table.insert("not_before".into(), toml::Value::Datetime(time::to_toml(t)));
-    }
-    toml::to_string(&table).unwrap_or_else(|_| text.into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delays_double_with_a_little_jitter() {
-        let base = Duration::from_secs(10);
-        for (attempt, want) in [(1, 10.0), (2, 20.0), (3, 40.0)] {
-            let d = retry_delay(base, attempt).as_secs_f64();
-            assert!(
-                d >= want * 0.89 && d <= want * 1.11,
-                "attempt {attempt}: {d}"
-            );
-        }
-    }
-
-    #[test]
-    fn requeued_text_keeps_the_job_and_adds_the_schedule() {
-        let t0 = time::parse_rfc3339("2026-11-22T10:00:00Z").unwrap();
-        let text = requeue_text(b"type = \"a\"\n[params]\nn = 1\n", 2, t0, Some(t0));
-        let table: toml::Table = toml::from_str(&text).unwrap();
-        assert_eq!(table["type"].as_str(), Some("a"));
-        assert_eq!(table["attempts"].as_integer(), Some(2));
-        assert!(table["submitted"].as_datetime().is_some());
-        assert!(table["not_before"].as_datetime().is_some());
-        assert_eq!(table["params"]["n"].as_integer(), Some(1));
-    }
+    f64::from(nanos % 2001) / 10_000.0 - 0.1
 }

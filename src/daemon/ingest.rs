@@ -1,9 +1,27 @@
-//! Ingest.
+//! Ingestion: submissions in `new/` into the queue.
+//!
+//! Lists `new/` (all of it at start, before READY, read in parallel) and
+//! reads each name the watcher announces or a scan finds: a valid job is
+//! queued (not claimed: the claim happens when it starts), anything else is
+//! rejected at once with a record (a regular file is claimed first; a
+//! symlink, folder, FIFO, socket or device is moved aside whole without
+//! being opened). A file possibly still being written waits for the settle
+//! time.
+//!
+//! Never starts a task, and never looks at `running/` or `done/` (a
+//! rejected file is claimed and recorded through the spool and `finish`).
 
-use super::*;
+use std::time::Instant;
+
+use super::{Daemon, SETTLE};
+use crate::config::Config;
+use crate::job;
+use crate::record::{Record, Status};
+use crate::scheduler::Queued;
+use crate::spool::{self, ClaimOutcome, Entry, Spool};
+use crate::time;
 
 impl Daemon {
-
     /// Lists `new/` and takes every submission not yet known. At start
     /// files are taken at once when they have settled; otherwise (and for
     /// later scans) unknown names wait for the settle time.
@@ -17,12 +35,12 @@ impl Daemon {
         };
         let mut fresh: Vec<String> = names
             .into_iter()
-            .filter(|n| !self.queue.contains(n) && !self.pending.contains_key(n))
+            .filter(|n| !self.queue.contains(n) && !self.settling.contains_key(n))
             .collect();
         fresh.sort();
         if !at_start {
             for name in fresh {
-                self.pending.insert(name, Instant::now() + SETTLE);
+                self.settling.insert(name, Instant::now() + SETTLE);
             }
             return;
         }
@@ -74,7 +92,7 @@ impl Daemon {
     }
 
     /// Acts on what [`examine`] found.
-    pub(super) fn apply(&mut self, name: &str, seen: Examined) {
+    fn apply(&mut self, name: &str, seen: Examined) {
         match seen {
             Examined::Gone => {
                 self.queue.remove(name);
@@ -82,7 +100,7 @@ impl Daemon {
             Examined::Unreadable(e) => crate::log!("new/{name}: {e}"),
             Examined::Irregular(kind) => self.reject_entry(name, kind),
             Examined::Unsettled => {
-                self.pending
+                self.settling
                     .insert(name.to_string(), Instant::now() + SETTLE);
             }
             Examined::Job(queued) => {
@@ -100,7 +118,7 @@ impl Daemon {
     /// Rejects a regular file: claims it like any job, then writes a
     /// `rejected` record holding its text. `keep_file` keeps the file
     /// itself too (binary or oversized), in `done/<id>.files/`.
-    pub(super) fn reject_regular(&mut self, name: &str, bytes: &[u8], error: String, keep_file: bool) {
+    fn reject_regular(&mut self, name: &str, bytes: &[u8], error: String, keep_file: bool) {
         self.queue.remove(name);
         let want = spool::id_from_name(name).map_or_else(spool::fresh_id, str::to_string);
         let claim = match self.spool.claim(name, &want, self.config.max_job_bytes) {
@@ -116,12 +134,16 @@ impl Daemon {
         } else {
             bytes
         };
-        let mut rec = self.unrun_record(
+        let now = time::now();
+        let keep = self.config.keep;
+        let mut rec = Record::of_submission(
             &claim.id,
             bytes,
             Status::Rejected,
             Some(error),
-            Some(time::now()),
+            Some(now),
+            keep,
+            now,
         );
         rec.submitted_as = submitted_as(&claim.id, name);
         if keep_file {
@@ -133,12 +155,12 @@ impl Daemon {
                 rec.source = None;
             }
         }
-        self.commit(rec, None, Some(claim.lock), None);
+        self.conclude(rec, None, Some(claim.lock), None);
     }
 
     /// Rejects a symlink, folder, FIFO, socket or device without opening
     /// it: it is moved whole into `done/<id>.files/`.
-    pub(super) fn reject_entry(&mut self, name: &str, kind: &str) {
+    fn reject_entry(&mut self, name: &str, kind: &str) {
         self.queue.remove(name);
         let id = spool::fresh_id();
         match self.spool.park(name, &id) {
@@ -152,14 +174,24 @@ impl Daemon {
         let error = format!(
             "not a regular file: new/{name} is a {kind}; it was not opened and is kept in done/{id}.files/"
         );
-        let mut rec = self.unrun_record(&id, &[], Status::Rejected, Some(error), Some(time::now()));
+        let now = time::now();
+        let keep = self.config.keep;
+        let mut rec = Record::of_submission(
+            &id,
+            &[],
+            Status::Rejected,
+            Some(error),
+            Some(now),
+            keep,
+            now,
+        );
         rec.submitted_as = Some(name.to_string());
-        self.commit(rec, None, None, None);
+        self.conclude(rec, None, None, None);
     }
 }
 
 /// What a name in `new/` turned out to be.
-pub(super) enum Examined {
+enum Examined {
     Gone,
     Unreadable(std::io::Error),
     /// A symlink, folder, FIFO, socket or device.
@@ -178,7 +210,7 @@ pub(super) enum Examined {
 
 /// Reads and checks a submission without changing anything: safe to run
 /// on many names at once (the first scan at start does).
-pub(super) fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined {
+fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined {
     use std::io::Read;
     let (mut file, meta) = match spool.open_new(name) {
         Err(e) => return Examined::Unreadable(e),
@@ -231,13 +263,4 @@ pub(super) fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) 
 /// that name without `.toml`.
 pub(super) fn submitted_as(id: &str, name: &str) -> Option<String> {
     (id != name.strip_suffix(".toml").unwrap_or(name)).then(|| name.to_string())
-}
-
-/// The type a rejected file names, if it names one, for its record.
-pub(super) fn guess_type(bytes: &[u8]) -> String {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|t| toml::from_str::<toml::Table>(t).ok())
-        .and_then(|t| t.get("type").and_then(|v| v.as_str().map(str::to_string)))
-        .unwrap_or_default()
 }

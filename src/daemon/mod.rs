@@ -1,21 +1,32 @@
-//! The main loop: one thread that owns the queue and the running jobs and
-//! reacts to [`Event`]s.
+//! The main loop: one thread that owns the queue, the running jobs and
+//! every deadline, and reacts to [`Event`]s.
 //!
 //! Every other thread (the watcher, the signal thread, the task
-//! supervisor, the sweeper, the mailer, HTTP health checks) only sends
-//! events into one channel; the loop `recv`s them with a deadline computed
-//! from the next thing that must happen (a settle check, a `not_before`, a
-//! timeout, a kill after the grace, the report, the watchdog). Nothing here
-//! sleeps and nothing polls.
+//! supervisor, the sweeper, HTTP health checks) only sends events into one
+//! channel; the loop `recv`s them with a deadline computed from the next
+//! thing that must happen (a settle check, a `not_before`, a timeout, a
+//! kill after the grace, the drain deadline, the rescan, the report, the
+//! watchdog, the next look at jobs held by another daemon). Nothing here
+//! sleeps. One thing is looked at again on a timer rather than on an
+//! event: while a job in `running/` is held by a process that is not ours,
+//! recovery runs again every [`RECHECK_HELD`] (no event says that a lock
+//! of another process went away).
+//!
+//! This file holds the state, start-up and the loop; the loop's work is in
+//! the files beside it, one concern each: `ingest` (new/ into the queue),
+//! `start` (the queue into tasks), `ending` (the pure decision of how an
+//! attempt ends), `finish` (carrying it out), `recover` (`running/` after a
+//! crash), `control` (cancel, signals, reload) and `publish` (the snapshot,
+//! systemd's status, the report, HTTP).
+//!
+//! Never writes a record (the commit thread does) and never renames a
+//! spool path itself (the spool module does).
 //!
 //! Architecture Invariant: all spawning happens on this thread (see
-//! `runner`), and only this thread decides that a job moves; the `spool`
-//! module carries the move out.
+//! `runner`), and only this thread decides that a job moves.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,21 +35,27 @@ use nix::fcntl::Flock;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::commit::{Committer, Finish, Work};
-use crate::config::{Config, Notify, Overrides};
-use crate::job::{self, Job};
-use crate::record::{Record, Status, signal_name};
+use crate::commit::{self, Committer};
+use crate::config::{Config, Overrides};
+use crate::job::Job;
+use crate::mail::Mailer;
+use crate::record::Status;
 use crate::runner::{self, Output};
-use crate::scheduler::{Queue, Queued, Slots};
+use crate::scheduler::Queue;
 use crate::sdnotify::Notifier;
-use crate::spool::{self, ClaimOutcome, Entry, Leftover, Spool};
-use crate::status::{
-    Board, FinishedRow, Histogram, QueuedRow, ROWS, RunningRow, Snapshot, TypeRow,
-};
-use crate::sweeper::{self, Found};
+use crate::spool::Spool;
+use crate::status::{Board, FinishedRow, Histogram};
+use crate::sweeper::{self, FirstScan};
 use crate::time::{self, format_duration};
 use crate::watch::{self, Fs};
-use crate::{http, mail, report};
+
+mod control;
+mod ending;
+mod finish;
+mod ingest;
+mod publish;
+mod recover;
+mod start;
 
 /// How long a file found by a scan (not announced by a close or a rename)
 /// must be left alone before it is read.
@@ -48,6 +65,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How often a job in `running/` held by another live process is looked
 /// at again (its holder may be a dying grandchild of a crashed daemon).
 const RECHECK_HELD: Duration = Duration::from_secs(2);
+/// At most this many events are handled before the next tick.
+const BATCH: usize = 256;
 
 /// Everything the loop reacts to.
 pub enum Event {
@@ -58,81 +77,10 @@ pub enum Event {
         output: Output,
     },
     Signal(i32),
-    /// The mailer is done with a job: `sent` or `failed: …`.
-    Mailed {
-        id: String,
-        outcome: String,
-    },
     /// The sweeper's first pass over `done/`.
-    Found(Found),
+    FirstScan(FirstScan),
     /// A health check: the loop answers, proving it is alive.
     Ping(Sender<()>),
-}
-
-/// Why the daemon is killing a running task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Timeout,
-    Cancel,
-    /// Shutdown: the job goes back to `new/` and the attempt is not counted.
-    Drain,
-}
-
-struct Running {
-    kind: String,
-    job: Job,
-    bytes: Vec<u8>,
-    child: runner::Task,
-    /// Held until the record is written: the "alive" lock of the job.
-    lock: Flock<File>,
-    submitted: SystemTime,
-    submitted_as: Option<String>,
-    started: SystemTime,
-    attempt: u32,
-    deadline: Option<Instant>,
-    stop: Option<Stop>,
-    /// When SIGTERM went to the group; SIGKILL follows after `kill_grace`.
-    term_sent: Option<Instant>,
-}
-
-pub struct Daemon {
-    config: Arc<Config>,
-    overrides: Overrides,
-    spool: Spool,
-    queue: Queue,
-    running: HashMap<String, Running>,
-    /// Names in `new/` waiting to settle, with when to look again.
-    pending: HashMap<String, Instant>,
-    /// Jobs in `running/` that some other live process holds.
-    held: HashSet<String>,
-    next_held_check: Option<Instant>,
-    tx: Sender<Event>,
-    rx: Receiver<Event>,
-    draining: Option<Instant>,
-    next_rescan: Option<Instant>,
-    /// Until `run` hands it to the committer.
-    mailer: Option<mail::Mailer>,
-    /// Whether a `[mail]` section is configured (records then say `pending`).
-    mail_enabled: bool,
-    /// Writes records off the main loop; `None` before `run` starts it.
-    committer: Option<Committer>,
-    /// Watches every task's output and exit; `None` before `run`.
-    supervisor: Option<runner::Supervisor>,
-    /// Jobs handed to the mailer by this run and not yet reported back, so
-    /// that the first scan of `done/` does not mail them a second time.
-    mailing: HashSet<String>,
-    board: Board,
-    notifier: Notifier,
-    next_watchdog: Option<Instant>,
-    dirty: bool,
-    report_due: Option<Instant>,
-    last_report: Option<Instant>,
-    recent: VecDeque<FinishedRow>,
-    finished_counts: std::collections::BTreeMap<(String, Status), u64>,
-    durations: std::collections::BTreeMap<String, Histogram>,
-    last_status_line: String,
-    _watcher: Option<notify::RecommendedWatcher>,
-    _http: Option<http::Server>,
 }
 
 /// Why the daemon could not start or went down: systemd's `Restart=` and
@@ -145,139 +93,240 @@ pub enum Fatal {
     Temporary(String),
 }
 
-mod control;
-mod finish;
-mod ingest;
-mod publish;
-mod recover;
-mod start;
+/// Why the daemon is stopping a running task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Timeout,
+    Cancel,
+    /// Shutdown: the job goes back to `new/` and the attempt is not counted.
+    Drain,
+}
 
-use ingest::*;
-use finish::*;
+/// A task of ours that has not exited yet, and the claimed job it runs.
+struct RunningJob {
+    /// The job as parsed when it was claimed: what runs is what was in
+    /// `running/` then, whatever `new/` said when it was queued.
+    job: Job,
+    /// The claimed text: a requeued copy is made from it.
+    bytes: Vec<u8>,
+    /// The task's first process, leader of its process group: what
+    /// timeouts, cancels and shutdown signal, and what is reaped at exit.
+    task: runner::Task,
+    /// The job file, locked: held until the record (or the requeued copy)
+    /// is in place, it is how recovery knows the job is alive.
+    lock: Flock<File>,
+    /// When the job was submitted (its file says, else its mtime): the
+    /// record's `submitted`.
+    submitted: SystemTime,
+    /// The name it had in `new/` when that is not `<id>.toml`.
+    submitted_as: Option<String>,
+    /// When the task started: the record's `started` and the snapshot's.
+    started: SystemTime,
+    /// This attempt's number, from 1.
+    attempt: u32,
+    /// When its `timeout` runs out; cleared once SIGKILL has gone out.
+    deadline: Option<Instant>,
+    /// Why the daemon is stopping it, once it is: the cause of its end.
+    stop: Option<Stop>,
+    /// When SIGTERM went to the group; SIGKILL follows after `kill_grace`.
+    term_sent: Option<Instant>,
+}
+
+impl RunningJob {
+    /// Asks the task's process group to stop, for `why`.
+    fn term(&mut self, why: Stop) {
+        self.stop = Some(why);
+        let _ = killpg(Pid::from_raw(self.task.id() as i32), Signal::SIGTERM);
+        self.term_sent = Some(Instant::now());
+    }
+
+    /// Kills the group of a task that outlived its grace after SIGTERM.
+    fn kill(&mut self) {
+        let _ = killpg(Pid::from_raw(self.task.id() as i32), Signal::SIGKILL);
+        self.term_sent = None;
+        self.deadline = None;
+    }
+}
+
+/// The main loop's state. Built whole by [`Daemon::run`]; every thread it
+/// reports from is running by then.
+pub struct Daemon {
+    /// The configuration in force: replaced whole by a reload (SIGHUP).
+    config: Arc<Config>,
+    /// The command line's settings, applied again over each reload.
+    overrides: Overrides,
+    /// Every path under the spool and every move of a job.
+    spool: Spool,
+    /// Valid jobs read from `new/`, waiting for a slot or their
+    /// `not_before`: what the scheduler picks from.
+    queue: Queue,
+    /// Our tasks that have not exited, by job id: what the limits count and
+    /// what timeouts, cancels and shutdown act on.
+    running: HashMap<String, RunningJob>,
+    /// Names in `new/` not read yet because they may still be being
+    /// written, with when to look again.
+    settling: HashMap<String, Instant>,
+    /// Jobs in `running/` that a live process not ours holds (another
+    /// daemon, or the escaped children of a dead one's task): not ours to
+    /// end, looked at again by recovery while any remain.
+    held: HashSet<String>,
+    /// When recovery looks at the held jobs again; `None` while none is.
+    next_held_check: Option<Instant>,
+    /// A sender into the loop's channel, for HTTP's health checks.
+    tx: Sender<Event>,
+    /// The loop's one inbox: every thread reports here.
+    rx: Receiver<Event>,
+    /// Set by SIGTERM or SIGINT: when tasks still running are stopped.
+    /// While set nothing starts, and the loop ends once nothing runs.
+    draining: Option<Instant>,
+    /// When `new/` and `cancel/` are listed again (`rescan`), for file
+    /// systems whose changes inotify does not see.
+    next_rescan: Option<Instant>,
+    /// Whether a `[mail]` section is configured: records with `email` then
+    /// say `mail = "pending"` and go to the mailer.
+    mail_enabled: bool,
+    /// The commit thread, which writes every record off this thread.
+    committer: Committer,
+    /// The thread that watches every task's pipes and exit.
+    supervisor: runner::Supervisor,
+    /// Where snapshots go for HTTP and the report to read.
+    board: Board,
+    /// systemd's notify socket (READY, STATUS, STOPPING, WATCHDOG).
+    notifier: Notifier,
+    /// When systemd's watchdog is told next that the loop is alive.
+    next_watchdog: Option<Instant>,
+    /// Something a snapshot shows changed since the last one was published.
+    dirty: bool,
+    /// When `report.html` is due to be written again; `None` while it says
+    /// what the board does.
+    report_due: Option<Instant>,
+    /// When `report.html` was last written: writes are [`REPORT_EVERY`]
+    /// apart at least.
+    last_report: Option<Instant>,
+    /// The latest finished jobs, newest first: the snapshot's rows.
+    recent: VecDeque<FinishedRow>,
+    /// Jobs finished since start, by type and status: `/metrics` counters.
+    finished_counts: BTreeMap<(String, Status), u64>,
+    /// Run times of jobs finished since start, by type: `/metrics`.
+    durations: BTreeMap<String, Histogram>,
+    /// The last `STATUS=` sent to systemd, not to send it again unchanged.
+    last_status_line: String,
+    /// Never read: inotify watches `new/` and `cancel/` while it lives.
+    _watcher: notify::RecommendedWatcher,
+}
 
 impl Daemon {
-    pub fn new(config: Config, overrides: Overrides) -> Result<Daemon, Fatal> {
+    /// The daemon's whole life: starts its threads, recovers `running/`,
+    /// reads `new/`, binds HTTP, says READY, then runs until SIGTERM or
+    /// SIGINT has drained the running jobs and every record is written.
+    pub fn run(config: Config, overrides: Overrides) -> Result<(), Fatal> {
+        let mut daemon = Daemon::new(config, overrides)?;
+        daemon.spool.clean_dead_tmp();
+        daemon.recover();
+        daemon.scan_new(true);
+        daemon.scan_cancel();
+        daemon.next_rescan = daemon.config.rescan.map(|d| Instant::now() + d);
+        // Bound only now, so that an answer means the spool has been read.
+        let _http = daemon.start_http()?;
+
+        daemon.tick();
+        daemon.publish();
+        crate::log!(
+            "raccoond {}: ready, spool {}, total {}, {} queued, {} running",
+            env!("CARGO_PKG_VERSION"),
+            daemon.spool.root().display(),
+            daemon.config.total,
+            daemon.queue.len(),
+            daemon.running.len()
+        );
+        daemon.notifier.send("READY=1");
+        daemon.notify_status();
+
+        daemon.serve();
+        daemon.committer.flush();
+        daemon.write_report();
+        crate::log!("raccoond: stopped");
+        Ok(())
+    }
+
+    /// Opens the spool and starts every thread that reports to the loop.
+    fn new(config: Config, overrides: Overrides) -> Result<Daemon, Fatal> {
         let spool = Spool::open(&config.spool, config.fsync)
             .map_err(|e| Fatal::Temporary(format!("spool: {e}")))?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let config = Arc::new(config);
-        let board = Board::new(config.clone());
+        let inbox = commit::Inbox::default();
         let mailer = match &config.mail {
-            Some(m) => {
-                let tx = tx.clone();
-                Some(
-                    mail::Mailer::start(m, spool.clone(), move |id, outcome| {
-                        let _ = tx.send(Event::Mailed { id, outcome });
-                    })
+            Some(m) => Some(
+                Mailer::start(m, spool.clone(), inbox.mail_outcomes())
                     .map_err(|e| Fatal::Config(format!("[mail] {e}")))?,
-                )
-            }
+            ),
             None => None,
         };
+        let mail_enabled = mailer.is_some();
+
+        let to_loop = tx.clone();
+        let watcher = watch::start(&spool.new_dir(), &spool.cancel_dir(), move |fs| {
+            let _ = to_loop.send(Event::Fs(fs));
+        })
+        .map_err(|e| {
+            Fatal::Temporary(format!("cannot watch {}: {e}", spool.new_dir().display()))
+        })?;
+        control::start_signals(&tx)?;
+
+        let to_loop = tx.clone();
+        let sweeper = sweeper::start(spool.clone(), move |scan| {
+            let _ = to_loop.send(Event::FirstScan(scan));
+        })
+        .map_err(|e| Fatal::Temporary(format!("cannot start the sweeper: {e}")))?;
+        let committer = Committer::start(inbox, spool.clone(), sweeper, mailer)
+            .map_err(|e| Fatal::Temporary(format!("cannot start the commit thread: {e}")))?;
+
+        let to_loop = tx.clone();
+        let supervisor = runner::Supervisor::start(move |id, output| {
+            let _ = to_loop.send(Event::Exited { id, output });
+        })
+        .map_err(|e| Fatal::Temporary(format!("cannot start the supervisor: {e}")))?;
+
         let notifier = Notifier::from_env();
         Ok(Daemon {
+            board: Board::new(config.clone()),
             config,
             overrides,
             spool,
             queue: Queue::default(),
             running: HashMap::new(),
-            pending: HashMap::new(),
+            settling: HashMap::new(),
             held: HashSet::new(),
             next_held_check: None,
             tx,
             rx,
             draining: None,
             next_rescan: None,
-            mail_enabled: mailer.is_some(),
-            mailer,
-            committer: None,
-            supervisor: None,
-            mailing: HashSet::new(),
-            board,
+            mail_enabled,
+            committer,
+            supervisor,
             next_watchdog: notifier.watchdog.map(|_| Instant::now()),
             notifier,
             dirty: true,
             report_due: None,
             last_report: None,
             recent: VecDeque::new(),
-            finished_counts: Default::default(),
-            durations: Default::default(),
+            finished_counts: BTreeMap::new(),
+            durations: BTreeMap::new(),
             last_status_line: String::new(),
-            _watcher: None,
-            _http: None,
+            _watcher: watcher,
         })
     }
 
-    /// Runs until SIGTERM or SIGINT has drained the running jobs.
-    pub fn run(mut self) -> Result<(), Fatal> {
-        let tx = self.tx.clone();
-        let watcher = watch::start(&self.spool.new_dir(), &self.spool.cancel_dir(), move |fs| {
-            let _ = tx.send(Event::Fs(fs));
-        })
-        .map_err(|e| {
-            Fatal::Temporary(format!(
-                "cannot watch {}: {e}",
-                self.spool.new_dir().display()
-            ))
-        })?;
-        self._watcher = Some(watcher);
-        self.start_signals()?;
-
-        let tx = self.tx.clone();
-        let sweeper = sweeper::start(self.spool.clone(), move |found| {
-            let _ = tx.send(Event::Found(found));
-        })
-        .map_err(|e| Fatal::Temporary(format!("cannot start the sweeper: {e}")))?;
-        self.committer = Some(
-            Committer::start(self.spool.clone(), sweeper, self.mailer.take())
-                .map_err(|e| Fatal::Temporary(format!("cannot start the commit thread: {e}")))?,
-        );
-
-        let tx = self.tx.clone();
-        self.supervisor = Some(
-            runner::Supervisor::start(move |id, output| {
-                let _ = tx.send(Event::Exited { id, output });
-            })
-            .map_err(|e| Fatal::Temporary(format!("cannot start the supervisor: {e}")))?,
-        );
-        self.spool.clean_dead_tmp();
-        self.recover();
-        self.scan_new(true);
-        self.scan_cancel();
-        self.next_rescan = self.config.rescan.map(|d| Instant::now() + d);
-
-        if let Some(listen) = self.config.http.listen.clone() {
-            let tx = self.tx.clone();
-            let ping = move || {
-                let (ptx, prx) = crossbeam_channel::bounded(1);
-                tx.send(Event::Ping(ptx)).is_ok()
-                    && prx.recv_timeout(Duration::from_secs(2)).is_ok()
-            };
-            let server = http::Server::start(&listen, self.board.clone(), self.spool.clone(), ping)
-                .map_err(|e| Fatal::Temporary(format!("[http] listen = {listen:?}: {e}")))?;
-            crate::log!("http: listening on {}", server.addr());
-            self._http = Some(server);
-        }
-
-        self.tick();
-        self.publish();
-        crate::log!(
-            "raccoond {}: ready, spool {}, total {}, {} queued, {} running",
-            env!("CARGO_PKG_VERSION"),
-            self.spool.root().display(),
-            self.config.total,
-            self.queue.len(),
-            self.running.len()
-        );
-        self.notifier.send("READY=1");
-        self.notify_status();
-
+    /// The loop: waits for events until the next deadline, handles a batch,
+    /// does what is due. Ends once draining has nothing left running.
+    fn serve(&mut self) {
         loop {
             if self.draining.is_some() && self.running.is_empty() {
-                break;
+                return;
             }
-            let deadline = self.next_deadline();
-            let first = match deadline {
+            let first = match self.next_deadline() {
                 Some(d) => self.rx.recv_deadline(d),
                 None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
@@ -285,7 +334,7 @@ impl Daemon {
                 Ok(ev) => {
                     self.handle(ev);
                     // Take a batch before the (comparatively costly) tick.
-                    for _ in 0..256 {
+                    for _ in 0..BATCH {
                         match self.rx.try_recv() {
                             Ok(ev) => self.handle(ev),
                             Err(_) => break,
@@ -293,30 +342,24 @@ impl Daemon {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
             }
             self.tick();
             if self.dirty {
                 self.publish();
             }
         }
-        if let Some(mut c) = self.committer.take() {
-            c.flush();
-        }
-        self.write_report();
-        crate::log!("raccoond: stopped");
-        Ok(())
     }
 
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Fs(Fs::Ready(name)) => {
-                self.pending.remove(&name);
+                self.settling.remove(&name);
                 self.ingest(&name, false);
             }
             Event::Fs(Fs::Seen(name)) => {
                 if !self.queue.contains(&name) {
-                    self.pending
+                    self.settling
                         .entry(name)
                         .or_insert_with(|| Instant::now() + SETTLE);
                 }
@@ -329,27 +372,27 @@ impl Daemon {
             Event::Fs(Fs::Cancel(id)) => self.cancel(&id),
             Event::Exited { id, output } => self.exited(&id, output),
             Event::Signal(sig) => self.signal(sig),
-            Event::Mailed { id, outcome } => self.mailed(&id, &outcome),
-            Event::Found(found) => self.found(found),
+            Event::FirstScan(scan) => self.first_scan(scan),
             Event::Ping(reply) => {
                 let _ = reply.try_send(());
             }
         }
     }
 
-    /// Everything that is due: settled files, rescans, timeouts, kills,
-    /// the drain deadline, held jobs, then starting what may start.
+    /// Everything that is due: settled files, rescans, held jobs, timeouts,
+    /// kills, the drain deadline, then starting what may start, the
+    /// watchdog and the report.
     fn tick(&mut self) {
         let now = Instant::now();
-        if !self.pending.is_empty() {
+        if !self.settling.is_empty() {
             let due: Vec<String> = self
-                .pending
+                .settling
                 .iter()
                 .filter(|(_, t)| **t <= now)
                 .map(|(n, _)| n.clone())
                 .collect();
             for name in due {
-                self.pending.remove(&name);
+                self.settling.remove(&name);
                 self.ingest(&name, true);
             }
         }
@@ -373,20 +416,16 @@ impl Daemon {
                         "{id}: still alive {} after SIGTERM; SIGKILL",
                         format_duration(grace)
                     );
-                    let _ = killpg(Pid::from_raw(r.child.id() as i32), Signal::SIGKILL);
-                    r.term_sent = None;
-                    r.deadline = None;
+                    r.kill();
                 }
                 continue;
             }
             if r.stop.is_none() && r.deadline.is_some_and(|d| d <= now) {
                 crate::log!("{id}: timed out; SIGTERM to the process group");
-                r.stop = Some(Stop::Timeout);
-                term(r);
+                r.term(Stop::Timeout);
             } else if drain_due && r.stop.is_none() {
                 crate::log!("{id}: stop_timeout passed; SIGTERM to the process group");
-                r.stop = Some(Stop::Drain);
-                term(r);
+                r.term(Stop::Drain);
             }
         }
         self.start_ready();
@@ -401,6 +440,7 @@ impl Daemon {
         }
     }
 
+    /// The earliest of everything [`Daemon::tick`] waits for.
     fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Option<Instant>| {
@@ -408,7 +448,7 @@ impl Daemon {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         };
-        consider(self.pending.values().min().copied());
+        consider(self.settling.values().min().copied());
         consider(self.next_rescan);
         consider(self.next_held_check);
         consider(self.next_watchdog);
@@ -431,9 +471,4 @@ impl Daemon {
         }
         next
     }
-}
-
-fn term(r: &mut Running) {
-    let _ = killpg(Pid::from_raw(r.child.id() as i32), Signal::SIGTERM);
-    r.term_sent = Some(Instant::now());
 }

@@ -1,8 +1,25 @@
-//! Publish.
+//! Publishing: what the daemon tells the world about itself.
+//!
+//! After each batch of events that changed something, the loop builds a
+//! [`Snapshot`] and swaps it into the [`Board`] (read by HTTP and the
+//! report), tells systemd a `STATUS=` line when it changed, and schedules
+//! `report.html` (written at most once every `REPORT_EVERY`). Also binds
+//! the HTTP API, and takes in the sweeper's first scan of `done/` (the
+//! report's rows of earlier runs; mail an earlier run left `pending`, which
+//! it passes to the commit thread).
+//!
+//! Never changes a job or the queue; reads nothing from disk.
 
-use super::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{Daemon, Event, Fatal, REPORT_EVERY};
+use crate::status::{QueuedRow, ROWS, RunningRow, Snapshot, TypeRow};
+use crate::sweeper::FirstScan;
+use crate::{http, report, time};
 
 impl Daemon {
+    /// Publishes a snapshot and tells systemd, then schedules the report.
     pub(super) fn publish(&mut self) {
         self.dirty = false;
         let snapshot = self.snapshot();
@@ -25,16 +42,17 @@ impl Daemon {
         }
     }
 
+    /// Publishes, sending `STATUS=` even when it did not change.
     pub(super) fn notify_status(&mut self) {
         self.last_status_line.clear();
         self.publish();
     }
 
-    pub(super) fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Snapshot {
         let counts = self.queue.counts();
         let mut running_by: HashMap<&str, usize> = HashMap::new();
         for r in self.running.values() {
-            *running_by.entry(r.kind.as_str()).or_default() += 1;
+            *running_by.entry(r.job.kind.as_str()).or_default() += 1;
         }
         let types = self
             .config
@@ -52,9 +70,9 @@ impl Daemon {
             .iter()
             .map(|(id, r)| RunningRow {
                 id: id.clone(),
-                kind: r.kind.clone(),
+                kind: r.job.kind.clone(),
                 started: r.started,
-                pid: r.child.id(),
+                pid: r.task.id(),
                 attempt: r.attempt,
             })
             .collect();
@@ -85,6 +103,7 @@ impl Daemon {
         }
     }
 
+    /// Writes `report.html` from the latest snapshot.
     pub(super) fn write_report(&mut self) {
         self.report_due = None;
         self.last_report = Some(Instant::now());
@@ -92,5 +111,38 @@ impl Daemon {
         if let Err(e) = self.spool.write_report(html.as_bytes()) {
             crate::log!("report: {e}");
         }
+    }
+
+    /// Takes in the sweeper's first scan of `done/`: its latest records
+    /// fill the report's rows this run has not filled yet, and mail still
+    /// `pending` goes to the commit thread (which skips what this run has
+    /// handed to the mailer already).
+    pub(super) fn first_scan(&mut self, scan: FirstScan) {
+        for row in scan.recent {
+            if self.recent.len() < ROWS && !self.recent.iter().any(|r| r.id == row.id) {
+                self.recent.push_back(row);
+            }
+        }
+        if self.mail_enabled && !scan.mail_pending.is_empty() {
+            self.committer.mail_pending(scan.mail_pending);
+        }
+        self.dirty = true;
+    }
+
+    /// Binds the HTTP API when `[http] listen` is set; its health check
+    /// asks the loop for an answer.
+    pub(super) fn start_http(&self) -> Result<Option<http::Server>, Fatal> {
+        let Some(listen) = self.config.http.listen.clone() else {
+            return Ok(None);
+        };
+        let tx = self.tx.clone();
+        let ping = move || {
+            let (ptx, prx) = crossbeam_channel::bounded(1);
+            tx.send(Event::Ping(ptx)).is_ok() && prx.recv_timeout(Duration::from_secs(2)).is_ok()
+        };
+        let server = http::Server::start(&listen, self.board.clone(), self.spool.clone(), ping)
+            .map_err(|e| Fatal::Temporary(format!("[http] listen = {listen:?}: {e}")))?;
+        crate::log!("http: listening on {}", server.addr());
+        Ok(Some(server))
     }
 }

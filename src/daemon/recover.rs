@@ -1,12 +1,26 @@
-//! Recover.
+//! Recovery: what a dead daemon left in `running/`.
+//!
+//! At start, and again every `RECHECK_HELD` while some job in `running/` is
+//! held by a live process that is not ours, asks the spool for the jobs no
+//! live process holds: each ends as [`super::ending::decide`] says for an
+//! interrupted attempt (back to `new/` with the attempt counted, or
+//! `failed`/`interrupted` past its retries), or is rejected when its text
+//! is no job. Leftovers of jobs already finished or requeued are removed
+//! by the spool; a job held only by the escaped children of a dead
+//! daemon's task has them killed first.
+//!
+//! Never touches a job another live daemon holds, nor one of ours.
 
-use super::*;
+use std::time::Instant;
+
+use super::ending::Cause;
+use super::finish::Claimed;
+use super::{Daemon, RECHECK_HELD};
+use crate::job;
+use crate::spool::{Claim, Leftover};
 
 impl Daemon {
-
-    /// Jobs left in `running/` by a daemon that died: those no live process
-    /// holds go back to `new/` with the attempt counted, or end `failed`
-    /// (`interrupted`) past their retries.
+    /// Looks at `running/` for jobs whose daemon died, and ends them.
     pub(super) fn recover(&mut self) {
         let leftovers = match self.spool.recover(self.config.max_job_bytes) {
             Ok(l) => l,
@@ -32,45 +46,25 @@ impl Daemon {
                 Leftover::Cleaned(id) => {
                     crate::log!("{id}: recover: removed leftovers of a finished job")
                 }
-                Leftover::Orphan(claim) => {
-                    let id = claim.id.clone();
+                Leftover::Orphan(Claim { id, lock, bytes }) => {
                     if self.running.contains_key(&id) {
                         continue;
                     }
-                    match job::parse(&claim.bytes, &self.config) {
-                        Ok(job) => {
-                            let attempt = job.attempts + 1;
-                            let submitted = job.submitted.unwrap_or_else(time::now);
-                            if attempt <= job.retries {
-                                let text = requeue_text(&claim.bytes, attempt, submitted, None);
-                                crate::log!(
-                                    "{id}: recover: interrupted; put back in new/ (attempt {attempt} counted)"
-                                );
-                                self.requeue(&id, &text, claim.lock);
-                            } else {
-                                let mut rec = self.queued_record(
-                                    &id,
-                                    &job,
-                                    submitted,
-                                    None,
-                                    Status::Failed,
-                                    "interrupted",
-                                );
-                                rec.attempts = attempt;
-                                self.commit(rec, Some(&job), Some(claim.lock), None);
-                            }
-                        }
-                        Err(error) => {
-                            let rec = self.unrun_record(
-                                &id,
-                                &claim.bytes,
-                                Status::Rejected,
-                                Some(error),
-                                None,
-                            );
-                            self.commit(rec, None, Some(claim.lock), None);
-                        }
-                    }
+                    let parsed = job::parse(&bytes, &self.config);
+                    let (job, cause) = match &parsed {
+                        Ok(job) => (Some(job), Cause::Interrupted),
+                        Err(error) => (None, Cause::Rejected(error.clone())),
+                    };
+                    let claimed = Claimed {
+                        id: &id,
+                        job,
+                        bytes: &bytes,
+                        submitted: job.and_then(|j| j.submitted),
+                        submitted_as: None,
+                        started: None,
+                        attempt: job.map_or(0, |j| j.attempts + 1),
+                    };
+                    self.end(claimed, lock, cause, None);
                 }
             }
         }

@@ -1,8 +1,29 @@
-//! Start.
+//! Starting: the queue into tasks.
+//!
+//! Asks the scheduler what may start under the limits, claims it (the
+//! rename into `running/` under its lock), parses the claimed text again
+//! (what runs is what was claimed) and starts its task. A claimed text that
+//! is no longer a job, and a task that cannot start, end at once through
+//! `finish`.
+//!
+//! Never starts anything while draining, and never waits for a task.
 
-use super::*;
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use super::ending::Cause;
+use super::finish::Claimed;
+use super::ingest::submitted_as;
+use super::{Daemon, RunningJob, SETTLE};
+use crate::job;
+use crate::runner;
+use crate::scheduler::{Queued, Slots};
+use crate::spool::{Claim, ClaimOutcome};
+use crate::time;
 
 impl Daemon {
+    /// Starts queued jobs while the scheduler finds one a slot.
     pub(super) fn start_ready(&mut self) {
         if self.draining.is_some() {
             return;
@@ -11,7 +32,7 @@ impl Daemon {
         loop {
             let mut by_type: HashMap<&str, usize> = HashMap::new();
             for r in self.running.values() {
-                *by_type.entry(r.kind.as_str()).or_default() += 1;
+                *by_type.entry(r.job.kind.as_str()).or_default() += 1;
             }
             let config = self.config.clone();
             let limit = |k: &str| config.limit_of(k);
@@ -32,37 +53,39 @@ impl Daemon {
         }
     }
 
-    pub(super) fn start(&mut self, q: Queued) {
-        let claim = match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
-            Ok(ClaimOutcome::Claimed(c)) => c,
-            Ok(ClaimOutcome::Gone) => return,
-            // Someone holds its lock (another daemon claiming it, or a
-            // stray reader): look again after the settle time.
-            Ok(ClaimOutcome::Busy) => {
-                self.pending.insert(q.name, Instant::now() + SETTLE);
-                return;
-            }
-            Err(e) => {
-                crate::log!("new/{}: cannot claim: {e}", q.name);
-                return;
-            }
-        };
-        let id = claim.id.clone();
+    /// Claims a queued job and starts its task.
+    fn start(&mut self, q: Queued) {
+        let Claim { id, lock, bytes } =
+            match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
+                Ok(ClaimOutcome::Claimed(c)) => c,
+                Ok(ClaimOutcome::Gone) => return,
+                // Someone holds its lock (another daemon claiming it, or a
+                // stray reader): look again after the settle time.
+                Ok(ClaimOutcome::Busy) => {
+                    self.settling.insert(q.name, Instant::now() + SETTLE);
+                    return;
+                }
+                Err(e) => {
+                    crate::log!("new/{}: cannot claim: {e}", q.name);
+                    return;
+                }
+            };
         let submitted_as = submitted_as(&id, &q.name);
         // The file may have changed since it was queued: what runs is what
         // is in running/ now, checked again.
-        let job = match job::parse(&claim.bytes, &self.config) {
+        let job = match job::parse(&bytes, &self.config) {
             Ok(j) => j,
             Err(error) => {
-                let mut rec = self.unrun_record(
-                    &id,
-                    &claim.bytes,
-                    Status::Rejected,
-                    Some(error),
-                    Some(q.submitted),
-                );
-                rec.submitted_as = submitted_as;
-                self.commit(rec, None, Some(claim.lock), None);
+                let claimed = Claimed {
+                    id: &id,
+                    job: None,
+                    bytes: &bytes,
+                    submitted: Some(q.submitted),
+                    submitted_as,
+                    started: None,
+                    attempt: 0,
+                };
+                self.end(claimed, lock, Cause::Rejected(error), None);
                 return;
             }
         };
@@ -76,29 +99,25 @@ impl Daemon {
             ty: &ty,
             attempt,
             spool: &self.spool,
-            lock_fd: claim.lock.as_raw_fd(),
+            lock_fd: lock.as_raw_fd(),
             max_output_bytes: self.config.max_output_bytes,
         };
         let started = time::now();
-        let Some(supervisor) = &self.supervisor else {
-            return;
-        };
-        match runner::start(&launch, supervisor) {
-            Ok(child) => {
+        match runner::start(&launch, &self.supervisor) {
+            Ok(task) => {
                 crate::log!(
                     "{id}: started type={} pid={} attempt={attempt}",
                     job.kind,
-                    child.id()
+                    task.id()
                 );
                 let deadline = job.timeout.map(|t| Instant::now() + t);
                 self.running.insert(
                     id,
-                    Running {
-                        kind: job.kind.clone(),
-                        bytes: claim.bytes,
+                    RunningJob {
                         job,
-                        child,
-                        lock: claim.lock,
+                        bytes,
+                        task,
+                        lock,
                         submitted: q.submitted,
                         submitted_as,
                         started,
@@ -111,16 +130,16 @@ impl Daemon {
             }
             Err(e) => {
                 crate::log!("{id}: cannot start: {e}");
-                let run = Run {
+                let claimed = Claimed {
                     id: &id,
-                    job: &job,
-                    bytes: &claim.bytes,
-                    submitted: q.submitted,
+                    job: Some(&job),
+                    bytes: &bytes,
+                    submitted: Some(q.submitted),
                     submitted_as,
-                    started,
+                    started: Some(started),
                     attempt,
                 };
-                self.failed_run(run, claim.lock, None, format!("cannot start: {e}"), None);
+                self.end(claimed, lock, Cause::Unstartable(e.to_string()), None);
             }
         }
     }
