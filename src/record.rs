@@ -2,8 +2,13 @@
 //!
 //! Owns the record's schema and its text form, for the daemon that writes
 //! it and for the client, the HTTP API, the report and the mailer that
-//! read it. A record is written once, atomically, by the spool module; the
-//! only later change is its `mail` field. This module does no IO.
+//! read it, and the constructors the daemon makes records with (of a
+//! submission that is no job, of a job that did not run to its end, of a
+//! run), from the job and an [`Outcome`]. A record is written once,
+//! atomically, by the commit thread through the spool module; the only
+//! later change is its `mail` field, rewritten by the same thread.
+//!
+//! Never does IO and never reads the clock: `now` is an argument.
 
 use std::time::{Duration, SystemTime};
 
@@ -302,6 +307,78 @@ mod tests {
         let j = r.to_json();
         assert_eq!(j["submitted"], "2026-11-22T10:00:00.125Z");
         assert_eq!(j["params"]["num"], 10);
+    }
+
+    #[test]
+    fn records_are_made_from_the_job_the_outcome_and_now() {
+        let t = |s: &str| time::parse_rfc3339(s).unwrap();
+        let now = t("2026-11-22T10:00:10Z");
+        let job = Job {
+            kind: "report".into(),
+            email: vec!["ann@example.com".into()],
+            priority: 0,
+            not_before: None,
+            timeout: None,
+            retries: 2,
+            keep: Duration::from_secs(3600),
+            args: Vec::new(),
+            params: toml::Table::new(),
+            attempts: 1,
+            submitted: Some(t("2026-11-22T09:00:00Z")),
+        };
+        let outcome = Outcome {
+            status: Status::Failed,
+            error: Some("killed by SIGSEGV".into()),
+            exit_code: None,
+            signal: Some("SIGSEGV".into()),
+            attempts: 2,
+        };
+        let started = t("2026-11-22T10:00:00Z");
+        let run = Record::of_run("r-1", &job, now, None, started, outcome.clone(), now);
+        assert_eq!(run.kind, "report");
+        // The job file's first submission wins over when this copy came.
+        assert_eq!(
+            run.submitted,
+            Some(time::to_toml(t("2026-11-22T09:00:00Z")))
+        );
+        assert_eq!(run.duration(), Some(Duration::from_secs(10)));
+        assert_eq!(run.expires_at(), Some(now + Duration::from_secs(3600)));
+        assert_eq!((run.attempts, run.signal.as_deref()), (2, Some("SIGSEGV")));
+        assert_eq!(run.email, job.email);
+        assert_eq!(run.params, None, "no params, no table");
+
+        let unrun = Record::of_job("r-1", &job, now, Some("x.toml".into()), outcome, now);
+        assert_eq!(
+            (unrun.started, unrun.submitted_as.as_deref()),
+            (None, Some("x.toml"))
+        );
+
+        let keep = Duration::from_secs(60);
+        let junk = Record::of_submission(
+            "j-1",
+            b"type = \"nope\"\nwhat",
+            Status::Rejected,
+            Some("bad".into()),
+            None,
+            keep,
+            now,
+        );
+        assert_eq!(
+            junk.kind, "",
+            "the type of a text that is no TOML is not guessed"
+        );
+        assert_eq!(junk.source.as_deref(), Some("type = \"nope\"\nwhat"));
+        assert_eq!(junk.expires_at(), Some(now + keep));
+        let named = Record::of_submission(
+            "j-2",
+            b"type = \"nope\"\n",
+            Status::Rejected,
+            None,
+            None,
+            keep,
+            now,
+        );
+        assert_eq!(named.kind, "nope");
     }
 
     #[test]
