@@ -47,6 +47,7 @@ const BATCH: usize = 256;
 
 /// A job the loop has ended: its record, to be written.
 pub struct Finish {
+    /// The record as the loop made it; its `result` is filled in here.
     pub record: Record,
     /// The job file's lock, let go of once the record is in place; `None`
     /// for a submission that was never claimed (a parked folder or FIFO).
@@ -81,7 +82,9 @@ enum Message {
 /// The commit thread's channel, made before the thread so that the mailer
 /// (started in between, and owned by the thread) can report into it.
 pub struct Inbox {
+    /// Cloned for the mailer, then the loop's handle's.
     tx: Sender<Message>,
+    /// The thread's.
     rx: Receiver<Message>,
 }
 

@@ -30,6 +30,7 @@ use crate::time::{self, format_duration};
 /// A job file this daemon holds claimed in `running/`, as the end of its
 /// attempt needs it: what its record or its requeued copy is made of.
 pub(super) struct Claimed<'a> {
+    /// The job's id: its name in `running/` and its record's.
     pub id: &'a str,
     /// `None` when the claimed text is not a job (it is then rejected).
     pub job: Option<&'a Job>,

@@ -9,7 +9,7 @@
 //! watchdog, the next look at jobs held by another daemon). Nothing here
 //! sleeps. One thing is looked at again on a timer rather than on an
 //! event: while a job in `running/` is held by a process that is not ours,
-//! recovery runs again every [`RECHECK_HELD`] (no event says that a lock
+//! recovery runs again every `RECHECK_HELD` (no event says that a lock
 //! of another process went away).
 //!
 //! This file holds the state, start-up and the loop; the loop's work is in
@@ -70,12 +70,11 @@ const BATCH: usize = 256;
 
 /// Everything the loop reacts to.
 pub enum Event {
+    /// Something happened in `new/` or `cancel/`.
     Fs(Fs),
     /// A task's main process exited and its output is written.
-    Exited {
-        id: String,
-        output: Output,
-    },
+    Exited { id: String, output: Output },
+    /// SIGTERM, SIGINT or SIGHUP arrived.
     Signal(i32),
     /// The sweeper's first pass over `done/`.
     FirstScan(FirstScan),

@@ -1,7 +1,7 @@
 //! Publishing: what the daemon tells the world about itself.
 //!
 //! After each batch of events that changed something, the loop builds a
-//! [`Snapshot`] and swaps it into the [`Board`] (read by HTTP and the
+//! [`Snapshot`] and swaps it into the `status::Board` (read by HTTP and the
 //! report), tells systemd a `STATUS=` line when it changed, and schedules
 //! `report.html` (written at most once every `REPORT_EVERY`). Also binds
 //! the HTTP API, and takes in the sweeper's first scan of `done/` (the
