@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         }
     };
     raccoond::runner::raise_nofile();
-    let result = Daemon::new(config, args.overrides).and_then(Daemon::run);
+    let result = Daemon::run(config, args.overrides);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fatal::Config(e)) => {

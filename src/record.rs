@@ -2,14 +2,20 @@
 //!
 //! Owns the record's schema and its text form, for the daemon that writes
 //! it and for the client, the HTTP API, the report and the mailer that
-//! read it. A record is written once, atomically, by the spool module; the
-//! only later change is its `mail` field. This module does no IO.
+//! read it, and the constructors the daemon makes records with (of a
+//! submission that is no job, of a job that did not run to its end, of a
+//! run), from the job and an [`Outcome`]. A record is written once,
+//! atomically, by the commit thread through the spool module; the only
+//! later change is its `mail` field, rewritten by the same thread.
+//!
+//! Never does IO and never reads the clock: `now` is an argument.
 
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use toml::value::Datetime;
 
+use crate::job::Job;
 use crate::time;
 
 /// Where a job is in its life.
@@ -136,6 +142,72 @@ impl Record {
         }
     }
 
+    /// The record of a submission that is not (or no longer) a valid job:
+    /// its type as far as its text says, its text as `source`, kept for the
+    /// daemon's `keep`.
+    pub fn of_submission(
+        id: &str,
+        bytes: &[u8],
+        status: Status,
+        error: Option<String>,
+        submitted: Option<SystemTime>,
+        keep: Duration,
+        now: SystemTime,
+    ) -> Record {
+        let mut rec = Record::new(id, &guess_type(bytes), status);
+        rec.submitted = submitted.map(time::to_toml);
+        rec.finished = Some(time::to_toml(now));
+        rec.expires = Some(time::to_toml(now + keep));
+        rec.error = error;
+        rec.source = Some(String::from_utf8_lossy(bytes).into_owned());
+        rec
+    }
+
+    /// The record of a valid job that ended without a task of it being
+    /// watched to its end (cancelled while queued, interrupted by a daemon
+    /// that died): what the job file says, and how it ended. `submitted`
+    /// counts when the job file does not say.
+    pub fn of_job(
+        id: &str,
+        job: &Job,
+        submitted: SystemTime,
+        submitted_as: Option<String>,
+        outcome: Outcome,
+        now: SystemTime,
+    ) -> Record {
+        let mut rec = Record::new(id, &job.kind, outcome.status);
+        rec.submitted = Some(time::to_toml(job.submitted.unwrap_or(submitted)));
+        rec.finished = Some(time::to_toml(now));
+        rec.expires = Some(time::to_toml(now + job.keep));
+        rec.attempts = outcome.attempts;
+        rec.exit_code = outcome.exit_code;
+        rec.signal = outcome.signal;
+        rec.error = outcome.error;
+        rec.submitted_as = submitted_as;
+        rec.email = job.email.clone();
+        if job.priority != 0 {
+            rec.priority = Some(job.priority);
+        }
+        rec.args = job.args.clone();
+        rec.params = (!job.params.is_empty()).then(|| job.params.clone());
+        rec
+    }
+
+    /// The record of a job whose task started at `started` and ended now.
+    pub fn of_run(
+        id: &str,
+        job: &Job,
+        submitted: SystemTime,
+        submitted_as: Option<String>,
+        started: SystemTime,
+        outcome: Outcome,
+        now: SystemTime,
+    ) -> Record {
+        let mut rec = Record::of_job(id, job, submitted, submitted_as, outcome, now);
+        rec.started = Some(time::to_toml(started));
+        rec
+    }
+
     pub fn to_toml(&self) -> Result<String, String> {
         toml::to_string(self).map_err(|e| format!("cannot write record {}: {e}", self.id))
     }
@@ -170,6 +242,30 @@ impl Record {
             .unwrap_or_default();
         crate::values::toml_to_json(&toml::Value::Table(table))
     }
+}
+
+/// How a job ended, in the words of its record: the part of a record that
+/// the daemon decides (see `daemon::ending`); the rest comes from the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    /// Why it did not succeed, in words.
+    pub error: Option<String>,
+    /// The task's exit status, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the task (`SIGKILL`), when one did.
+    pub signal: Option<String>,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+}
+
+/// The type a rejected file names, if it names one, for its record.
+fn guess_type(bytes: &[u8]) -> String {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(t).ok())
+        .and_then(|t| t.get("type").and_then(|v| v.as_str().map(str::to_string)))
+        .unwrap_or_default()
 }
 
 /// The name of a signal, `SIGKILL` style, for `signal = "…"`.
@@ -211,6 +307,78 @@ mod tests {
         let j = r.to_json();
         assert_eq!(j["submitted"], "2026-11-22T10:00:00.125Z");
         assert_eq!(j["params"]["num"], 10);
+    }
+
+    #[test]
+    fn records_are_made_from_the_job_the_outcome_and_now() {
+        let t = |s: &str| time::parse_rfc3339(s).unwrap();
+        let now = t("2026-11-22T10:00:10Z");
+        let job = Job {
+            kind: "report".into(),
+            email: vec!["ann@example.com".into()],
+            priority: 0,
+            not_before: None,
+            timeout: None,
+            retries: 2,
+            keep: Duration::from_secs(3600),
+            args: Vec::new(),
+            params: toml::Table::new(),
+            attempts: 1,
+            submitted: Some(t("2026-11-22T09:00:00Z")),
+        };
+        let outcome = Outcome {
+            status: Status::Failed,
+            error: Some("killed by SIGSEGV".into()),
+            exit_code: None,
+            signal: Some("SIGSEGV".into()),
+            attempts: 2,
+        };
+        let started = t("2026-11-22T10:00:00Z");
+        let run = Record::of_run("r-1", &job, now, None, started, outcome.clone(), now);
+        assert_eq!(run.kind, "report");
+        // The job file's first submission wins over when this copy came.
+        assert_eq!(
+            run.submitted,
+            Some(time::to_toml(t("2026-11-22T09:00:00Z")))
+        );
+        assert_eq!(run.duration(), Some(Duration::from_secs(10)));
+        assert_eq!(run.expires_at(), Some(now + Duration::from_secs(3600)));
+        assert_eq!((run.attempts, run.signal.as_deref()), (2, Some("SIGSEGV")));
+        assert_eq!(run.email, job.email);
+        assert_eq!(run.params, None, "no params, no table");
+
+        let unrun = Record::of_job("r-1", &job, now, Some("x.toml".into()), outcome, now);
+        assert_eq!(
+            (unrun.started, unrun.submitted_as.as_deref()),
+            (None, Some("x.toml"))
+        );
+
+        let keep = Duration::from_secs(60);
+        let junk = Record::of_submission(
+            "j-1",
+            b"type = \"nope\"\nwhat",
+            Status::Rejected,
+            Some("bad".into()),
+            None,
+            keep,
+            now,
+        );
+        assert_eq!(
+            junk.kind, "",
+            "the type of a text that is no TOML is not guessed"
+        );
+        assert_eq!(junk.source.as_deref(), Some("type = \"nope\"\nwhat"));
+        assert_eq!(junk.expires_at(), Some(now + keep));
+        let named = Record::of_submission(
+            "j-2",
+            b"type = \"nope\"\n",
+            Status::Rejected,
+            None,
+            None,
+            keep,
+            now,
+        );
+        assert_eq!(named.kind, "nope");
     }
 
     #[test]

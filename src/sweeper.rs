@@ -3,17 +3,20 @@
 //!
 //! Runs on its own thread, under `SCHED_IDLE`, so that reading every
 //! record at start, which grows with `done/`, never delays the main loop
-//! nor takes a core from the jobs. It learns of new records
-//! from the loop through a channel and sleeps until the next expiry; it
-//! never polls. At start it also tells the loop about the latest finished
-//! jobs (for the report) and the records whose mail is still `pending`.
-
+//! nor takes a core from the jobs. It learns of new records from the commit
+//! thread through a channel and sleeps until the next expiry or the next
+//! look at `tmp/`; it never polls. Its first scan of `done/` also tells the
+//! loop (a [`FirstScan`]) the latest finished jobs, for the report, and the
+//! records whose mail is still `pending`.
+//!
+//! Never writes a record and never decides anything about a job: an
+//! expired record is deleted through the spool module, after reading it
+//! again (a record may have been rewritten with a later `expires`).
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::record::Status;
 use crate::spool::Spool;
 use crate::status::{FinishedRow, ROWS};
 use crate::time;
@@ -23,21 +26,21 @@ pub const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
 /// How often `tmp/` is looked at even when nothing in it is near its age.
 const TMP_SCAN_EVERY: Duration = Duration::from_secs(3600);
 
-/// What the first scan of `done/` found.
+/// What the first scan of `done/` found, for the loop.
 #[derive(Debug, Default)]
-pub struct Found {
-    /// The latest finished jobs, newest first.
+pub struct FirstScan {
+    /// The latest finished jobs, newest first: the report's rows until this
+    /// run has finished enough of its own.
     pub recent: Vec<FinishedRow>,
-    /// Ids of records whose mail was never sent.
+    /// Ids of records whose mail is still `pending`: an earlier run ended
+    /// before it was sent.
     pub mail_pending: Vec<String>,
-    /// Records per status.
-    pub counts: Vec<(String, Status, u64)>,
 }
 
 /// Starts the sweeper; send it `(id, expires)` for every record written.
 pub fn start<F>(spool: Spool, on_scan: F) -> std::io::Result<Sender<(String, SystemTime)>>
 where
-    F: FnOnce(Found) + Send + 'static,
+    F: FnOnce(FirstScan) + Send + 'static,
 {
     let (tx, rx) = crossbeam_channel::unbounded();
     std::thread::Builder::new()
@@ -46,7 +49,7 @@ where
     Ok(tx)
 }
 
-fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_scan: F) {
+fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_scan: F) {
     // Reading every record at start is background work: it must not take
     // the cores from the jobs. SCHED_IDLE runs this thread only when a
     // core has nothing else to do (Linux schedules threads one by one).
@@ -60,8 +63,7 @@ fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_sc
         }
     }
     let mut index: BTreeSet<(SystemTime, String)> = BTreeSet::new();
-    let mut found = Found::default();
-    let mut counts: std::collections::BTreeMap<(String, Status), u64> = Default::default();
+    let mut found = FirstScan::default();
     let mut recent: Vec<FinishedRow> = Vec::new();
     for id in spool.done_ids().unwrap_or_default() {
         let rec = match spool.read_record(&id) {
@@ -77,7 +79,6 @@ fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_sc
         if rec.mail.as_deref() == Some("pending") {
             found.mail_pending.push(id.clone());
         }
-        *counts.entry((rec.kind.clone(), rec.status)).or_default() += 1;
         if let Some(finished) = rec.finished_at() {
             recent.push(FinishedRow {
                 duration: rec.duration(),
@@ -94,7 +95,6 @@ fn run<F: FnOnce(Found)>(spool: Spool, rx: Receiver<(String, SystemTime)>, on_sc
     recent.sort_by_key(|r| std::cmp::Reverse(r.finished));
     recent.truncate(ROWS);
     found.recent = recent;
-    found.counts = counts.into_iter().map(|((k, s), n)| (k, s, n)).collect();
     on_scan(found);
 
     let mut next_tmp = Instant::now();

@@ -1,0 +1,172 @@
+//! Control: what operators ask for through files and signals.
+//!
+//! `cancel/<id>` stops a job (a running task gets SIGTERM, a queued job is
+//! claimed and ends at once); SIGTERM and SIGINT start draining (nothing
+//! new starts; tasks still running after `stop_timeout` are stopped and put
+//! back); SIGHUP reads the configuration again. The signal thread started
+//! here only forwards signals to the loop.
+//!
+//! Never acts on a job another live daemon runs, and never changes the
+//! spool's location or the mail settings of a running daemon.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use super::ingest::submitted_as;
+use super::{Daemon, Event, Fatal, Stop};
+use crate::config::Config;
+use crate::job;
+use crate::record::{Outcome, Record, Status, signal_name};
+use crate::spool::ClaimOutcome;
+use crate::time::{self, format_duration};
+
+/// Starts the thread that turns SIGTERM, SIGINT and SIGHUP into events.
+pub(super) fn start_signals(tx: &Sender<Event>) -> Result<(), Fatal> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| Fatal::Temporary(format!("cannot install signal handlers: {e}")))?;
+    let tx = tx.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(Event::Signal(sig)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Fatal::Temporary(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
+}
+
+impl Daemon {
+    /// Acts on `cancel/<id>`: a running task of ours is stopped (its record
+    /// says `cancelled` once it exits); a queued job is claimed and ends
+    /// `cancelled` at once; a job another daemon runs is left to it.
+    pub(super) fn cancel(&mut self, id: &str) {
+        if let Some(r) = self.running.get_mut(id) {
+            if r.stop.is_none() || r.stop == Some(Stop::Drain) {
+                crate::log!("{id}: cancelling (SIGTERM to the process group)");
+                r.term(Stop::Cancel);
+            }
+            return;
+        }
+        if let Some(name) = self.queue.name_of(id).map(str::to_string)
+            && let Some(q) = self.queue.remove(&name)
+        {
+            self.dirty = true;
+            // Claiming it first makes sure no other daemon starts it.
+            if let Ok(ClaimOutcome::Claimed(claim)) =
+                self.spool.claim(&q.name, &q.id, self.config.max_job_bytes)
+            {
+                let now = time::now();
+                match job::parse(&claim.bytes, &self.config) {
+                    Ok(job) => {
+                        let outcome = Outcome {
+                            status: Status::Cancelled,
+                            error: Some("cancelled before it started".into()),
+                            exit_code: None,
+                            signal: None,
+                            attempts: job.attempts,
+                        };
+                        let submitted_as = submitted_as(&claim.id, &q.name);
+                        let rec = Record::of_job(
+                            &claim.id,
+                            &job,
+                            q.submitted,
+                            submitted_as,
+                            outcome,
+                            now,
+                        );
+                        self.conclude(rec, Some(&job), Some(claim.lock), None);
+                    }
+                    Err(_) => {
+                        let keep = self.config.keep;
+                        let rec = Record::of_submission(
+                            &claim.id,
+                            &claim.bytes,
+                            Status::Cancelled,
+                            None,
+                            Some(q.submitted),
+                            keep,
+                            now,
+                        );
+                        self.conclude(rec, None, Some(claim.lock), None);
+                    }
+                }
+            }
+            let _ = self.spool.clear_cancel(id);
+            return;
+        }
+        // Not ours: another daemon may be running it; else nothing to do.
+        if crate::ids::valid_id(id) && self.spool.running_job(id).exists() {
+            return;
+        }
+        if !self.spool.done_record(id).exists() {
+            crate::log!("{id}: cancel: no such job");
+        }
+        let _ = self.spool.clear_cancel(id);
+    }
+
+    /// SIGTERM or SIGINT starts draining; SIGHUP reloads.
+    pub(super) fn signal(&mut self, sig: i32) {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        match sig {
+            SIGTERM | SIGINT if self.draining.is_none() => {
+                let grace = self.config.stop_timeout;
+                crate::log!(
+                    "raccoond: {}, stopping: {} running job(s) may finish within {}",
+                    signal_name(sig),
+                    self.running.len(),
+                    format_duration(grace)
+                );
+                self.notifier.send("STOPPING=1");
+                self.draining = Some(Instant::now() + grace);
+                self.dirty = true;
+            }
+            SIGTERM | SIGINT => {}
+            SIGHUP => self.reload(),
+            _ => {}
+        }
+    }
+
+    /// Reads the configuration again; a broken one leaves the old in force.
+    fn reload(&mut self) {
+        let monotonic = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+            .unwrap_or(0);
+        self.notifier
+            .send(&format!("RELOADING=1\nMONOTONIC_USEC={monotonic}"));
+        let path = self.config.path.clone();
+        match Config::load(path.as_deref(), &self.overrides) {
+            Ok(mut c) => {
+                if format!("{:?}", c.mail) != format!("{:?}", self.config.mail) {
+                    crate::log!("reload: [mail] changes take effect at the next start");
+                }
+                if c.spool != self.config.spool {
+                    crate::log!(
+                        "reload: spool cannot change while running; keeping {}",
+                        self.config.spool.display()
+                    );
+                    c.spool = self.config.spool.clone();
+                }
+                crate::log!(
+                    "reload: configuration read again from {}",
+                    path.as_deref()
+                        .map_or("(none)".into(), |p: &std::path::Path| p
+                            .display()
+                            .to_string())
+                );
+                self.config = Arc::new(c);
+                self.board.set_config(self.config.clone());
+                self.spool = self.spool.with_fsync(self.config.fsync);
+                self.committer.set_spool(self.spool.clone());
+                self.dirty = true;
+            }
+            Err(e) => crate::log!("reload: {e}; the old configuration stays in force"),
+        }
+        self.notifier.send("READY=1");
+    }
+}

@@ -1,0 +1,473 @@
+//! The main loop: one thread that owns the queue, the running jobs and
+//! every deadline, and reacts to [`Event`]s.
+//!
+//! Every other thread (the watcher, the signal thread, the task
+//! supervisor, the sweeper, HTTP health checks) only sends events into one
+//! channel; the loop `recv`s them with a deadline computed from the next
+//! thing that must happen (a settle check, a `not_before`, a timeout, a
+//! kill after the grace, the drain deadline, the rescan, the report, the
+//! watchdog, the next look at jobs held by another daemon). Nothing here
+//! sleeps. One thing is looked at again on a timer rather than on an
+//! event: while a job in `running/` is held by a process that is not ours,
+//! recovery runs again every `RECHECK_HELD` (no event says that a lock
+//! of another process went away).
+//!
+//! This file holds the state, start-up and the loop; the loop's work is in
+//! the files beside it, one concern each: `ingest` (new/ into the queue),
+//! `start` (the queue into tasks), `ending` (the pure decision of how an
+//! attempt ends), `finish` (carrying it out), `recover` (`running/` after a
+//! crash), `control` (cancel, signals, reload) and `publish` (the snapshot,
+//! systemd's status, the report, HTTP).
+//!
+//! Never writes a record (the commit thread does) and never renames a
+//! spool path itself (the spool module does).
+//!
+//! Architecture Invariant: all spawning happens on this thread (see
+//! `runner`), and only this thread decides that a job moves.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use nix::fcntl::Flock;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::commit::{self, Committer};
+use crate::config::{Config, Overrides};
+use crate::job::Job;
+use crate::mail::Mailer;
+use crate::record::Status;
+use crate::runner::{self, Output};
+use crate::scheduler::Queue;
+use crate::sdnotify::Notifier;
+use crate::spool::Spool;
+use crate::status::{Board, FinishedRow, Histogram};
+use crate::sweeper::{self, FirstScan};
+use crate::time::{self, format_duration};
+use crate::watch::{self, Fs};
+
+mod control;
+mod ending;
+mod finish;
+mod ingest;
+mod publish;
+mod recover;
+mod start;
+
+/// How long a file found by a scan (not announced by a close or a rename)
+/// must be left alone before it is read.
+const SETTLE: Duration = Duration::from_millis(500);
+/// The report is rewritten at most this often.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How often a job in `running/` held by another live process is looked
+/// at again (its holder may be a dying grandchild of a crashed daemon).
+const RECHECK_HELD: Duration = Duration::from_secs(2);
+/// At most this many events are handled before the next tick.
+const BATCH: usize = 256;
+
+/// Everything the loop reacts to.
+pub enum Event {
+    /// Something happened in `new/` or `cancel/`.
+    Fs(Fs),
+    /// A task's main process exited and its output is written.
+    Exited { id: String, output: Output },
+    /// SIGTERM, SIGINT or SIGHUP arrived.
+    Signal(i32),
+    /// The sweeper's first pass over `done/`.
+    FirstScan(FirstScan),
+    /// A health check: the loop answers, proving it is alive.
+    Ping(Sender<()>),
+}
+
+/// Why the daemon could not start or went down: systemd's `Restart=` and
+/// the exit code table in raccoond(8) follow this.
+#[derive(Debug)]
+pub enum Fatal {
+    /// The configuration or the command line is wrong (exit 78, EX_CONFIG).
+    Config(String),
+    /// The system refused something that may work later (exit 75, EX_TEMPFAIL).
+    Temporary(String),
+}
+
+/// Why the daemon is stopping a running task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Timeout,
+    Cancel,
+    /// Shutdown: the job goes back to `new/` and the attempt is not counted.
+    Drain,
+}
+
+/// A task of ours that has not exited yet, and the claimed job it runs.
+struct RunningJob {
+    /// The job as parsed when it was claimed: what runs is what was in
+    /// `running/` then, whatever `new/` said when it was queued.
+    job: Job,
+    /// The claimed text: a requeued copy is made from it.
+    bytes: Vec<u8>,
+    /// The task's first process, leader of its process group: what
+    /// timeouts, cancels and shutdown signal, and what is reaped at exit.
+    task: runner::Task,
+    /// The job file, locked: held until the record (or the requeued copy)
+    /// is in place, it is how recovery knows the job is alive.
+    lock: Flock<File>,
+    /// When the job was submitted (its file says, else its mtime): the
+    /// record's `submitted`.
+    submitted: SystemTime,
+    /// The name it had in `new/` when that is not `<id>.toml`.
+    submitted_as: Option<String>,
+    /// When the task started: the record's `started` and the snapshot's.
+    started: SystemTime,
+    /// This attempt's number, from 1.
+    attempt: u32,
+    /// When its `timeout` runs out; cleared once SIGKILL has gone out.
+    deadline: Option<Instant>,
+    /// Why the daemon is stopping it, once it is: the cause of its end.
+    stop: Option<Stop>,
+    /// When SIGTERM went to the group; SIGKILL follows after `kill_grace`.
+    term_sent: Option<Instant>,
+}
+
+impl RunningJob {
+    /// Asks the task's process group to stop, for `why`.
+    fn term(&mut self, why: Stop) {
+        self.stop = Some(why);
+        let _ = killpg(Pid::from_raw(self.task.id() as i32), Signal::SIGTERM);
+        self.term_sent = Some(Instant::now());
+    }
+
+    /// Kills the group of a task that outlived its grace after SIGTERM.
+    fn kill(&mut self) {
+        let _ = killpg(Pid::from_raw(self.task.id() as i32), Signal::SIGKILL);
+        self.term_sent = None;
+        self.deadline = None;
+    }
+}
+
+/// The main loop's state. Built whole by [`Daemon::run`]; every thread it
+/// reports from is running by then.
+pub struct Daemon {
+    /// The configuration in force: replaced whole by a reload (SIGHUP).
+    config: Arc<Config>,
+    /// The command line's settings, applied again over each reload.
+    overrides: Overrides,
+    /// Every path under the spool and every move of a job.
+    spool: Spool,
+    /// Valid jobs read from `new/`, waiting for a slot or their
+    /// `not_before`: what the scheduler picks from.
+    queue: Queue,
+    /// Our tasks that have not exited, by job id: what the limits count and
+    /// what timeouts, cancels and shutdown act on.
+    running: HashMap<String, RunningJob>,
+    /// Names in `new/` not read yet because they may still be being
+    /// written, with when to look again.
+    settling: HashMap<String, Instant>,
+    /// Jobs in `running/` that a live process not ours holds (another
+    /// daemon, or the escaped children of a dead one's task): not ours to
+    /// end, looked at again by recovery while any remain.
+    held: HashSet<String>,
+    /// When recovery looks at the held jobs again; `None` while none is.
+    next_held_check: Option<Instant>,
+    /// A sender into the loop's channel, for HTTP's health checks.
+    tx: Sender<Event>,
+    /// The loop's one inbox: every thread reports here.
+    rx: Receiver<Event>,
+    /// Set by SIGTERM or SIGINT: when tasks still running are stopped.
+    /// While set nothing starts, and the loop ends once nothing runs.
+    draining: Option<Instant>,
+    /// When `new/` and `cancel/` are listed again (`rescan`), for file
+    /// systems whose changes inotify does not see.
+    next_rescan: Option<Instant>,
+    /// Whether a `[mail]` section is configured: records with `email` then
+    /// say `mail = "pending"` and go to the mailer.
+    mail_enabled: bool,
+    /// The commit thread, which writes every record off this thread.
+    committer: Committer,
+    /// The thread that watches every task's pipes and exit.
+    supervisor: runner::Supervisor,
+    /// Where snapshots go for HTTP and the report to read.
+    board: Board,
+    /// systemd's notify socket (READY, STATUS, STOPPING, WATCHDOG).
+    notifier: Notifier,
+    /// When systemd's watchdog is told next that the loop is alive.
+    next_watchdog: Option<Instant>,
+    /// Something a snapshot shows changed since the last one was published.
+    dirty: bool,
+    /// When `report.html` is due to be written again; `None` while it says
+    /// what the board does.
+    report_due: Option<Instant>,
+    /// When `report.html` was last written: writes are [`REPORT_EVERY`]
+    /// apart at least.
+    last_report: Option<Instant>,
+    /// The latest finished jobs, newest first: the snapshot's rows.
+    recent: VecDeque<FinishedRow>,
+    /// Jobs finished since start, by type and status: `/metrics` counters.
+    finished_counts: BTreeMap<(String, Status), u64>,
+    /// Run times of jobs finished since start, by type: `/metrics`.
+    durations: BTreeMap<String, Histogram>,
+    /// The last `STATUS=` sent to systemd, not to send it again unchanged.
+    last_status_line: String,
+    /// Never read: inotify watches `new/` and `cancel/` while it lives.
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl Daemon {
+    /// The daemon's whole life: starts its threads, recovers `running/`,
+    /// reads `new/`, binds HTTP, says READY, then runs until SIGTERM or
+    /// SIGINT has drained the running jobs and every record is written.
+    pub fn run(config: Config, overrides: Overrides) -> Result<(), Fatal> {
+        let mut daemon = Daemon::new(config, overrides)?;
+        daemon.spool.clean_dead_tmp();
+        daemon.recover();
+        daemon.scan_new(true);
+        daemon.scan_cancel();
+        daemon.next_rescan = daemon.config.rescan.map(|d| Instant::now() + d);
+        // Bound only now, so that an answer means the spool has been read.
+        let _http = daemon.start_http()?;
+
+        daemon.tick();
+        daemon.publish();
+        crate::log!(
+            "raccoond {}: ready, spool {}, total {}, {} queued, {} running",
+            env!("CARGO_PKG_VERSION"),
+            daemon.spool.root().display(),
+            daemon.config.total,
+            daemon.queue.len(),
+            daemon.running.len()
+        );
+        daemon.notifier.send("READY=1");
+        daemon.notify_status();
+
+        daemon.serve();
+        daemon.committer.flush();
+        daemon.write_report();
+        crate::log!("raccoond: stopped");
+        Ok(())
+    }
+
+    /// Opens the spool and starts every thread that reports to the loop.
+    fn new(config: Config, overrides: Overrides) -> Result<Daemon, Fatal> {
+        let spool = Spool::open(&config.spool, config.fsync)
+            .map_err(|e| Fatal::Temporary(format!("spool: {e}")))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let config = Arc::new(config);
+        let inbox = commit::Inbox::default();
+        let mailer = match &config.mail {
+            Some(m) => Some(
+                Mailer::start(m, spool.clone(), inbox.mail_outcomes())
+                    .map_err(|e| Fatal::Config(format!("[mail] {e}")))?,
+            ),
+            None => None,
+        };
+        let mail_enabled = mailer.is_some();
+
+        let to_loop = tx.clone();
+        let watcher = watch::start(&spool.new_dir(), &spool.cancel_dir(), move |fs| {
+            let _ = to_loop.send(Event::Fs(fs));
+        })
+        .map_err(|e| {
+            Fatal::Temporary(format!("cannot watch {}: {e}", spool.new_dir().display()))
+        })?;
+        control::start_signals(&tx)?;
+
+        let to_loop = tx.clone();
+        let sweeper = sweeper::start(spool.clone(), move |scan| {
+            let _ = to_loop.send(Event::FirstScan(scan));
+        })
+        .map_err(|e| Fatal::Temporary(format!("cannot start the sweeper: {e}")))?;
+        let committer = Committer::start(inbox, spool.clone(), sweeper, mailer)
+            .map_err(|e| Fatal::Temporary(format!("cannot start the commit thread: {e}")))?;
+
+        let to_loop = tx.clone();
+        let supervisor = runner::Supervisor::start(move |id, output| {
+            let _ = to_loop.send(Event::Exited { id, output });
+        })
+        .map_err(|e| Fatal::Temporary(format!("cannot start the supervisor: {e}")))?;
+
+        let notifier = Notifier::from_env();
+        Ok(Daemon {
+            board: Board::new(config.clone()),
+            config,
+            overrides,
+            spool,
+            queue: Queue::default(),
+            running: HashMap::new(),
+            settling: HashMap::new(),
+            held: HashSet::new(),
+            next_held_check: None,
+            tx,
+            rx,
+            draining: None,
+            next_rescan: None,
+            mail_enabled,
+            committer,
+            supervisor,
+            next_watchdog: notifier.watchdog.map(|_| Instant::now()),
+            notifier,
+            dirty: true,
+            report_due: None,
+            last_report: None,
+            recent: VecDeque::new(),
+            finished_counts: BTreeMap::new(),
+            durations: BTreeMap::new(),
+            last_status_line: String::new(),
+            _watcher: watcher,
+        })
+    }
+
+    /// The loop: waits for events until the next deadline, handles a batch,
+    /// does what is due. Ends once draining has nothing left running.
+    fn serve(&mut self) {
+        loop {
+            if self.draining.is_some() && self.running.is_empty() {
+                return;
+            }
+            let first = match self.next_deadline() {
+                Some(d) => self.rx.recv_deadline(d),
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match first {
+                Ok(ev) => {
+                    self.handle(ev);
+                    // Take a batch before the (comparatively costly) tick.
+                    for _ in 0..BATCH {
+                        match self.rx.try_recv() {
+                            Ok(ev) => self.handle(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.tick();
+            if self.dirty {
+                self.publish();
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Fs(Fs::Ready(name)) => {
+                self.settling.remove(&name);
+                self.ingest(&name, false);
+            }
+            Event::Fs(Fs::Seen(name)) => {
+                if !self.queue.contains(&name) {
+                    self.settling
+                        .entry(name)
+                        .or_insert_with(|| Instant::now() + SETTLE);
+                }
+            }
+            Event::Fs(Fs::Overflow) => {
+                crate::log!("watch: events were lost; scanning new/ and cancel/");
+                self.scan_new(false);
+                self.scan_cancel();
+            }
+            Event::Fs(Fs::Cancel(id)) => self.cancel(&id),
+            Event::Exited { id, output } => self.exited(&id, output),
+            Event::Signal(sig) => self.signal(sig),
+            Event::FirstScan(scan) => self.first_scan(scan),
+            Event::Ping(reply) => {
+                let _ = reply.try_send(());
+            }
+        }
+    }
+
+    /// Everything that is due: settled files, rescans, held jobs, timeouts,
+    /// kills, the drain deadline, then starting what may start, the
+    /// watchdog and the report.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        if !self.settling.is_empty() {
+            let due: Vec<String> = self
+                .settling
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in due {
+                self.settling.remove(&name);
+                self.ingest(&name, true);
+            }
+        }
+        if let Some(t) = self.next_rescan
+            && t <= now
+        {
+            self.scan_new(false);
+            self.scan_cancel();
+            self.next_rescan = self.config.rescan.map(|d| now + d);
+        }
+        if self.next_held_check.is_some_and(|t| t <= now) {
+            self.next_held_check = None;
+            self.recover();
+        }
+        let drain_due = self.draining.is_some_and(|t| t <= now);
+        let grace = self.config.kill_grace;
+        for (id, r) in self.running.iter_mut() {
+            if let Some(sent) = r.term_sent {
+                if sent + grace <= now {
+                    crate::log!(
+                        "{id}: still alive {} after SIGTERM; SIGKILL",
+                        format_duration(grace)
+                    );
+                    r.kill();
+                }
+                continue;
+            }
+            if r.stop.is_none() && r.deadline.is_some_and(|d| d <= now) {
+                crate::log!("{id}: timed out; SIGTERM to the process group");
+                r.term(Stop::Timeout);
+            } else if drain_due && r.stop.is_none() {
+                crate::log!("{id}: stop_timeout passed; SIGTERM to the process group");
+                r.term(Stop::Drain);
+            }
+        }
+        self.start_ready();
+        if let Some(t) = self.next_watchdog
+            && t <= now
+        {
+            self.notifier.send("WATCHDOG=1");
+            self.next_watchdog = self.notifier.watchdog.map(|w| now + w);
+        }
+        if self.report_due.is_some_and(|t| t <= now) {
+            self.write_report();
+        }
+    }
+
+    /// The earliest of everything [`Daemon::tick`] waits for.
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.settling.values().min().copied());
+        consider(self.next_rescan);
+        consider(self.next_held_check);
+        consider(self.next_watchdog);
+        consider(self.report_due);
+        if self.draining.is_none() {
+            consider(
+                self.queue
+                    .next_wakeup()
+                    .map(|t| Instant::now() + t.duration_since(time::now()).unwrap_or_default()),
+            );
+        } else if let Some(d) = self.draining {
+            consider(Some(d));
+        }
+        let grace = self.config.kill_grace;
+        for r in self.running.values() {
+            consider(r.term_sent.map(|t| t + grace));
+            if r.stop.is_none() {
+                consider(r.deadline);
+            }
+        }
+        next
+    }
+}

@@ -1,0 +1,148 @@
+//! Publishing: what the daemon tells the world about itself.
+//!
+//! After each batch of events that changed something, the loop builds a
+//! [`Snapshot`] and swaps it into the `status::Board` (read by HTTP and the
+//! report), tells systemd a `STATUS=` line when it changed, and schedules
+//! `report.html` (written at most once every `REPORT_EVERY`). Also binds
+//! the HTTP API, and takes in the sweeper's first scan of `done/` (the
+//! report's rows of earlier runs; mail an earlier run left `pending`, which
+//! it passes to the commit thread).
+//!
+//! Never changes a job or the queue; reads nothing from disk.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{Daemon, Event, Fatal, REPORT_EVERY};
+use crate::status::{QueuedRow, ROWS, RunningRow, Snapshot, TypeRow};
+use crate::sweeper::FirstScan;
+use crate::{http, report, time};
+
+impl Daemon {
+    /// Publishes a snapshot and tells systemd, then schedules the report.
+    pub(super) fn publish(&mut self) {
+        self.dirty = false;
+        let snapshot = self.snapshot();
+        let line = format!(
+            "STATUS={} running, {} queued{}",
+            snapshot.running_total,
+            snapshot.queued_total,
+            if snapshot.draining { ", stopping" } else { "" }
+        );
+        self.board.publish(snapshot);
+        if line != self.last_status_line {
+            self.notifier.send(&line);
+            self.last_status_line = line;
+        }
+        if self.report_due.is_none() {
+            let earliest = self
+                .last_report
+                .map_or(Instant::now(), |t| t + REPORT_EVERY);
+            self.report_due = Some(earliest.max(Instant::now()));
+        }
+    }
+
+    /// Publishes, sending `STATUS=` even when it did not change.
+    pub(super) fn notify_status(&mut self) {
+        self.last_status_line.clear();
+        self.publish();
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let counts = self.queue.counts();
+        let mut running_by: HashMap<&str, usize> = HashMap::new();
+        for r in self.running.values() {
+            *running_by.entry(r.job.kind.as_str()).or_default() += 1;
+        }
+        let types = self
+            .config
+            .types
+            .keys()
+            .map(|name| TypeRow {
+                name: name.clone(),
+                limit: self.config.limit_of(name),
+                running: running_by.get(name.as_str()).copied().unwrap_or(0),
+                queued: counts.get(name).copied().unwrap_or(0),
+            })
+            .collect();
+        let mut running: Vec<RunningRow> = self
+            .running
+            .iter()
+            .map(|(id, r)| RunningRow {
+                id: id.clone(),
+                kind: r.job.kind.clone(),
+                started: r.started,
+                pid: r.task.id(),
+                attempt: r.attempt,
+            })
+            .collect();
+        running.sort_by_key(|r| r.started);
+        Snapshot {
+            generated: Some(time::now()),
+            total: self.config.total,
+            running_total: self.running.len(),
+            queued_total: self.queue.len(),
+            draining: self.draining.is_some(),
+            types,
+            running,
+            queued: self
+                .queue
+                .first(ROWS)
+                .into_iter()
+                .map(|q| QueuedRow {
+                    id: q.id.clone(),
+                    kind: q.kind.clone(),
+                    priority: q.priority,
+                    submitted: q.submitted,
+                    not_before: q.not_before,
+                })
+                .collect(),
+            finished: self.recent.iter().cloned().collect(),
+            finished_counts: self.finished_counts.clone(),
+            durations: self.durations.clone(),
+        }
+    }
+
+    /// Writes `report.html` from the latest snapshot.
+    pub(super) fn write_report(&mut self) {
+        self.report_due = None;
+        self.last_report = Some(Instant::now());
+        let html = report::render(&self.board.snapshot(), time::now());
+        if let Err(e) = self.spool.write_report(html.as_bytes()) {
+            crate::log!("report: {e}");
+        }
+    }
+
+    /// Takes in the sweeper's first scan of `done/`: its latest records
+    /// fill the report's rows this run has not filled yet, and mail still
+    /// `pending` goes to the commit thread (which skips what this run has
+    /// handed to the mailer already).
+    pub(super) fn first_scan(&mut self, scan: FirstScan) {
+        for row in scan.recent {
+            if self.recent.len() < ROWS && !self.recent.iter().any(|r| r.id == row.id) {
+                self.recent.push_back(row);
+            }
+        }
+        if self.mail_enabled && !scan.mail_pending.is_empty() {
+            self.committer.mail_pending(scan.mail_pending);
+        }
+        self.dirty = true;
+    }
+
+    /// Binds the HTTP API when `[http] listen` is set; its health check
+    /// asks the loop for an answer.
+    pub(super) fn start_http(&self) -> Result<Option<http::Server>, Fatal> {
+        let Some(listen) = self.config.http.listen.clone() else {
+            return Ok(None);
+        };
+        let tx = self.tx.clone();
+        let ping = move || {
+            let (ptx, prx) = crossbeam_channel::bounded(1);
+            tx.send(Event::Ping(ptx)).is_ok() && prx.recv_timeout(Duration::from_secs(2)).is_ok()
+        };
+        let server = http::Server::start(&listen, self.board.clone(), self.spool.clone(), ping)
+            .map_err(|e| Fatal::Temporary(format!("[http] listen = {listen:?}: {e}")))?;
+        crate::log!("http: listening on {}", server.addr());
+        Ok(Some(server))
+    }
+}
