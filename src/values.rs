@@ -96,7 +96,7 @@ pub fn json_to_toml(v: &serde_json::Value, at: &str) -> Result<toml::Value, Stri
 
 /// The TOML text of a job submitted as JSON (HTTP). Datetime fields arrive
 /// as strings and become TOML datetimes; everything else is carried over
-/// as it is, so that [`crate::job::parse`] judges it exactly as it judges a file.
+/// as it is, so that the job parser judges it exactly as it judges a file.
 pub fn json_job_to_toml(body: &serde_json::Value) -> Result<String, String> {
     let serde_json::Value::Object(_) = body else {
         return Err("the body must be a JSON object".into());
