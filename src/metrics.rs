@@ -132,11 +132,6 @@ fn label(s: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use super::*;
 

@@ -516,11 +516,6 @@ pub(super) fn one_line(s: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use super::*;
     use crate::record::Status;

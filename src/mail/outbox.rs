@@ -200,11 +200,6 @@ impl Outbox {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use super::*;
     use crate::record::Status;

@@ -170,11 +170,6 @@ fn sendmail_failure(program: &Path, e: &lettre::transport::sendmail::Error) -> F
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use std::fs;
 
