@@ -1,7 +1,9 @@
 //! Which handler answers which request, and the native API's handlers:
 //! `/jobs` (list, submit), `/jobs/<id>` (show, cancel), `/`, `/metrics`,
-//! `/healthz`. Files and output are in `files`, the older clients' shapes
-//! in `compat`.
+//! `/healthz`. Files and output are in `files`, a job's JSON in `shape`,
+//! the older clients' shapes in `compat`. Jobs are found and listed
+//! through [`spool::query`](crate::spool::query), never by a path built
+//! here.
 //!
 //! Writes exactly two things, both through [`Spool`](crate::spool::Spool):
 //! a submission (`spool::submit`: `tmp/` → `new/`, the same path as a file

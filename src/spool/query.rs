@@ -1,6 +1,8 @@
 //! The read side of the spool: where a job is and what it says, the jobs
 //! newest first, and a job's output and files opened for serving. The HTTP
-//! API and the client both ask here, so that they see the same jobs.
+//! API, the client, the mailer and the commit thread (a task's result) all
+//! ask here, so that they see the same jobs and open what a task wrote the
+//! same careful way.
 //!
 //! Owns finding a job by id (record first, then `running/`, then `new/`),
 //! listing jobs by status and type, opening `<id>.out`, `<id>.err`,
