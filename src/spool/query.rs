@@ -13,7 +13,9 @@
 //! [`Query::output_path`], [`FileEntry::path`].)
 //!
 //! Never writes, renames or deletes anything; never follows a symlink
-//! (every open goes through [`crate::fsio`]); never blocks on a FIFO;
+//! (every file is opened through [`crate::fsio`], a files folder with
+//! `O_NOFOLLOW` and its entries looked at through it); never blocks on a
+//! FIFO;
 //! never touches a path built from an id that [`ids::valid_id`] refuses or
 //! from a file name that [`valid_file_name`] refuses.
 //!
