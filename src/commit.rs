@@ -1,15 +1,16 @@
 //! The commit thread: the one writer of records.
 //!
 //! Takes the records the main loop decided, in the order it decided them;
-//! for each it reads the task's result, moves its output and files into
-//! `done/`, writes the record (the commit point: many at once, see
-//! `Spool::finish_all`), then lets go of the job's lock and hands the
-//! record to the sweeper (its expiry) and to the mailer. The mailer reports
-//! each outcome back here, and this thread rewrites the record's `mail`
-//! field; it also re-sends, once, the mail that an earlier run left
-//! `pending`. The main loop frees the job's slot as soon as the task
-//! exits, so the next task starts while this thread does the file system
-//! work of the last one: on two cores, half the work.
+//! for each it reads the task's result (its `RACCOON_RESULT` file, else a
+//! short stdout) through [`spool::query`](crate::spool::query), moves its
+//! output and files into `done/`, writes the record (the commit point: many
+//! at once, see `Spool::finish_all`), then lets go of the job's lock and
+//! hands the record to the sweeper (its expiry) and to the mailer. The
+//! mailer reports each outcome back here, and this thread rewrites the
+//! record's `mail` field; it also re-sends, once, the mail that an earlier
+//! run left `pending`. The main loop frees the job's slot as soon as the
+//! task exits, so the next task starts while this thread does the file
+//! system work of the last one: on two cores, half the work.
 //!
 //! Never decides how a job ends (the loop did), never touches `new/`
 //! (requeues are the loop's), never renames or deletes a path itself (the
@@ -18,13 +19,18 @@
 //! Architecture Invariant: records are written by this thread only, so a
 //! record is never written by two threads at once.
 //!
+//! Never opens a spool path itself: the result and the stdout are the
+//! task's to write, and a task may leave a symlink (to `/etc/shadow`, say)
+//! or a FIFO in their place; the query opens regular files only, never
+//! through a link, never blocking, and each is read up to a bound.
+//!
 //! Architecture Invariant: a job's lock is released only after its record
 //! is in place, so a daemon recovering `running/` never mistakes a job
 //! being committed for an orphan.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::Read;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -34,6 +40,7 @@ use nix::fcntl::Flock;
 use crate::mail::Mailer;
 use crate::record::Record;
 use crate::runner::Output;
+use crate::spool::query::{Stage, Stream};
 use crate::spool::{Spares, Spool};
 use crate::values;
 
@@ -298,11 +305,14 @@ impl Writer {
     }
 }
 
-/// `RACCOON_RESULT` as TOML or JSON; else a short stdout as text.
+/// `RACCOON_RESULT` as TOML or JSON; else a short stdout as text. Either
+/// is read only when it is a regular file, never through a symlink.
 fn result_of(spool: &Spool, id: &str, output: Output) -> Option<toml::Value> {
+    // The commit reads no job file: no bytes of one are needed.
+    let q = spool.query(0);
     let mut text = String::new();
-    if let Ok(f) = File::open(spool.running_result(id)) {
-        let _ = f.take(RESULT_MAX).read_to_string(&mut text);
+    if let Some(mut f) = bounded(q.result(id), RESULT_MAX) {
+        let _ = f.read_to_string(&mut text);
     }
     if !text.trim().is_empty() {
         return Some(parse_result(&text));
@@ -310,8 +320,21 @@ fn result_of(spool: &Spool, id: &str, output: Output) -> Option<toml::Value> {
     if output.cut || output.stdout_bytes == 0 || output.stdout_bytes >= STDOUT_RESULT_MAX {
         return None;
     }
-    let out = std::fs::read(spool.running_out(id)).ok()?;
+    let mut out = Vec::new();
+    bounded(
+        q.output_in(Stage::Running, id, Stream::Out),
+        STDOUT_RESULT_MAX,
+    )?
+    .read_to_end(&mut out)
+    .ok()?;
     String::from_utf8(out).ok().map(toml::Value::String)
+}
+
+/// An opened file, to be read up to `max` bytes; `None` when there was
+/// none to open or it could not be (a result is optional: the record is
+/// written without one).
+fn bounded(opened: io::Result<Option<(File, Metadata)>>, max: u64) -> Option<io::Take<File>> {
+    opened.ok().flatten().map(|(f, _)| f.take(max))
 }
 
 /// A result file: JSON when it looks like JSON, else TOML, else text.
@@ -335,7 +358,47 @@ fn parse_result(text: &str) -> toml::Value {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
     use super::*;
+
+    fn output(stdout_bytes: u64) -> Output {
+        Output {
+            stdout_bytes,
+            stderr_bytes: 0,
+            cut: false,
+        }
+    }
+
+    #[test]
+    fn a_result_or_stdout_that_is_a_symlink_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), false).unwrap();
+        let running = spool.root().join("running");
+        let secret = dir.path().join("shadow");
+        fs::write(&secret, "root = \"$6$secret\"\n").unwrap();
+
+        // A task planted a link at $RACCOON_RESULT: its stdout is the
+        // result, as if it had written none.
+        symlink(&secret, running.join("a.result")).unwrap();
+        fs::write(running.join("a.out"), "hello\n").unwrap();
+        assert_eq!(
+            result_of(&spool, "a", output(6)),
+            Some(toml::Value::String("hello\n".into()))
+        );
+        // A link as its stdout too: no result at all.
+        symlink(&secret, running.join("b.result")).unwrap();
+        symlink(&secret, running.join("b.out")).unwrap();
+        assert_eq!(result_of(&spool, "b", output(20)), None);
+        // A FIFO is not waited on.
+        nix::unistd::mkfifo(&running.join("c.result"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(result_of(&spool, "c", output(0)), None);
+        // A regular result file is read.
+        fs::write(running.join("d.result"), "rows = 10\n").unwrap();
+        let rows = result_of(&spool, "d", output(0)).and_then(|v| v["rows"].as_integer());
+        assert_eq!(rows, Some(10));
+    }
 
     #[test]
     fn results_are_json_toml_or_text() {

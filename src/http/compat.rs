@@ -4,7 +4,7 @@
 //!
 //! Only translation: a submission is turned into a native job and goes
 //! through the same [`Api::submit`] (the same `job::parse`, the same
-//! `spool::submit`); a view is built from the same lookup. It never
+//! `spool::submit`); a view is built from the same `spool::query`. It never
 //! writes a spool file any other way and never decides anything about a
 //! job. Raccoon's errors are spelled its way by the caller (see
 //! `Dialect`), not here.
@@ -13,10 +13,10 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-use super::lookup::Located;
 use super::routes::json_kind;
 use super::{Answer, Api, Exchange, Reply, fail, not_found};
 use crate::config::Config;
+use crate::spool::query::Located;
 use crate::time;
 use crate::values;
 
@@ -70,7 +70,7 @@ impl Api {
             .find(id)?
             .ok_or_else(|| not_found(format!("no job {id:?}")))?;
         let v = match found {
-            Located::Done(r) => {
+            Located::Finished(r) => {
                 let created = r
                     .submitted
                     .as_ref()

@@ -2,8 +2,10 @@
 //! rather not write files.
 //!
 //! Takes requests from tiny_http on a small pool of worker threads; reads
-//! the spool's files and the snapshot the daemon publishes on its
-//! [`Board`]; writes exactly two things, both through [`Spool`]: a
+//! jobs, their output and their files through
+//! [`spool::query`](crate::spool::query) (the spool's one read side, which
+//! the client asks too; this module builds no spool path), and the
+//! snapshot the daemon publishes on its [`Board`]; writes exactly two things, both through [`Spool`]: a
 //! submission (`tmp/` → `new/`, the same path as a file drop, checked by
 //! the same `job::parse`) and a cancel request (`cancel/<id>`). It never
 //! moves a job and never decides anything about one.
@@ -15,7 +17,7 @@
 //! - `compat`: Raccoon's and flask-tasks' request and answer shapes.
 //! - `auth`: the bearer token, CORS and preflights.
 //! - `files`: job output and the files a task left.
-//! - `lookup`: where a job is and what it looks like as JSON.
+//! - `shape`: what a job looks like as JSON.
 //!
 //! Architecture Invariant: nothing in the daemon waits on an HTTP thread.
 //! The main loop only swaps snapshots into the board; `/healthz` asks it
@@ -53,8 +55,8 @@
 mod auth;
 mod compat;
 mod files;
-mod lookup;
 mod routes;
+mod shape;
 
 use std::borrow::Cow;
 use std::fs::File;

@@ -1,7 +1,9 @@
 //! Which handler answers which request, and the native API's handlers:
 //! `/jobs` (list, submit), `/jobs/<id>` (show, cancel), `/`, `/metrics`,
-//! `/healthz`. Files and output are in `files`, the older clients' shapes
-//! in `compat`.
+//! `/healthz`. Files and output are in `files`, a job's JSON in `shape`,
+//! the older clients' shapes in `compat`. Jobs are found and listed
+//! through [`spool::query`](crate::spool::query), never by a path built
+//! here.
 //!
 //! Writes exactly two things, both through [`Spool`](crate::spool::Spool):
 //! a submission (`spool::submit`: `tmp/` → `new/`, the same path as a file
@@ -18,13 +20,14 @@ use std::borrow::Cow;
 use serde_json::{Map, Value, json};
 use tiny_http::Method;
 
-use super::lookup::{self, Filter, Located};
+use super::shape::{job_json, listed_json};
 use super::{Answer, Api, ApiError, Dialect, Exchange, Reply, TEXT, fail, internal, not_found};
 use crate::config::Config;
 use crate::job;
 use crate::metrics;
 use crate::record::Status;
 use crate::report;
+use crate::spool::query::{Filter, Located, Query, Stage, Stream};
 use crate::time;
 use crate::values;
 
@@ -66,10 +69,11 @@ impl Api {
                 Delete => self.cancel(id),
                 _ => Err(allow("GET, HEAD, DELETE")),
             },
-            ["jobs", id, "output"] => only_get(&|| self.stream(id, false)),
-            ["jobs", id, "stderr"] => only_get(&|| self.stream(id, true)),
+            ["jobs", id, "output"] => only_get(&|| self.stream(id, Stream::Out)),
+            ["jobs", id, "stderr"] => only_get(&|| self.stream(id, Stream::Err)),
             ["jobs", id, "files", name] => only_get(&|| self.file(id, name)),
-            ["done" | "running", name] => only_get(&|| self.spool_output(segs[0], name)),
+            ["running", name] => only_get(&|| self.spool_output(Stage::Running, name)),
+            ["done", name] => only_get(&|| self.spool_output(Stage::Done, name)),
             ["metrics"] => only_get(&|| {
                 Ok(Reply::new(
                     200,
@@ -93,10 +97,15 @@ impl Api {
 
     // ---- reading --------------------------------------------------------
 
+    /// Questions about the spool's jobs, job files read as far as the
+    /// daemon would read them (`max_job_bytes`).
+    pub(super) fn query(&self) -> Query<'_> {
+        self.spool.query(self.board.config().max_job_bytes)
+    }
+
     /// Where the job `id` is now; `None` when no job has that id.
     pub(super) fn find(&self, id: &str) -> Result<Option<Located>, ApiError> {
-        let max = self.board.config().max_job_bytes;
-        lookup::find(&self.spool, id, max).map_err(internal)
+        self.query().find(id).map_err(internal)
     }
 
     fn show(&self, id: &str) -> Answer {
@@ -105,23 +114,26 @@ impl Api {
             .ok_or_else(|| not_found(format!("no job {id:?}")))?;
         Ok(Reply::json(
             200,
-            &lookup::job_json(id, found, &self.board.snapshot()),
+            &job_json(id, found, &self.board.snapshot()),
         ))
     }
 
     /// `GET /jobs?status=&type=&limit=`. Unknown parameters are ignored,
     /// as HTTP servers do (cache busters, tracking); a `status` that is not
     /// one of the seven or a `limit` that is not a number is a 400.
+    /// Newest first: see [`Query::list`]; a finished job without its
+    /// record's `source`.
     fn list(&self, query: &str) -> Answer {
+        let params = parse_query(query)?;
         let mut filter = Filter {
             status: None,
             kind: None,
             limit: LIST_DEFAULT,
         };
-        for (k, v) in parse_query(query)? {
+        for (k, v) in &params {
             match k.as_str() {
                 "status" if !v.is_empty() => {
-                    filter.status = Some(Status::parse(&v).ok_or_else(|| {
+                    filter.status = Some(Status::parse(v).ok_or_else(|| {
                         fail(
                             400,
                             format!(
@@ -130,7 +142,7 @@ impl Api {
                         )
                     })?);
                 }
-                "type" if !v.is_empty() => filter.kind = Some(v),
+                "type" if !v.is_empty() => filter.kind = Some(v.as_str()),
                 "limit" if !v.is_empty() => {
                     let n: usize = v
                         .parse()
@@ -140,7 +152,14 @@ impl Api {
                 _ => {}
             }
         }
-        let jobs = lookup::list(&self.spool, &self.board, &filter).map_err(internal)?;
+        let snapshot = self.board.snapshot();
+        let jobs: Vec<Value> = self
+            .query()
+            .list(&filter)
+            .map_err(internal)?
+            .into_iter()
+            .map(|listed| listed_json(listed, &snapshot))
+            .collect();
         Ok(Reply::json(200, &json!({ "jobs": jobs })))
     }
 
@@ -220,7 +239,7 @@ impl Api {
     fn cancel(&self, id: &str) -> Answer {
         match self.find(id)? {
             None => Err(not_found(format!("no job {id:?}"))),
-            Some(Located::Done(r)) => Err(fail(
+            Some(Located::Finished(r)) => Err(fail(
                 409,
                 format!("job {id:?} already finished ({})", r.status),
             )),

@@ -2,12 +2,13 @@
 //! text body (status, times, result, the tails of stdout and stderr) and
 //! the files the task left as attachments, within a budget.
 //!
-//! Reads only: the record it is given and the job's files in `done/`
-//! (output tails through a bounded read, attachments through
-//! [`fsio::open_regular`], never through a symlink, never blocking on a
-//! FIFO, never past their planned size). It never writes, moves or
-//! deletes anything and never sends: the mail thread hands the message
-//! to the transport. [`body`], [`plan_attachments`] and [`tail_lines`] are
+//! Reads only: the record it is given and the job's output and files in
+//! `done/`, all through [`spool::query`](crate::spool::query) (output
+//! tails through a bounded read, the files folder listed and each
+//! attachment opened by name: never through a symlink, never blocking on
+//! a FIFO, never past their planned size). It builds no spool path, never
+//! writes, moves or deletes anything and never sends: the mail thread
+//! hands the message to the transport. [`body`], [`plan_attachments`] and [`tail_lines`] are
 //! pure and tested by table.
 //!
 //! Invariants: nothing a task or a submitter wrote can add a header (names
@@ -17,9 +18,9 @@
 //! `Message-ID` on every attempt and after a restart.
 
 use std::fmt::Write as _;
-use std::fs::{self, File};
+use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lettre::Message;
 use lettre::message::header::{
@@ -28,11 +29,11 @@ use lettre::message::header::{
 use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 
 use crate::config::MailConfig;
-use crate::fsio;
 use crate::ids;
 use crate::mime;
 use crate::record::Record;
 use crate::spool::Spool;
+use crate::spool::query::{FileEntry, Query, Stage, Stream};
 use crate::time::{self, format_duration};
 
 /// Lines of stdout and stderr quoted in the body.
@@ -118,23 +119,30 @@ impl Composer {
             builder = builder.to(to);
         }
 
-        let out_path = self.spool.done_out(&rec.id);
-        let err_path = self.spool.done_err(&rec.id);
-        let stdout = read_tail(&out_path);
-        let stderr = read_tail(&err_path);
+        // The mailer reads no job file: no bytes of one are needed.
+        let q = self.spool.query(0);
+        let id = rec.id.as_str();
+        let out_path = q
+            .output_path(Stage::Done, id, Stream::Out)
+            .unwrap_or_default();
+        let err_path = q
+            .output_path(Stage::Done, id, Stream::Err)
+            .unwrap_or_default();
+        let stdout = tail_of(q.output_in(Stage::Done, id, Stream::Out));
+        let stderr = tail_of(q.output_in(Stage::Done, id, Stream::Err));
         // A result taken from stdout is that same text: quote it once.
         let stdout_is_result = matches!(&rec.result, Some(toml::Value::String(s))
             if stdout.size == s.len() as u64 && !stdout.cut && stdout.raw == s.as_bytes());
 
-        let files_dir = self.spool.done_files(&rec.id);
-        let mut plan = plan_attachments(
-            list_files(&files_dir),
-            self.max_attachment_bytes,
-            MAX_ATTACHMENTS,
-        );
+        let (files, unlisted) = match q.files(id) {
+            Ok(files) => (files, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        let mut plan = plan_attachments(files, self.max_attachment_bytes, MAX_ATTACHMENTS);
+        plan.unlisted = unlisted;
         let mut attachments = Vec::new();
         for f in std::mem::take(&mut plan.attach) {
-            match read_attachment(&f.path, f.size) {
+            match read_attachment(&q, id, &f) {
                 Ok(bytes) => attachments.push((f, bytes)),
                 Err(e) => plan.left_out.push((f, LeftOut::Unreadable(e.to_string()))),
             }
@@ -191,30 +199,33 @@ struct Tail {
     error: Option<String>,
 }
 
-/// Reads at most the last [`TAIL_BYTES`] of a file.
-fn read_tail(path: &Path) -> Tail {
+/// The tail of an output as the query opened it: none when there is no
+/// regular file (missing, or a symlink or FIFO, never followed).
+fn tail_of(opened: io::Result<Option<(File, Metadata)>>) -> Tail {
     let read = || -> io::Result<Tail> {
-        let mut f = File::open(path)?;
-        let size = f.metadata()?.len();
-        let start = size.saturating_sub(TAIL_BYTES);
-        f.seek(SeekFrom::Start(start))?;
-        let mut raw = Vec::new();
-        f.take(TAIL_BYTES).read_to_end(&mut raw)?;
-        Ok(Tail {
-            size,
-            raw,
-            cut: start > 0,
-            error: None,
-        })
+        let Some((file, meta)) = opened? else {
+            return Ok(Tail::default());
+        };
+        read_tail(file, meta.len())
     };
-    match read() {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Tail::default(),
-        Err(e) => Tail {
-            error: Some(e.to_string()),
-            ..Tail::default()
-        },
-    }
+    read().unwrap_or_else(|e| Tail {
+        error: Some(e.to_string()),
+        ..Tail::default()
+    })
+}
+
+/// Reads at most the last [`TAIL_BYTES`] of a file of `size` bytes.
+fn read_tail(mut f: File, size: u64) -> io::Result<Tail> {
+    let start = size.saturating_sub(TAIL_BYTES);
+    f.seek(SeekFrom::Start(start))?;
+    let mut raw = Vec::new();
+    f.take(TAIL_BYTES).read_to_end(&mut raw)?;
+    Ok(Tail {
+        size,
+        raw,
+        cut: start > 0,
+        error: None,
+    })
 }
 
 /// The last `n` lines of `raw`, as text fit for a mail body: a partial
@@ -254,16 +265,6 @@ fn tail_lines(raw: &[u8], cut: bool, n: usize) -> (Vec<String>, bool) {
     (clean, more)
 }
 
-/// An entry of a job's files folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileInfo {
-    name: String,
-    path: PathBuf,
-    size: u64,
-    /// `None` for a regular file, else what it is ("symlink", "folder", …).
-    other: Option<&'static str>,
-}
-
 /// Why a file is not attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum LeftOut {
@@ -276,39 +277,22 @@ enum LeftOut {
     Unreadable(String),
 }
 
+/// What becomes of the files a task left.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Plan {
-    attach: Vec<FileInfo>,
-    left_out: Vec<(FileInfo, LeftOut)>,
-}
-
-/// The entries of a files folder, looked at without following links.
-fn list_files(dir: &Path) -> Vec<FileInfo> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        let other = crate::spool::irregular(&meta);
-        out.push(FileInfo {
-            name: entry.file_name().to_string_lossy().into_owned(),
-            path,
-            size: if other.is_none() { meta.len() } else { 0 },
-            other,
-        });
-    }
-    out
+    /// Attached, in name order.
+    attach: Vec<FileEntry>,
+    /// Named in the body, with why they are not attached.
+    left_out: Vec<(FileEntry, LeftOut)>,
+    /// Why the files folder could not be listed, when it could not.
+    unlisted: Option<String>,
 }
 
 /// Which files to attach: regular files in name order, each while the
 /// total stays within `budget` and the count within `max_files`; a file
 /// too large for what is left is listed, and smaller ones after it may
 /// still fit.
-fn plan_attachments(mut files: Vec<FileInfo>, budget: u64, max_files: usize) -> Plan {
+fn plan_attachments(mut files: Vec<FileEntry>, budget: u64, max_files: usize) -> Plan {
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let mut plan = Plan::default();
     let mut left = budget;
@@ -328,12 +312,12 @@ fn plan_attachments(mut files: Vec<FileInfo>, budget: u64, max_files: usize) -> 
 
 /// Reads a regular file the plan chose: never through a symlink put in
 /// its place since, never blocking on a FIFO, never past its planned size.
-fn read_attachment(path: &Path, size: u64) -> io::Result<Vec<u8>> {
-    let Some((f, _)) = fsio::open_regular(path)? else {
+fn read_attachment(q: &Query, id: &str, f: &FileEntry) -> io::Result<Vec<u8>> {
+    let Some((file, _)) = q.file(id, &f.name)? else {
         return Err(io::Error::other("no longer a regular file"));
     };
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    f.take(size).read_to_end(&mut bytes)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(f.size).unwrap_or(0));
+    file.take(f.size).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -409,6 +393,9 @@ fn body(rec: &Record, out: &Outputs, plan: &Plan, budget: u64) -> String {
     let (err_path, stderr) = out.stderr;
     output(&mut b, "Standard error", err_path, stderr);
 
+    if let Some(e) = &plan.unlisted {
+        let _ = writeln!(b, "\nFiles: cannot be listed: {}", one_line(e));
+    }
     if !plan.attach.is_empty() {
         let total: u64 = plan.attach.iter().map(|f| f.size).sum();
         let _ = writeln!(
@@ -517,7 +504,11 @@ pub(super) fn one_line(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::fsio::open_regular;
     use crate::record::Status;
 
     fn record() -> Record {
@@ -537,8 +528,8 @@ mod tests {
         r
     }
 
-    fn file(name: &str, size: u64) -> FileInfo {
-        FileInfo {
+    fn file(name: &str, size: u64) -> FileEntry {
+        FileEntry {
             name: name.into(),
             path: PathBuf::from("/spool/done/x.files").join(name),
             size,
@@ -575,6 +566,7 @@ mod tests {
         let plan = Plan {
             attach: vec![file("a.csv", 3)],
             left_out: vec![(file("big.bin", 99), LeftOut::OverBudget)],
+            unlisted: None,
         };
         let b = body(&rec, &out, &plan, 10);
         for want in [
@@ -594,6 +586,16 @@ mod tests {
         ] {
             assert!(b.contains(want), "missing {want:?} in:\n{b}");
         }
+        assert!(!b.contains("Files:"), "{b}");
+        let unlisted = Plan {
+            unlisted: Some("list /spool/done/x.files: Permission denied".into()),
+            ..Plan::default()
+        };
+        let b = body(&rec, &out, &unlisted, 10);
+        assert!(
+            b.contains("\nFiles: cannot be listed: list /spool/done/x.files: Permission denied\n"),
+            "{b}"
+        );
     }
 
     #[test]
@@ -608,6 +610,7 @@ mod tests {
             left_out: (0..MAX_LISTED + 10)
                 .map(|i| (file(&format!("f{i:03}"), 1), LeftOut::TooMany))
                 .collect(),
+            unlisted: None,
         };
         let b = body(&record(), &out, &plan, 10);
         assert_eq!(b.matches("past 100 attachments").count(), MAX_LISTED, "{b}");
@@ -661,13 +664,15 @@ mod tests {
         let mut text = "x".repeat(3 * TAIL_BYTES as usize);
         text.push_str("\nlast\n");
         fs::write(&path, &text).unwrap();
-        let t = read_tail(&path);
+        let t = tail_of(open_regular(&path));
         assert_eq!(t.size, text.len() as u64);
         assert_eq!(t.raw.len() as u64, TAIL_BYTES);
         assert!(t.cut);
         assert_eq!(tail_lines(&t.raw, t.cut, 20).0, vec!["last"]);
-        let missing = read_tail(&dir.path().join("none"));
+        let missing = tail_of(open_regular(&dir.path().join("none")));
         assert_eq!((missing.size, missing.error), (0, None));
+        let failed = tail_of(Err(io::Error::other("broken disk")));
+        assert_eq!(failed.error.as_deref(), Some("broken disk"));
     }
 
     #[test]
@@ -702,7 +707,7 @@ mod tests {
             10,
             9,
         );
-        let names = |v: &[FileInfo]| v.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
+        let names = |v: &[FileEntry]| v.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&plan.attach), vec!["a.bin", "c.bin"]);
         let left: Vec<_> = plan
             .left_out
@@ -721,7 +726,7 @@ mod tests {
             plan_attachments(vec![file("empty", 0)], 0, 9).attach.len(),
             1
         );
-        let many: Vec<FileInfo> = (0..5).map(|i| file(&format!("f{i}"), 1)).collect();
+        let many: Vec<FileEntry> = (0..5).map(|i| file(&format!("f{i}"), 1)).collect();
         let plan = plan_attachments(many, 100, 3);
         assert_eq!(names(&plan.attach), vec!["f0", "f1", "f2"]);
         assert_eq!(plan.left_out.len(), 2);
@@ -748,14 +753,17 @@ mod tests {
     fn the_message_carries_files_and_no_injected_headers() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), false).unwrap();
-        let files = spool.done_files("report-42");
+        let done = spool.root().join("done");
+        let files = done.join("report-42.files");
         fs::create_dir_all(&files).unwrap();
         fs::write(files.join("a.csv"), b"x,y\r\n1,2\n").unwrap();
         // A task may name a file anything, newlines included.
         fs::write(files.join("evil\r\nBcc: eve@evil.test\r\n.csv"), b"1").unwrap();
         fs::write(files.join("zz-big.bin"), vec![0u8; 100]).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", files.join("passwd")).unwrap();
-        fs::write(spool.done_out("report-42"), "hello\n").unwrap();
+        fs::write(done.join("report-42.out"), "hello\n").unwrap();
+        // An output that is a link is not followed (nor quoted).
+        std::os::unix::fs::symlink("/etc/passwd", done.join("report-42.err")).unwrap();
         let mut rec = record();
         rec.kind = "kind\r\nBcc: eve@evil.test".into();
         let c = composer(dir.path(), 50);

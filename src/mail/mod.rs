@@ -3,7 +3,8 @@
 //!
 //! Takes the `[mail]` configuration once, then records (the daemon hands
 //! over each record it wrote with `mail = "pending"`); reads the job's
-//! output and files in `done/` to write the message; gives back, through
+//! output and files in `done/` through [`spool::query`](crate::spool::query)
+//! (never through a symlink) to write the message; gives back, through
 //! the callback passed to [`Mailer::start`], `sent` or `failed: <reason>`
 //! for each record, which the daemon writes into the record's `mail` field.
 //!

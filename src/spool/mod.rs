@@ -12,8 +12,10 @@
 //! of raccoond creates, renames, writes or deletes a spool path, except the
 //! daemon's removal of `cancel/<id>`, which [`Spool::clear_cancel`] is
 //! there to replace. (Submitters write `tmp/` and `new/`, and a task its
-//! own outputs; those are theirs.) Other modules still *read* through
-//! some public path getters (listed where they are defined).
+//! own outputs; those are theirs.) Readers ask [`query`] (the HTTP API,
+//! the client, the mailer, the commit thread's read of a task's result);
+//! only the daemon still reads through a few public path getters (listed
+//! where they are defined).
 //!
 //! Each transition is committed by one `rename(2)`:
 //!
@@ -155,61 +157,61 @@ impl Spool {
         &self.root
     }
 
-    // Paths other modules still build on: the daemon (watching, scanning,
-    // cancels), the HTTP API (until it asks `query`), the mailer
-    // (attachments) and the commit thread (result and stdout). Reading
-    // through them is theirs to do carefully; only this module writes.
+    // Paths the daemon still builds on (watching `new/` and `cancel/`,
+    // its scans, cancels, and whether a job is running or done). Reading
+    // through them is its to do carefully; only this module writes. Every
+    // other reader asks `query`.
 
     pub fn new_dir(&self) -> PathBuf {
         self.root.join("new")
     }
-    pub fn running_dir(&self) -> PathBuf {
-        self.root.join("running")
-    }
     pub fn cancel_dir(&self) -> PathBuf {
         self.root.join("cancel")
-    }
-    pub fn new_path(&self, name: &str) -> PathBuf {
-        self.root.join("new").join(name)
     }
     pub fn running_job(&self, id: &str) -> PathBuf {
         self.root.join("running").join(format!("{id}.toml"))
     }
-    pub fn running_out(&self, id: &str) -> PathBuf {
-        self.root.join("running").join(format!("{id}.out"))
-    }
-    pub fn running_err(&self, id: &str) -> PathBuf {
-        self.root.join("running").join(format!("{id}.err"))
-    }
-    pub fn running_files(&self, id: &str) -> PathBuf {
-        self.root.join("running").join(format!("{id}.files"))
-    }
-    pub fn running_result(&self, id: &str) -> PathBuf {
-        self.root.join("running").join(format!("{id}.result"))
-    }
     pub fn done_record(&self, id: &str) -> PathBuf {
         self.root.join("done").join(format!("{id}.toml"))
-    }
-    pub fn done_out(&self, id: &str) -> PathBuf {
-        self.root.join("done").join(format!("{id}.out"))
-    }
-    pub fn done_err(&self, id: &str) -> PathBuf {
-        self.root.join("done").join(format!("{id}.err"))
-    }
-    pub fn done_files(&self, id: &str) -> PathBuf {
-        self.root.join("done").join(format!("{id}.files"))
     }
     pub fn cancel_path(&self, id: &str) -> PathBuf {
         self.root.join("cancel").join(id)
     }
 
-    // The spool's own paths: no one else needs them.
+    // The spool's own paths: no one else needs them (readers ask `query`).
 
     fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
+    fn running_dir(&self) -> PathBuf {
+        self.root.join("running")
+    }
     fn done_dir(&self) -> PathBuf {
         self.root.join("done")
+    }
+    fn new_path(&self, name: &str) -> PathBuf {
+        self.root.join("new").join(name)
+    }
+    fn running_out(&self, id: &str) -> PathBuf {
+        self.root.join("running").join(format!("{id}.out"))
+    }
+    fn running_err(&self, id: &str) -> PathBuf {
+        self.root.join("running").join(format!("{id}.err"))
+    }
+    fn running_files(&self, id: &str) -> PathBuf {
+        self.root.join("running").join(format!("{id}.files"))
+    }
+    fn running_result(&self, id: &str) -> PathBuf {
+        self.root.join("running").join(format!("{id}.result"))
+    }
+    fn done_out(&self, id: &str) -> PathBuf {
+        self.root.join("done").join(format!("{id}.out"))
+    }
+    fn done_err(&self, id: &str) -> PathBuf {
+        self.root.join("done").join(format!("{id}.err"))
+    }
+    fn done_files(&self, id: &str) -> PathBuf {
+        self.root.join("done").join(format!("{id}.files"))
     }
     /// Retired job files waiting to be written again as records: the
     /// daemon's own, out of the way of the folders users look at.

@@ -1,15 +1,21 @@
 //! The read side of the spool: where a job is and what it says, the jobs
 //! newest first, and a job's output and files opened for serving. The HTTP
-//! API and the client both ask here, so that they see the same jobs.
+//! API, the client, the mailer and the commit thread (a task's result) all
+//! ask here, so that they see the same jobs and open what a task wrote the
+//! same careful way.
 //!
 //! Owns finding a job by id (record first, then `running/`, then `new/`),
-//! listing jobs by status and type, and opening `<id>.out`, `<id>.err` and
-//! `<id>.files/<name>` for reading. Callers get values and open files,
-//! never paths: how a question is answered (today a look at the folders)
-//! can change without them.
+//! listing jobs by status and type, opening `<id>.out`, `<id>.err`,
+//! `<id>.result` and `<id>.files/<name>` for reading, and listing a
+//! job's files folder. Callers get values and open files, never paths to
+//! open: how a question is answered (today a look at the folders) can
+//! change without them. (Where a file is, to tell a person, is a value:
+//! [`Query::output_path`], [`FileEntry::path`].)
 //!
 //! Never writes, renames or deletes anything; never follows a symlink
-//! (every open goes through [`crate::fsio`]); never blocks on a FIFO;
+//! (every file is opened through [`crate::fsio`], a files folder with
+//! `O_NOFOLLOW` and its entries looked at through it); never blocks on a
+//! FIFO;
 //! never touches a path built from an id that [`ids::valid_id`] refuses or
 //! from a file name that [`valid_file_name`] refuses.
 //!
@@ -24,10 +30,16 @@ use std::collections::HashSet;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag, fstatat};
+
 use super::{Entry, Spool, load_record};
-use crate::fsio::{open_regular, open_regular_in};
+use crate::fsio::{io_context, open_regular, open_regular_in};
 use crate::ids;
 use crate::record::{Record, Status};
 
@@ -131,6 +143,22 @@ pub struct Listed {
     pub when: SystemTime,
     /// What was read of it, as [`Query::find`] says.
     pub job: Located,
+}
+
+/// One entry of a job's files folder, as [`Query::files`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Its name, one that [`valid_file_name`] accepts: what
+    /// [`Query::file`] opens it by.
+    pub name: String,
+    /// Where it is, to tell a person where to look (a mail names the
+    /// files it left out); never opened by this path.
+    pub path: PathBuf,
+    /// Its size when it was listed; 0 when it is not a regular file.
+    pub size: u64,
+    /// `None` for a regular file; else what it is ("symlink",
+    /// "directory", "FIFO", "socket", "device"), never followed or opened.
+    pub other: Option<&'static str>,
 }
 
 /// Questions about the jobs of one spool. Cheap to make: borrow one per
@@ -302,16 +330,36 @@ impl Query<'_> {
         id: &str,
         stream: Stream,
     ) -> io::Result<Option<(File, Metadata)>> {
-        if !ids::valid_id(id) {
-            return Ok(None);
+        match self.output_path(stage, id, stream) {
+            Some(path) => open_regular(&path),
+            None => Ok(None),
         }
-        let path = match (stage, stream) {
+    }
+
+    /// Where a task's output is kept in one folder, to tell a person where
+    /// to look (a mail quotes a tail and says where the rest is); `None`
+    /// for an invalid id. Read it through [`Query::output_in`], never by
+    /// this path.
+    pub fn output_path(&self, stage: Stage, id: &str, stream: Stream) -> Option<PathBuf> {
+        if !ids::valid_id(id) {
+            return None;
+        }
+        Some(match (stage, stream) {
             (Stage::Running, Stream::Out) => self.spool.running_out(id),
             (Stage::Running, Stream::Err) => self.spool.running_err(id),
             (Stage::Done, Stream::Out) => self.spool.done_out(id),
             (Stage::Done, Stream::Err) => self.spool.done_err(id),
-        };
-        open_regular(&path)
+        })
+    }
+
+    /// The result file a running task may write (`RACCOON_RESULT`), while
+    /// its job is in `running/`; `None` when there is none, or it is not a
+    /// regular file (a task may leave a symlink to a secret there).
+    pub fn result(&self, id: &str) -> io::Result<Option<(File, Metadata)>> {
+        if !ids::valid_id(id) {
+            return Ok(None);
+        }
+        open_regular(&self.spool.running_result(id))
     }
 
     /// A file the task left in its files folder, while it runs or once it
@@ -327,6 +375,24 @@ impl Query<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// What the task left in its files folder, in name order: the folder
+    /// in `running/` while it runs, else the one in `done/` (the folder
+    /// [`Query::file`] would open from); empty when there is none, or it
+    /// is not a folder. Never enters a folder through a symlink, never
+    /// follows or opens an entry. Names [`Query::file`] refuses (hidden,
+    /// not UTF-8) are left out.
+    pub fn files(&self, id: &str) -> io::Result<Vec<FileEntry>> {
+        if !ids::valid_id(id) {
+            return Ok(Vec::new());
+        }
+        for dir in [self.spool.running_files(id), self.spool.done_files(id)] {
+            if let Some(entries) = list_folder(&dir)? {
+                return Ok(entries);
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// A job file's keys. A file the daemon will reject (not UTF-8, not
@@ -354,6 +420,64 @@ pub fn valid_file_name(name: &str) -> bool {
         && name.len() <= 255
         && !name.starts_with('.')
         && !name.bytes().any(|b| b == b'/' || b == 0)
+}
+
+/// The entries of a folder, each looked at without following it; `None`
+/// when `dir` is missing, a symlink, or not a folder.
+fn list_folder(dir: &Path) -> io::Result<Option<Vec<FileEntry>>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut folder = match Dir::open(dir, flags, Mode::empty()) {
+        Ok(d) => d,
+        Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => return Ok(None),
+        Err(e) => return Err(io_context("open", dir, e.into())),
+    };
+    let mut names = Vec::new();
+    for entry in folder.iter() {
+        let entry = entry.map_err(|e| io_context("list", dir, e.into()))?;
+        if let Ok(name) = entry.file_name().to_str()
+            && valid_file_name(name)
+        {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let path = dir.join(&name);
+        // Looked at through the folder opened above: the name cannot
+        // lead elsewhere if the folder is swapped for a link meanwhile.
+        let st = match fstatat(&folder, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Gone since the listing.
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(io_context("stat", &path, e.into())),
+        };
+        let other = kind(st.st_mode);
+        out.push(FileEntry {
+            name,
+            path,
+            size: if other.is_none() {
+                u64::try_from(st.st_size).unwrap_or(0)
+            } else {
+                0
+            },
+            other,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// What a file is, by its mode (`None` for a regular file); the words of
+/// [`super::irregular`].
+fn kind(mode: libc::mode_t) -> Option<&'static str> {
+    match SFlag::from_bits_truncate(mode) & SFlag::S_IFMT {
+        SFlag::S_IFREG => None,
+        SFlag::S_IFLNK => Some("symlink"),
+        SFlag::S_IFDIR => Some("directory"),
+        SFlag::S_IFIFO => Some("FIFO"),
+        SFlag::S_IFSOCK => Some("socket"),
+        _ => Some("device"),
+    }
 }
 
 fn modified(meta: &Metadata) -> SystemTime {
@@ -610,5 +734,71 @@ mod tests {
         assert_eq!(text(q.file("l", "secret")), None);
         assert!(!valid_file_name(&"a".repeat(256)));
         assert!(valid_file_name("report.pdf"));
+    }
+
+    #[test]
+    fn a_files_listing_says_what_each_entry_is_and_enters_no_link() {
+        let (d, spool) = spool();
+        let root = spool.root().to_path_buf();
+        let files = root.join("done/o.files");
+        fs::create_dir_all(files.join("sub")).unwrap();
+        put(&files.join("b.txt"), "bb", at(0));
+        put(&files.join("a.csv"), "a", at(0));
+        put(&files.join(".hidden"), "h", at(0));
+        symlink("/etc/passwd", files.join("passwd")).unwrap();
+        fifo(&files.join("fifo"));
+        let q = spool.query(1 << 20);
+        let listed: Vec<(String, u64, Option<&str>)> = q
+            .files("o")
+            .unwrap()
+            .into_iter()
+            .map(|f| {
+                assert_eq!(f.path, files.join(&f.name));
+                (f.name, f.size, f.other)
+            })
+            .collect();
+        let want: Vec<(String, u64, Option<&str>)> = vec![
+            ("a.csv".into(), 1, None),
+            ("b.txt".into(), 2, None),
+            ("fifo".into(), 0, Some("FIFO")),
+            ("passwd".into(), 0, Some("symlink")),
+            ("sub".into(), 0, Some("directory")),
+        ];
+        assert_eq!(listed, want);
+
+        // While the job runs, its folder in running/ is the one listed.
+        fs::create_dir(root.join("running/o.files")).unwrap();
+        put(&root.join("running/o.files/live"), "", at(0));
+        let names: Vec<String> = q.files("o").unwrap().into_iter().map(|f| f.name).collect();
+        assert_eq!(names, ["live"]);
+
+        // A files folder that is a link, or is not a folder, is no folder.
+        symlink(d.path(), root.join("done/l.files")).unwrap();
+        put(&root.join("done/f.files"), "", at(0));
+        for id in ["l", "f", "none", "../done/o"] {
+            assert_eq!(q.files(id).unwrap(), [], "{id}");
+        }
+    }
+
+    #[test]
+    fn a_result_file_opens_only_when_it_is_a_regular_file() {
+        let (d, spool) = spool();
+        let root = spool.root().to_path_buf();
+        let secret = d.path().join("secret");
+        put(&secret, "secret = 1", at(0));
+        put(&root.join("running/r.result"), "rows = 1", at(0));
+        symlink(&secret, root.join("running/s.result")).unwrap();
+        fifo(&root.join("running/p.result"));
+        put(&root.join("done/d.result"), "rows = 1", at(0));
+        let q = spool.query(1 << 20);
+        assert!(q.result("r").unwrap().is_some());
+        for id in ["s", "p", "d", "none", "../done/d"] {
+            assert!(q.result(id).unwrap().is_none(), "{id}");
+        }
+        assert_eq!(
+            q.output_path(Stage::Done, "o", Stream::Err),
+            Some(root.join("done/o.err"))
+        );
+        assert_eq!(q.output_path(Stage::Running, "../o", Stream::Out), None);
     }
 }
