@@ -856,3 +856,6 @@ mod tests {
         assert!(Config::from_text(None, &text, Path::new("/"), &over).is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz;

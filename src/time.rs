@@ -634,7 +634,14 @@ pub(crate) mod props {
 
     /// A TOML datetime as a user may write one: any year, any offset.
     pub fn datetime_text() -> impl Strategy<Value = String> {
-        let year = prop_oneof![Just(1969u16), Just(1970), Just(9999), Just(0), 0u16..=9999];
+        let year = prop_oneof![
+            1 => Just(1969u16),
+            2 => Just(1970),
+            2 => Just(9999),
+            1 => Just(0),
+            1 => 0u16..=9999,
+            4 => 1970u16..=9999,
+        ];
         let offset = prop_oneof![
             Just(String::new()),
             Just("Z".to_string()),
@@ -661,6 +668,41 @@ pub(crate) mod props {
             .prop_map(|(y, mo, d, h, mi, s, frac, off)| {
                 format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{frac}{off}")
             })
+    }
+
+    /// A TOML datetime within the range: its ends, and any day between
+    /// them with any offset.
+    pub fn admitted_datetime_text() -> BoxedStrategy<String> {
+        prop_oneof![
+            prop_oneof![
+                Just("1970-01-01T00:00:00Z"),
+                Just("1970-01-01T00:01:00+00:01"),
+                Just("1970-01-01"),
+                Just("9999-12-31T23:59:59.999Z"),
+                Just("9999-12-31T23:59:59.999999999"),
+                Just("9999-12-31T23:58:59-00:01"),
+            ]
+            .prop_map(String::from),
+            (
+                1971u16..=9998,
+                1u8..=12,
+                1u8..=28,
+                0u8..24,
+                0u8..60,
+                0u8..=60,
+                -1439i32..=1439,
+            )
+                .prop_map(|(y, mo, d, h, mi, s, off)| {
+                    let sign = if off < 0 { '-' } else { '+' };
+                    let off = off.unsigned_abs();
+                    format!(
+                        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{sign}{:02}:{:02}",
+                        off / 60,
+                        off % 60
+                    )
+                }),
+        ]
+        .boxed()
     }
 
     proptest! {
