@@ -76,14 +76,17 @@ impl<const LO: i64, const HI: i64> Int<LO, HI> {
         self.0
     }
 
-    /// The value as a `u32`: ranges used this way have `0 <= LO` and
-    /// `HI <= u32::MAX` (checked by the tests of each alias).
+    /// The value as a `u32`, for ranges within `u32` (a range that is not
+    /// does not compile), so the conversion never fails.
     pub fn u32(self) -> u32 {
+        const { assert!(LO >= 0 && HI <= u32::MAX as i64, "the range must fit u32") };
         u32::try_from(self.0).unwrap_or(0)
     }
 
-    /// The value as a `usize`, for ranges with `0 <= LO`.
+    /// The value as a `usize`, for ranges within `u32` (a range that is
+    /// not does not compile), so the conversion never fails.
     pub fn usize(self) -> usize {
+        const { assert!(LO >= 0 && HI <= u32::MAX as i64, "the range must fit u32") };
         usize::try_from(self.0).unwrap_or(0)
     }
 }
@@ -233,9 +236,10 @@ mod tests {
     }
 
     #[test]
-    fn the_aliases_used_as_u32_or_usize_fit_them() {
-        assert!(Count::new(0).is_ok() && u32::try_from(1_000_000u64).is_ok());
+    fn ranges_read_as_they_are_written() {
         assert_eq!(Slots::new(MAX_SLOTS as i128).unwrap().usize(), MAX_SLOTS);
+        assert_eq!(Count::new(1_000_000).unwrap().u32(), 1_000_000);
+        assert_eq!(Priority::range(), "-1000000 to 1000000");
         assert_eq!(Slots::range(), "1 to 100000");
         assert_eq!(MemoryBytes::range(), "1 MiB to 1 PiB");
         assert_eq!(OutputBytes::range(), "0 bytes to 1 TiB");

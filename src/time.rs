@@ -321,8 +321,9 @@ pub fn deadline(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-/// `t + d` on the wall clock (an expiry, a retry's `not_before`), at most
-/// [`latest`], so that the result can always be written down.
+/// `t + d` on the wall clock (an expiry, a retry's `not_before`), held
+/// within the datetime range (at most [`latest`]), so that the result can
+/// always be written down and read back.
 pub fn add(t: SystemTime, d: Duration) -> SystemTime {
     clamp(t.checked_add(d).unwrap_or_else(latest))
 }
