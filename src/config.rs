@@ -6,6 +6,12 @@
 //! resolved to ids. Every error names the file, the key and what is wrong;
 //! an unknown key is an error, never ignored. This module reads the token
 //! and password files it names but touches nothing else on disk.
+//!
+//! Invariant: every value of a [`Config`] is within its range (SPEC §3,
+//! raccoond.toml(5): durations up to a century, counts, sizes and limits
+//! within [`crate::bounds`]), command-line overrides included, so that no
+//! sum or product the daemon makes of them can overflow. The token file is
+//! refused when its mode lets anyone but its owner read or write it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,7 +20,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::time::{Dur, Size};
+use crate::bounds::{
+    AttachmentBytes, Count, JobBytes, MemoryBytes, Nice, OutputBytes, Processes, Slots,
+};
+use crate::time::Dur;
 
 /// What the daemon runs with. Built once at start and again on SIGHUP.
 #[derive(Debug, Clone)]
@@ -157,11 +166,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     spool: Option<PathBuf>,
-    total: Option<usize>,
+    total: Option<Slots>,
     keep: Option<Dur>,
     fsync: Option<bool>,
-    max_job_bytes: Option<Size>,
-    max_output_bytes: Option<Size>,
+    max_job_bytes: Option<JobBytes>,
+    max_output_bytes: Option<OutputBytes>,
     stop_timeout: Option<Dur>,
     kill_grace: Option<Dur>,
     rescan: Option<Dur>,
@@ -186,7 +195,7 @@ struct FileMail {
     password_file: Option<PathBuf>,
     sendmail: Option<PathBuf>,
     from: Option<String>,
-    max_attachment_bytes: Option<Size>,
+    max_attachment_bytes: Option<AttachmentBytes>,
     recipients: Option<Vec<String>>,
 }
 
@@ -194,9 +203,9 @@ struct FileMail {
 #[serde(deny_unknown_fields)]
 struct FileType {
     command: Vec<String>,
-    limit: Option<usize>,
+    limit: Option<Slots>,
     timeout: Option<Dur>,
-    retries: Option<u32>,
+    retries: Option<Count>,
     retry_delay: Option<Dur>,
     keep: Option<Dur>,
     notify: Option<String>,
@@ -206,10 +215,10 @@ struct FileType {
     dir: Option<PathBuf>,
     accept_args: Option<bool>,
     params: Option<BTreeMap<String, String>>,
-    max_memory: Option<Size>,
+    max_memory: Option<MemoryBytes>,
     max_cpu: Option<Dur>,
-    max_processes: Option<u64>,
-    nice: Option<i32>,
+    max_processes: Option<Processes>,
+    nice: Option<Nice>,
 }
 
 impl Config {
@@ -255,17 +264,18 @@ impl Config {
             (None, Some(s)) => resolve(s),
             (None, None) => base.join("spool"),
         };
-        let total = over
-            .total
-            .or(raw.total)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if total == 0 {
-            return Err(err("total: must be at least 1".into()));
-        }
-        let max_job_bytes = raw.max_job_bytes.map_or(1 << 20, |s| s.0);
-        if max_job_bytes == 0 {
-            return Err(err("max_job_bytes: must be at least 1".into()));
-        }
+        let total = match over.total {
+            Some(n) => slots(n).map_err(|e| err(format!("command line: --total: {e}")))?,
+            None => raw.total.map_or_else(
+                || {
+                    std::thread::available_parallelism()
+                        .map_or(1, |n| n.get())
+                        .min(crate::bounds::MAX_SLOTS)
+                },
+                Slots::usize,
+            ),
+        };
+        let max_job_bytes = raw.max_job_bytes.map_or(1 << 20, JobBytes::get);
         let rescan = raw.rescan.map_or(Some(Duration::from_secs(60)), |d| {
             (!d.0.is_zero()).then_some(d.0)
         });
@@ -281,23 +291,7 @@ impl Config {
                     .or(h.listen)
                     .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
                 let token = match &h.token_file {
-                    Some(p) => {
-                        let p = resolve(p);
-                        let t = std::fs::read_to_string(&p).map_err(|e| {
-                            err(format!(
-                                "[http] token_file: cannot read {}: {e}",
-                                p.display()
-                            ))
-                        })?;
-                        let t = t.trim().to_string();
-                        if t.is_empty() {
-                            return Err(err(format!(
-                                "[http] token_file: {} is empty",
-                                p.display()
-                            )));
-                        }
-                        Some(t)
-                    }
+                    Some(p) => Some(read_token(&resolve(p)).map_err(err)?),
                     None => None,
                 };
                 HttpConfig {
@@ -330,12 +324,8 @@ impl Config {
                     "command line: --{tname}={n}: no type {tname:?} in the configuration"
                 )));
             };
-            if *n == 0 {
-                return Err(err(format!(
-                    "command line: --{tname}=0: a limit must be at least 1"
-                )));
-            }
-            t.limit = Some(*n);
+            let n = slots(*n).map_err(|e| err(format!("command line: --{tname}: {e}")))?;
+            t.limit = Some(n);
         }
 
         Ok(Config {
@@ -345,7 +335,7 @@ impl Config {
             keep: raw.keep.map_or(Duration::from_secs(7 * 86400), |d| d.0),
             fsync: raw.fsync.unwrap_or(true),
             max_job_bytes,
-            max_output_bytes: raw.max_output_bytes.map_or(16 << 20, |s| s.0),
+            max_output_bytes: raw.max_output_bytes.map_or(16 << 20, OutputBytes::get),
             stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(30), |d| d.0),
             kill_grace: raw.kill_grace.map_or(Duration::from_secs(10), |d| d.0),
             rescan,
@@ -362,6 +352,49 @@ impl Config {
             .and_then(|t| t.limit)
             .unwrap_or(self.total)
     }
+}
+
+/// A command-line `--total` or limit, within the range the file has.
+fn slots(n: usize) -> Result<usize, String> {
+    i128::try_from(n)
+        .map_err(|_| format!("{n} is out of range ({})", Slots::range()))
+        .and_then(Slots::new)
+        .map(Slots::usize)
+}
+
+/// The bearer token from `token_file`: refused when the file's mode lets
+/// anyone but its owner read or write it (as sshd refuses such keys), so
+/// that a token leaked by a careless mode is found at start, not later.
+fn read_token(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let what =
+        |e: std::io::Error| format!("[http] token_file: cannot read {}: {e}", path.display());
+    // The mode is read from the opened file, so that it is the mode of
+    // the file whose bytes are used.
+    let mut file = std::fs::File::open(path).map_err(what)?;
+    let mode = file.metadata().map_err(what)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        let lets = if mode & 0o044 != 0 {
+            "read"
+        } else if mode & 0o022 != 0 {
+            "change"
+        } else {
+            "execute"
+        };
+        return Err(format!(
+            "[http] token_file {}: mode {:04o} lets others {lets} it; chmod 600",
+            path.display(),
+            mode & 0o7777
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(what)?;
+    let t = text.trim().to_string();
+    if t.is_empty() {
+        return Err(format!("[http] token_file: {} is empty", path.display()));
+    }
+    Ok(t)
 }
 
 fn check_listen(listen: &str, has_token: bool) -> Result<(), String> {
@@ -439,7 +472,9 @@ fn mail_config(m: FileMail, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<MailCo
     Ok(MailConfig {
         transport,
         from,
-        max_attachment_bytes: m.max_attachment_bytes.map_or(10 << 20, |s| s.0),
+        max_attachment_bytes: m
+            .max_attachment_bytes
+            .map_or(10 << 20, AttachmentBytes::get),
         recipients,
     })
 }
@@ -462,9 +497,6 @@ fn type_config(
     }
     if program.contains('/') && !Path::new(program.as_str()).is_absolute() {
         *program = resolve(Path::new(program.as_str())).display().to_string();
-    }
-    if t.limit == Some(0) {
-        return Err("limit: must be at least 1".into());
     }
     let notify = match t.notify.as_deref() {
         None | Some("always") => Notify::Always,
@@ -504,17 +536,12 @@ fn type_config(
             return Err(format!("env: {key:?} is not a valid variable name"));
         }
     }
-    if let Some(n) = t.nice
-        && !(-20..=19).contains(&n)
-    {
-        return Err(format!("nice = {n}: must be between -20 and 19"));
-    }
     Ok(TypeConfig {
         name: name.to_string(),
         command,
-        limit: t.limit,
+        limit: t.limit.map(Slots::usize),
         timeout: t.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
-        retries: t.retries.unwrap_or(0),
+        retries: t.retries.map_or(0, Count::u32),
         retry_delay: t.retry_delay.map_or(DEFAULT_RETRY_DELAY, |d| d.0),
         keep: t.keep.map(|d| d.0),
         notify,
@@ -523,10 +550,11 @@ fn type_config(
         dir: t.dir.map(|d| resolve(&d)),
         accept_args: t.accept_args.unwrap_or(false),
         params,
-        max_memory: t.max_memory.map(|s| s.0),
+        max_memory: t.max_memory.map(MemoryBytes::get),
         max_cpu: t.max_cpu.map(|d| d.0),
-        max_processes: t.max_processes,
-        nice: t.nice,
+        // Within 1..=4_194_304 and -20..=19: both fit.
+        max_processes: t.max_processes.and_then(|n| u64::try_from(n.get()).ok()),
+        nice: t.nice.and_then(|n| i32::try_from(n.get()).ok()),
     })
 }
 
@@ -607,6 +635,11 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test's panic is its failure report"
+)]
 mod tests {
     use super::*;
 
@@ -674,6 +707,135 @@ mod tests {
     }
 
     #[test]
+    fn values_out_of_range_name_key_range_and_place() {
+        let u = me();
+        let ty = |line: &str| format!("[types.x]\ncommand = [\"true\"]\nuser = \"{u}\"\n{line}\n");
+        let cases = [
+            (
+                "keep = \"9223372036854775807s\"\n".to_string(),
+                "line 1, column 8: keep: 9223372036854775807s is out of range (0 to 100 years)",
+            ),
+            (
+                "kill_grace = \"101years\"\n".into(),
+                "kill_grace: 101years is out of range (0 to 100 years)",
+            ),
+            (
+                "stop_timeout = -1\n".into(),
+                "stop_timeout: -1 is out of range",
+            ),
+            ("rescan = \"200y\"\n".into(), "rescan: 200y is out of range"),
+            (
+                "total = 0\n".into(),
+                "total: 0 is out of range (1 to 100000)",
+            ),
+            ("total = 100001\n".into(), "total: 100001 is out of range"),
+            (
+                "max_job_bytes = 0\n".into(),
+                "max_job_bytes: 0 is out of range (1 byte to 1 GiB)",
+            ),
+            (
+                "max_output_bytes = \"2TiB\"\n".into(),
+                "max_output_bytes: 2TiB is out of range (0 bytes to 1 TiB)",
+            ),
+            (
+                "[mail]\nsendmail = \"/bin/true\"\nmax_attachment_bytes = -1\n".into(),
+                "mail.max_attachment_bytes: -1 is out of range (0 bytes to 1 GiB)",
+            ),
+            (
+                ty("retry_delay = \"200years\""),
+                "line 4, column 15: types.x.retry_delay: 200years is out of range (0 to 100 years)",
+            ),
+            (
+                ty("timeout = 9223372036854775807"),
+                "types.x.timeout: 9223372036854775807 is out of range (0 to 100 years)",
+            ),
+            (ty("keep = \"101y\""), "types.x.keep: 101y is out of range"),
+            (
+                ty("max_cpu = \"101y\""),
+                "types.x.max_cpu: 101y is out of range",
+            ),
+            (
+                ty("retries = 4294967296"),
+                "types.x.retries: 4294967296 is out of range (0 to 1000000)",
+            ),
+            (
+                ty("limit = 0"),
+                "types.x.limit: 0 is out of range (1 to 100000)",
+            ),
+            (
+                ty("nice = 20"),
+                "types.x.nice: 20 is out of range (-20 to 19)",
+            ),
+            (
+                ty("max_processes = 0"),
+                "types.x.max_processes: 0 is out of range (1 to 4194304)",
+            ),
+            (
+                ty("max_memory = \"1KiB\""),
+                "types.x.max_memory: 1KiB is out of range (1 MiB to 1 PiB)",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = load(&text).unwrap_err().0;
+            assert!(e.starts_with("/etc/r.toml: "), "{e}");
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let over = Overrides {
+            total: Some(usize::MAX),
+            ..Overrides::default()
+        };
+        let e = Config::from_text(None, "", Path::new("/"), &over)
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("--total: 18446744073709551615 is out of range"),
+            "{e}"
+        );
+        let over = Overrides {
+            limits: vec![("x".into(), 0)],
+            ..Overrides::default()
+        };
+        let e = Config::from_text(None, &ty(""), Path::new("/"), &over)
+            .unwrap_err()
+            .0;
+        assert!(e.contains("--x: 0 is out of range (1 to 100000)"), "{e}");
+        let c = load(&ty(
+            "retries = 1000000\nretry_delay = \"100y\"\nmax_memory = \"1PiB\"",
+        ))
+        .unwrap();
+        assert_eq!(c.types["x"].retries, 1_000_000);
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_or_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let text = format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+            token.display()
+        );
+        for (mode, want) in [
+            (0o644, "mode 0644 lets others read it; chmod 600"),
+            (0o640, "mode 0640 lets others read it"),
+            (0o620, "mode 0620 lets others change it"),
+            (0o601, "mode 0601 lets others execute it"),
+        ] {
+            std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = load(&text).unwrap_err().0;
+            assert!(
+                e.contains(&format!("[http] token_file {}: {want}", token.display())),
+                "{e}"
+            );
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(load(&text).unwrap().http.token.as_deref(), Some("s3cret"));
+        }
+    }
+
+    #[test]
     fn command_line_limits_override_the_file() {
         let over = Overrides {
             total: Some(3),
@@ -694,3 +856,6 @@ mod tests {
         assert!(Config::from_text(None, &text, Path::new("/"), &over).is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz;

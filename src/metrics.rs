@@ -83,7 +83,7 @@ pub fn render(s: &Snapshot, config: &Config) -> String {
         let h = s.durations.get(*t).unwrap_or(&empty);
         let mut cumulative = 0;
         for (le, n) in BUCKETS.iter().zip(h.buckets) {
-            cumulative += n;
+            cumulative = n.saturating_add(cumulative);
             w(format_args!(
                 "raccoond_job_duration_seconds_bucket{{type=\"{}\",le=\"{le}\"}} {cumulative}",
                 label(t)

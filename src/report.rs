@@ -14,6 +14,10 @@
 //! or `href_path` (link targets); nothing from a job reaches the page
 //! raw.
 //!
+//! No snapshot and no `now` can make it panic: instants outside 1970–9999
+//! print as the nearest end of that range (`time::format_rfc3339`), and
+//! elapsed and relative times saturate at zero.
+//!
 //! [`ROWS`]: crate::status::ROWS
 
 use std::fmt::Write;
@@ -99,7 +103,12 @@ fn types(h: &mut String, rows: &[TypeRow]) -> std::fmt::Result {
          <th class=\"num\">Queued</th><th class=\"load\">Load</th></tr></thead>\n<tbody>\n",
     );
     for t in rows {
-        let pct = (t.running * 100).checked_div(t.limit).unwrap_or(0).min(100);
+        let pct = t
+            .running
+            .saturating_mul(100)
+            .checked_div(t.limit)
+            .unwrap_or(0)
+            .min(100);
         writeln!(
             h,
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
@@ -485,8 +494,95 @@ mod tests {
     }
 
     #[test]
+    fn times_at_and_past_the_ends_of_the_range_still_make_a_page() {
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(86_400);
+        let after = SystemTime::UNIX_EPOCH + Duration::from_secs(i64::MAX.unsigned_abs());
+        let mut s = snapshot(1);
+        s.running[0].started = after;
+        s.queued[0].submitted = before;
+        s.queued[0].not_before = Some(time::latest());
+        s.finished[0].finished = before;
+        s.finished[0].duration = Some(Duration::MAX);
+        for now in [before, SystemTime::UNIX_EPOCH, time::latest(), after] {
+            s.generated = Some(now);
+            let html = render(&s, now);
+            assert!(html.ends_with("</html>\n"), "{html}");
+        }
+        let html = render(&s, SystemTime::UNIX_EPOCH);
+        assert!(html.contains("9999-12-31 23:59:59"), "{html}");
+        assert!(html.contains("(in 2932896d23h)"), "{html}");
+    }
+
+    #[test]
     fn an_empty_snapshot_still_makes_a_page() {
         let html = render(&Snapshot::default(), at(0));
         assert!(html.contains("published nothing yet") && html.contains("The queue is empty"));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::status::Histogram;
+    use crate::time::props::{wild_duration, wild_instant};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any instants and durations in the rows, any `now`: a page, and
+        /// `/metrics` for the same snapshot.
+        #[test]
+        fn any_snapshot_at_any_now_makes_a_page(
+            now in wild_instant(),
+            started in wild_instant(),
+            submitted in wild_instant(),
+            not_before in proptest::option::of(wild_instant()),
+            finished in wild_instant(),
+            duration in proptest::option::of(wild_duration()),
+            counts in (any::<usize>(), any::<usize>(), any::<usize>(), any::<u64>()),
+            priority in any::<i64>(),
+            attempt in any::<u32>(),
+        ) {
+            let (total, running, queued, n) = counts;
+            let mut h = Histogram::default();
+            if let Some(d) = duration {
+                h.observe(d);
+            }
+            let s = Snapshot {
+                generated: Some(now),
+                total,
+                running_total: running,
+                queued_total: queued,
+                draining: true,
+                types: vec![TypeRow { name: "t".into(), limit: total, running, queued }],
+                running: vec![RunningRow { id: "r".into(), kind: "t".into(), started, pid: 1, attempt }],
+                queued: vec![QueuedRow { id: "q".into(), kind: "t".into(), priority, submitted, not_before }],
+                finished: vec![FinishedRow {
+                    id: "f".into(),
+                    kind: "t".into(),
+                    status: Status::Succeeded,
+                    finished,
+                    duration,
+                    exit_code: Some(0),
+                    signal: None,
+                    error: None,
+                }],
+                finished_counts: BTreeMap::from([(("t".to_string(), Status::Succeeded), n)]),
+                durations: BTreeMap::from([("t".to_string(), h)]),
+            };
+            let html = render(&s, now);
+            prop_assert!(html.ends_with("</html>\n"));
+            let config = crate::config::Config::from_text(
+                None,
+                "",
+                std::path::Path::new("/"),
+                &crate::config::Overrides::default(),
+            );
+            if let Ok(c) = config {
+                let _ = crate::metrics::render(&s, &c);
+            }
+        }
     }
 }

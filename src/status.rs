@@ -88,12 +88,13 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Counts a run time. Counters saturate rather than wrap.
     pub fn observe(&mut self, d: Duration) {
         let s = d.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
-            self.buckets[i] += 1;
+            self.buckets[i] = self.buckets[i].saturating_add(1);
         }
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         self.sum += s;
     }
 }

@@ -6,9 +6,9 @@
 //!
 //! Invariant: a TOML datetime becomes an RFC 3339 string in JSON, and a
 //! JSON job's `not_before`/`submitted` strings become TOML datetimes, so
-//! that a job submitted as JSON is judged exactly as the same job in a file.
-
-use std::time::{Duration, SystemTime};
+//! that a job submitted as JSON is judged exactly as the same job in a file
+//! (a number of seconds since the epoch is taken for those two keys too).
+//! Nothing here panics, whatever TOML or JSON value it is given.
 
 use crate::time;
 
@@ -20,11 +20,20 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// A TOML or schema error from the `toml` crate, as one line with its place.
+/// A TOML or schema error from the `toml` crate, as one line with its
+/// place: `line 3, column 11: timeout: 200y is out of range (0 to 100
+/// years)` when the error is about a value (the key is its path from the
+/// top, `types.x.timeout`), else with the line itself, which names the key:
+/// `line 2, column 1 (timout = "5s"): unknown field ...`.
 pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
-    let msg = err.message().trim_end();
-    match err.span() {
-        Some(span) => {
+    let msg = one_line(err.message().trim_end());
+    let key = key_path(err);
+    match (err.span(), key) {
+        (Some(span), Some(key)) => {
+            let (line, col) = line_col(text, span.start);
+            format!("line {line}, column {col}: {key}: {msg}")
+        }
+        (Some(span), None) => {
             let (line, col) = line_col(text, span.start);
             // The line itself names the key (and the table header above it
             // is one line away): "line 3, column 8 (keep = \"forever\")".
@@ -32,12 +41,47 @@ pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
             if source.is_empty() {
                 format!("line {line}, column {col}: {msg}")
             } else {
-                let shown: String = source.chars().take(80).collect();
+                let shown: String = one_line(source).chars().take(80).collect();
                 format!("line {line}, column {col} ({shown}): {msg}")
             }
         }
-        None => msg.to_string(),
+        (None, Some(key)) => format!("{key}: {msg}"),
+        (None, None) => msg,
     }
+}
+
+/// The dotted path of the key a value error is about (`types.x.timeout`),
+/// when the error has one. The `toml` crate keeps it private and shows it
+/// only in its `Display` of an error without the input, as a last line
+/// "in `a.b`": read it from there, and only from there (what comes before
+/// is the message, verbatim, which may contain anything).
+fn key_path(err: &toml::de::Error) -> Option<String> {
+    let mut bare = err.clone();
+    bare.set_input(None);
+    let shown = bare.to_string();
+    let keys = shown
+        .strip_prefix(err.message())?
+        .strip_prefix('\n')?
+        .strip_prefix("in `")?
+        .strip_suffix("`\n")?;
+    (!keys.is_empty()).then(|| one_line(keys))
+}
+
+/// Text with its control characters escaped, so that a message stays one
+/// line whatever a submitter put in a key or a value.
+fn one_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A TOML value as JSON (datetimes as RFC 3339 strings).
@@ -105,13 +149,15 @@ pub fn json_job_to_toml(body: &serde_json::Value) -> Result<String, String> {
         return Err("the body must be a JSON object".into());
     };
     for key in ["not_before", "submitted"] {
-        if let Some(toml::Value::String(s)) = table.get(key) {
-            let t = time::parse_rfc3339(s).map_err(|e| format!("{key}: {e}"))?;
-            table.insert(key.into(), toml::Value::Datetime(time::to_toml(t)));
-        } else if let Some(toml::Value::Integer(secs)) = table.get(key) {
-            let t = SystemTime::UNIX_EPOCH + Duration::from_secs((*secs).max(0).unsigned_abs());
-            table.insert(key.into(), toml::Value::Datetime(time::to_toml(t)));
-        }
+        // Checked here (the range is the job parser's too) because only an
+        // instant within it can be written as a TOML datetime.
+        let t = match table.get(key) {
+            Some(toml::Value::String(s)) => time::parse_rfc3339(s),
+            Some(toml::Value::Integer(secs)) => time::from_unix_secs(*secs),
+            _ => continue,
+        };
+        let t = t.map_err(|e| format!("{key}: {e}"))?;
+        table.insert(key.into(), toml::Value::Datetime(time::to_toml(t)));
     }
     toml::to_string(&table).map_err(|e| format!("cannot write the job as TOML: {e}"))
 }

@@ -479,6 +479,12 @@ fn with_a_token_file_every_request_needs_the_token_and_cors_is_announced() {
     let secrets = tempfile::tempdir().unwrap();
     let token_file = secrets.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    // A token file others can read is refused (as sshd refuses such keys).
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let t = TestSpool::builder()
         .top(&format!(
             "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = {}\ncors_origin = \"https://app.example\"",

@@ -16,6 +16,9 @@ use crate::support::*;
 
 // One file per kind of attack; each test ends with `still_serves`.
 
+/// Finding 1 (values past their range) and 10 (a token file others can read).
+mod values;
+
 /// The daemon is alive and still runs an ordinary job to success.
 #[track_caller]
 pub fn still_serves(t: &TestSpool, id: &str) {
