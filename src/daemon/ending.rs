@@ -91,10 +91,10 @@ pub fn decide(cause: Cause, attempt: u32, terms: &Terms, now: SystemTime, jitter
     // A failure: another attempt while retries remain, else `failed`.
     let failed = |why: String, exit: Option<ExitStatus>| {
         if attempt <= terms.retries {
-            let delay = retry_delay(terms.retry_delay, attempt, jitter);
+            let delay = time::retry_delay(terms.retry_delay, attempt, jitter);
             Ending::Requeue(Requeue {
                 attempts: attempt,
-                not_before: Some(now + delay),
+                not_before: Some(time::add(now, delay)),
                 counted: true,
                 why,
             })
@@ -155,12 +155,6 @@ fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-/// `retry_delay` doubled for each earlier retry, give or take `jitter`.
-fn retry_delay(base: Duration, attempt: u32, jitter: f64) -> Duration {
-    let doubled = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    doubled.mul_f64(1.0 + jitter.clamp(-0.1, 0.1))
-}
-
 impl Requeue {
     /// The job file's text as it goes back into `new/`: `attempts`,
     /// `submitted` and (for a retry) `not_before` set, the rest kept.
@@ -219,7 +213,7 @@ mod tests {
     ) -> Ending {
         Ending::Requeue(Requeue {
             attempts,
-            not_before: after.map(|s| now + Duration::from_secs(s)),
+            not_before: after.map(|s| time::add(now, Duration::from_secs(s))),
             counted,
             why: why.into(),
         })
@@ -361,43 +355,5 @@ mod tests {
             let got = decide(cause, attempt, &terms(retries), now, 0.0);
             assert_eq!(got, want, "{what}");
         }
-    }
-
-    #[test]
-    fn retry_delays_double_and_the_jitter_stays_within_a_tenth() {
-        let base = Duration::from_secs(10);
-        for (attempt, jitter, want) in [
-            (1, 0.0, 10.0),
-            (2, 0.0, 20.0),
-            (3, 0.0, 40.0),
-            (1, 0.1, 11.0),
-            (1, -0.1, 9.0),
-            (1, 0.5, 11.0),
-            (1, -3.0, 9.0),
-        ] {
-            let d = retry_delay(base, attempt, jitter).as_secs_f64();
-            assert!(
-                (d - want).abs() < 1e-6,
-                "attempt {attempt}, jitter {jitter}: {d}"
-            );
-        }
-    }
-
-    #[test]
-    fn requeued_text_keeps_the_job_and_adds_the_schedule() {
-        let t0 = time::parse_rfc3339("2026-11-22T10:00:00Z").unwrap();
-        let r = Requeue {
-            attempts: 2,
-            not_before: Some(t0),
-            counted: true,
-            why: "exited with status 1".into(),
-        };
-        let text = r.text(b"type = \"a\"\n[params]\nn = 1\n", t0);
-        let table: toml::Table = toml::from_str(&text).unwrap();
-        assert_eq!(table["type"].as_str(), Some("a"));
-        assert_eq!(table["attempts"].as_integer(), Some(2));
-        assert!(table["submitted"].as_datetime().is_some());
-        assert!(table["not_before"].as_datetime().is_some());
-        assert_eq!(table["params"]["n"].as_integer(), Some(1));
     }
 }
