@@ -231,6 +231,9 @@ impl Daemon {
             })
             .map_err(|e| Fatal::Temporary(format!("cannot start the supervisor: {e}")))?,
         );
+        if let Some(s) = &self.supervisor {
+            s.remove_dead_cgroups();
+        }
         self.spool.clean_dead_tmp();
         self.recover();
         self.scan_new(true);
@@ -627,12 +630,12 @@ impl Daemon {
 
     // ---- ending ----------------------------------------------------------
 
-    fn exited(&mut self, id: &str, output: Output) {
+    fn exited(&mut self, id: &str, mut output: Output) {
         let Some(r) = self.running.remove(id) else {
             return;
         };
         self.dirty = true;
-        let status = match r.child.wait() {
+        let status = match r.child.reap(&mut output) {
             Ok(s) => s,
             Err(e) => {
                 crate::log!("{id}: cannot reap pid {}: {e}", r.child.id());
@@ -808,6 +811,7 @@ impl Daemon {
         lock: Option<Flock<File>>,
         output: Option<Output>,
     ) {
+        rec.usage = output.and_then(|o| o.usage);
         let notify = job
             .and_then(|j| self.config.types.get(&j.kind))
             .map_or(Notify::Always, |t| t.notify);
@@ -1081,7 +1085,7 @@ impl Daemon {
                         "{id}: still alive {} after SIGTERM; SIGKILL",
                         format_duration(grace)
                     );
-                    let _ = killpg(Pid::from_raw(r.child.id() as i32), Signal::SIGKILL);
+                    r.child.kill();
                     r.term_sent = None;
                     r.deadline = None;
                 }
