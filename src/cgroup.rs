@@ -198,6 +198,9 @@ impl Tree {
                 let _ = fs::remove_dir(&job.path);
                 return Err(e);
             }
+            // Swap would let the job grow past max_memory unseen; hosts
+            // without swap accounting have no such file, and lose nothing.
+            let _ = write_value(&job.path, "memory.swap.max", "0");
             job.limits_memory = true;
         }
         Ok(job)
