@@ -364,11 +364,9 @@ mod tests {
     use super::*;
 
     fn output(stdout_bytes: u64) -> Output {
-        Output {
-            stdout_bytes,
-            stderr_bytes: 0,
-            cut: false,
-        }
+        let mut o = Output::default();
+        o.stdout_bytes = stdout_bytes;
+        o
     }
 
     #[test]

@@ -19,6 +19,7 @@ macro_rules! log {
 }
 
 pub mod bounds;
+pub mod cgroup;
 pub mod cli;
 pub mod commit;
 pub mod config;

@@ -114,6 +114,31 @@ pub struct Record {
     pub result: Option<toml::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// What the task used; absent for a job that never ran. Last, so that
+    /// it is written as the `[usage]` table after every plain key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// `[usage]`: what a task used, from `wait4(2)` and, when the job had a
+/// cgroup of its own, from that cgroup (which also counts the processes
+/// that left the task's process group).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// User plus system CPU time: of the whole cgroup when there was one,
+    /// else of the task and the descendants it waited for.
+    pub cpu_seconds: f64,
+    /// The largest resident set of the task or of a descendant it waited
+    /// for (`ru_maxrss`).
+    pub max_rss_bytes: u64,
+    /// The cgroup's peak memory (`memory.peak`): only with cgroups whose
+    /// memory controller is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak_bytes: Option<u64>,
+    /// Whether the kernel's OOM killer killed a process of the job
+    /// (`memory.events`): only with the memory controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_killed: Option<bool>,
 }
 
 impl Record {
@@ -139,6 +164,7 @@ impl Record {
             params: None,
             result: None,
             source: None,
+            usage: None,
         }
     }
 
@@ -292,6 +318,12 @@ mod tests {
         p.insert("num".into(), toml::Value::Integer(10));
         r.params = Some(p);
         r.result = Some(toml::Value::String("ok\n".into()));
+        r.usage = Some(Usage {
+            cpu_seconds: 0.61,
+            max_rss_bytes: 35_651_584,
+            memory_peak_bytes: None,
+            oom_killed: None,
+        });
         let text = r.to_toml().unwrap();
         assert!(
             text.starts_with(
@@ -303,10 +335,30 @@ mod tests {
             text.contains("submitted = 2026-11-22T10:00:00.125Z"),
             "{text}"
         );
+        assert!(
+            text.ends_with("[usage]\ncpu_seconds = 0.61\nmax_rss_bytes = 35651584\n"),
+            "{text}"
+        );
         assert_eq!(Record::from_toml(&text).unwrap(), r);
         let j = r.to_json();
         assert_eq!(j["submitted"], "2026-11-22T10:00:00.125Z");
         assert_eq!(j["params"]["num"], 10);
+        assert_eq!(j["usage"]["max_rss_bytes"], 35_651_584);
+    }
+
+    #[test]
+    fn usage_from_cgroups_adds_the_memory_peak_and_the_oom_kill() {
+        let mut r = Record::new("a", "t", Status::Failed);
+        r.usage = Some(Usage {
+            cpu_seconds: 1.5,
+            max_rss_bytes: 1024,
+            memory_peak_bytes: Some(41_943_040),
+            oom_killed: Some(true),
+        });
+        let text = r.to_toml().unwrap();
+        assert!(text.contains("memory_peak_bytes = 41943040\n"), "{text}");
+        assert!(text.contains("oom_killed = true\n"), "{text}");
+        assert_eq!(Record::from_toml(&text).unwrap(), r);
     }
 
     #[test]

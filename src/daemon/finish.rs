@@ -51,12 +51,12 @@ pub(super) struct Claimed<'a> {
 
 impl Daemon {
     /// A task of ours exited and its output is written: its job ends.
-    pub(super) fn exited(&mut self, id: &str, output: Output) {
+    pub(super) fn exited(&mut self, id: &str, mut output: Output) {
         let Some(r) = self.running.remove(id) else {
             return;
         };
         self.dirty = true;
-        let status = match r.task.wait() {
+        let status = match r.task.reap(&mut output) {
             Ok(s) => s,
             Err(e) => {
                 crate::log!("{id}: cannot reap pid {}: {e}", r.task.id());
@@ -185,6 +185,7 @@ impl Daemon {
         lock: Option<Flock<File>>,
         output: Option<Output>,
     ) {
+        rec.usage = output.as_ref().and_then(|o| o.usage);
         let notify = job
             .and_then(|j| self.config.types.get(&j.kind))
             .map_or(Notify::Always, |t| t.notify);

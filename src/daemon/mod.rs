@@ -141,7 +141,9 @@ impl RunningJob {
 
     /// Kills the group of a task that outlived its grace after SIGTERM.
     fn kill(&mut self) {
-        let _ = killpg(Pid::from_raw(self.task.id() as i32), Signal::SIGKILL);
+        // The whole job: its process group and, with cgroups, every process
+        // that left the group.
+        self.task.kill();
         self.term_sent = None;
         self.deadline = None;
     }
@@ -220,6 +222,9 @@ impl Daemon {
     /// SIGINT has drained the running jobs and every record is written.
     pub fn run(config: Config, overrides: Overrides) -> Result<(), Fatal> {
         let mut daemon = Daemon::new(config, overrides)?;
+        // Before recovery: a dead daemon's job cgroups may still hold the
+        // processes that keep its jobs locked.
+        daemon.supervisor.remove_dead_cgroups();
         daemon.spool.clean_dead_tmp();
         daemon.recover();
         daemon.scan_new(true);

@@ -20,3 +20,6 @@ mod report;
 mod robust;
 /// The harness: TestSpool, waits with deadlines.
 mod support;
+/// Tasks and their processes: the death signal as another user, per-job
+/// cgroups (detached processes die with the job), `[usage]` in the record.
+mod tasks;

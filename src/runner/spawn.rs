@@ -1,0 +1,352 @@
+//! One process from clone to exec: `clone(CLONE_VM | CLONE_VFORK)`, then
+//! the child's system calls on data the parent prepared.
+//!
+//! The child joins the job's cgroup, starts its own session, keeps the
+//! job lock, takes its stdio, lowers its limits, goes to its folder, takes
+//! its groups and user, and only then arms the death signal and checks
+//! that the daemon is still its parent: a change of credentials clears
+//! `PR_SET_PDEATHSIG` (prctl(2)), so a signal armed earlier would be gone
+//! for every task that runs as another user. Then it execs.
+//!
+//! Never, between clone and exec: allocate, take a lock, or call a libc
+//! wrapper that might (glibc's set*id wrappers signal every thread of the
+//! parent). A failed step is reported through shared memory (the child
+//! runs in the parent's address space until it execs).
+//!
+//! Architecture Invariant: called only from the daemon's main loop thread,
+//! which lives as long as the daemon, because `PR_SET_PDEATHSIG` fires
+//! when the *spawning thread* exits.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+/// Limits applied in the child between clone and exec, prepared before.
+#[derive(Clone)]
+pub(super) struct Limits {
+    /// RLIMIT_AS, unless the job's cgroup enforces `memory.max` instead.
+    pub memory: Option<u64>,
+    /// RLIMIT_CPU, in seconds.
+    pub cpu: Option<u64>,
+    /// RLIMIT_NPROC.
+    pub processes: Option<u64>,
+    pub nice: Option<i32>,
+    /// uid, gid and supplementary groups of the type's `user`.
+    pub user: Option<(u32, u32, Vec<libc::gid_t>)>,
+}
+
+/// The child's steps, in order; a failure names its step.
+#[derive(Clone, Copy)]
+enum Step {
+    Signals = 1,
+    Cgroup,
+    Session,
+    Lock,
+    Stdio,
+    Limits,
+    Nice,
+    Folder,
+    Groups,
+    User,
+    DeathSignal,
+    Exec,
+}
+
+/// What each [`Step`] does, for the message when it fails.
+const STEPS: [&str; 13] = [
+    "",
+    "reset signals",
+    "join the job's cgroup",
+    "setsid",
+    "keep the job lock",
+    "redirect stdio",
+    "set resource limits",
+    "set nice",
+    "change folder",
+    "set groups",
+    "set group or user",
+    "set the death signal",
+    "exec",
+];
+
+/// Everything the child needs, as C strings and pointers prepared in the
+/// parent: between clone and exec the child may not allocate.
+pub(super) struct Spec {
+    program: CString,
+    /// Owns the strings `argv` points into.
+    _argv: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    /// Owns the strings `envp` points into.
+    _envp: Vec<CString>,
+    envp: Vec<*const libc::c_char>,
+    dir: CString,
+    limits: Limits,
+    /// The locked job file, inherited so that the lock lives as long as
+    /// some process of the job does.
+    lock_fd: RawFd,
+    /// The job cgroup's `cgroup.procs`, open for writing, or -1 without a
+    /// cgroup.
+    cgroup_procs: RawFd,
+    /// The daemon's pid: the child's parent until the daemon dies.
+    parent: libc::pid_t,
+    /// The child's errno when a step before exec failed.
+    error: AtomicI32,
+    /// Which [`Step`] failed, for the message.
+    step: AtomicUsize,
+}
+
+fn cstring(s: &str, what: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
+}
+
+/// Where the child starts and what it starts with.
+pub(super) struct Place<'a> {
+    pub program: &'a Path,
+    pub argv: &'a [String],
+    pub env: &'a [(String, String)],
+    pub dir: &'a Path,
+    pub lock_fd: RawFd,
+    pub cgroup_procs: Option<RawFd>,
+}
+
+impl Spec {
+    pub(super) fn new(place: &Place, limits: Limits) -> io::Result<Spec> {
+        let program = CString::new(place.program.as_os_str().as_encoded_bytes()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the program path contains a NUL byte",
+            )
+        })?;
+        let argv_c: Vec<CString> = place
+            .argv
+            .iter()
+            .map(|a| cstring(a, "an argument"))
+            .collect::<io::Result<_>>()?;
+        let envp_c: Vec<CString> = place
+            .env
+            .iter()
+            .map(|(k, v)| cstring(&format!("{k}={v}"), "an environment value"))
+            .collect::<io::Result<_>>()?;
+        let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let dir = CString::new(place.dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the folder contains a NUL byte",
+            )
+        })?;
+        Ok(Spec {
+            program,
+            _argv: argv_c,
+            argv,
+            _envp: envp_c,
+            envp,
+            dir,
+            limits,
+            lock_fd: place.lock_fd,
+            cgroup_procs: place.cgroup_procs.unwrap_or(-1),
+            parent: nix::unistd::getpid().as_raw(),
+            error: AtomicI32::new(0),
+            step: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// What the child gets: the spec and the three descriptors for 0, 1, 2.
+struct ChildArgs<'a> {
+    spec: &'a Spec,
+    stdio: [RawFd; 3],
+    /// The soft limit on open files tasks get back.
+    nofile: Option<libc::rlimit>,
+}
+
+/// Starts the task with `clone(CLONE_VM | CLONE_VFORK)`, as posix_spawn
+/// does: no page tables are copied and the parent's memory is never
+/// write-protected, which matters when hundreds of tasks start a second.
+/// The child only makes system calls, on data prepared by the parent,
+/// then execs; the calling thread waits until it has. Gives the pid.
+pub(super) fn spawn(
+    spec: &Spec,
+    stdio: [RawFd; 3],
+    nofile: Option<libc::rlimit>,
+) -> io::Result<i32> {
+    let args = ChildArgs {
+        spec,
+        stdio,
+        nofile,
+    };
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: the stack grows down from the end of a buffer that outlives
+    // the child's use of it (CLONE_VFORK suspends us until exec or exit);
+    // all signals are blocked around clone so that no handler of ours runs
+    // on the child's stack; the child resets them before unblocking.
+    unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &args as *const ChildArgs as *mut libc::c_void,
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(clone_error);
+        }
+        let errno = spec.error.load(Ordering::SeqCst);
+        if errno != 0 {
+            let step = STEPS
+                .get(spec.step.load(Ordering::SeqCst))
+                .copied()
+                .unwrap_or("");
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            let e = io::Error::from_raw_os_error(errno);
+            return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
+        }
+        Ok(pid)
+    }
+}
+
+/// The child, between clone and exec. Only raw system calls: glibc's
+/// set*id wrappers would signal the parent's threads, and nothing here may
+/// allocate or take a lock.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the ChildArgs the parent passed and keeps alive
+    // while it is suspended.
+    let args = unsafe { &*(arg as *const ChildArgs) };
+    let spec = args.spec;
+    let fail = |step: Step| -> libc::c_int {
+        let errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL);
+        spec.step.store(step as usize, Ordering::SeqCst);
+        spec.error.store(errno.max(1), Ordering::SeqCst);
+        // SAFETY: leaving the child without running any destructor.
+        unsafe { libc::_exit(127) }
+    };
+    // SAFETY: system calls on values prepared by the parent.
+    unsafe {
+        // Handlers belong to the parent: the child starts from defaults.
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..65 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const libc::sigaction,
+                    std::ptr::null::<libc::sigaction>(),
+                    8usize,
+                );
+            }
+        }
+        let empty: libc::sigset_t = std::mem::zeroed();
+        if libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const libc::sigset_t,
+            std::ptr::null::<libc::sigset_t>(),
+            8usize,
+        ) < 0
+        {
+            return fail(Step::Signals);
+        }
+        // Into the job's cgroup before anything of the task runs, so that
+        // every process it ever makes is in it ("0": the writer itself).
+        if spec.cgroup_procs >= 0
+            && libc::write(spec.cgroup_procs, b"0".as_ptr() as *const libc::c_void, 1) < 0
+        {
+            return fail(Step::Cgroup);
+        }
+        if libc::setsid() < 0 {
+            return fail(Step::Session);
+        }
+        if libc::fcntl(spec.lock_fd, libc::F_SETFD, 0) < 0 {
+            return fail(Step::Lock);
+        }
+        for (target, fd) in args.stdio.iter().enumerate() {
+            if libc::dup2(*fd, target as libc::c_int) < 0 {
+                return fail(Step::Stdio);
+            }
+        }
+        let l = &spec.limits;
+        let set = |res, v: u64| {
+            let lim = libc::rlimit {
+                rlim_cur: v,
+                rlim_max: v,
+            };
+            libc::setrlimit(res, &lim)
+        };
+        for (res, v) in [
+            (libc::RLIMIT_AS, l.memory),
+            (libc::RLIMIT_CPU, l.cpu),
+            (libc::RLIMIT_NPROC, l.processes),
+        ] {
+            if let Some(v) = v
+                && set(res, v) < 0
+            {
+                return fail(Step::Limits);
+            }
+        }
+        if let Some(lim) = &args.nofile
+            && libc::setrlimit(libc::RLIMIT_NOFILE, lim) < 0
+        {
+            return fail(Step::Limits);
+        }
+        if let Some(n) = l.nice
+            && libc::setpriority(libc::PRIO_PROCESS, 0, n) < 0
+        {
+            return fail(Step::Nice);
+        }
+        libc::umask(0o022);
+        if libc::chdir(spec.dir.as_ptr()) < 0 {
+            return fail(Step::Folder);
+        }
+        if let Some((uid, gid, groups)) = &l.user {
+            if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) < 0 {
+                return fail(Step::Groups);
+            }
+            if libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) < 0
+                || libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) < 0
+            {
+                return fail(Step::User);
+            }
+        }
+        // After the credentials: changing them clears the death signal.
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) < 0
+        {
+            return fail(Step::DeathSignal);
+        }
+        if libc::getppid() != spec.parent {
+            // The daemon died before the death signal was armed: nobody
+            // would ever stop this task.
+            libc::_exit(1);
+        }
+        libc::execve(
+            spec.program.as_ptr(),
+            spec.argv.as_ptr(),
+            spec.envp.as_ptr(),
+        );
+        fail(Step::Exec)
+    }
+}
