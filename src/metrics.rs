@@ -1,6 +1,6 @@
 //! `/metrics` (SPEC §9): the Prometheus text exposition of a snapshot.
 //!
-//! Pure, like [`report`](crate::report): a function of a [`Snapshot`] and
+//! Pure, like the report: a function of a [`Snapshot`] and
 //! the configuration, no IO, no clock, no lock. The HTTP API serves what
 //! [`render`] returns; nothing else reads it.
 //!
