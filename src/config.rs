@@ -362,14 +362,14 @@ fn slots(n: usize) -> Result<usize, String> {
         .map(Slots::usize)
 }
 
-/// The bearer token from `token_file`: refused when the file's mode lets
-/// anyone but its owner read or write it (as sshd refuses such keys), so
-/// that a token leaked by a careless mode is found at start, not later.
-fn read_token(path: &Path) -> Result<String, String> {
+/// A secret kept in a file (`[http] token_file`, `[mail] password_file`):
+/// refused when the file's mode lets anyone but its owner read or write
+/// it (as sshd refuses such keys), so that a secret leaked by a careless
+/// mode is found at start, not later. `key` names the setting in errors.
+fn read_secret(key: &str, path: &Path) -> Result<String, String> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
-    let what =
-        |e: std::io::Error| format!("[http] token_file: cannot read {}: {e}", path.display());
+    let what = |e: std::io::Error| format!("{key}: cannot read {}: {e}", path.display());
     // The mode is read from the opened file, so that it is the mode of
     // the file whose bytes are used.
     let mut file = std::fs::File::open(path).map_err(what)?;
@@ -383,14 +383,19 @@ fn read_token(path: &Path) -> Result<String, String> {
             "execute"
         };
         return Err(format!(
-            "[http] token_file {}: mode {:04o} lets others {lets} it; chmod 600",
+            "{key} {}: mode {:04o} lets others {lets} it; chmod 600",
             path.display(),
             mode & 0o7777
         ));
     }
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(what)?;
-    let t = text.trim().to_string();
+    Ok(text)
+}
+
+/// The bearer token from `token_file` (see [`read_secret`]); not empty.
+fn read_token(path: &Path) -> Result<String, String> {
+    let t = read_secret("[http] token_file", path)?.trim().to_string();
     if t.is_empty() {
         return Err(format!("[http] token_file: {} is empty", path.display()));
     }
@@ -432,9 +437,7 @@ fn mail_config(m: FileMail, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<MailCo
             }
             let password = match m.password_file {
                 Some(p) => {
-                    let p = resolve(&p);
-                    let text = std::fs::read_to_string(&p)
-                        .map_err(|e| format!("password_file: cannot read {}: {e}", p.display()))?;
+                    let text = read_secret("[mail] password_file", &resolve(&p))?;
                     Some(text.trim_end_matches(['\n', '\r']).to_string())
                 }
                 None => None,
@@ -833,6 +836,30 @@ mod tests {
             std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
             assert_eq!(load(&text).unwrap().http.token.as_deref(), Some("s3cret"));
         }
+    }
+
+    #[test]
+    fn a_mail_password_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "hunter2\n").unwrap();
+        let text = format!(
+            "[mail]\nsmtp = \"smtp://u@127.0.0.1:25\"\npassword_file = \"{}\"\n",
+            pw.display()
+        );
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load(&text).unwrap_err().0;
+        assert!(
+            e.contains("[mail] password_file") && e.contains("0644"),
+            "{e}"
+        );
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mail = load(&text).unwrap().mail.unwrap();
+        assert!(
+            matches!(mail.transport, MailTransport::Smtp { password: Some(ref p), .. } if p == "hunter2"),
+            "{mail:?}"
+        );
     }
 
     #[test]
