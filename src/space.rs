@@ -84,8 +84,8 @@ impl Room {
             s.files_available()
         };
         Ok(Room {
-            bytes: u64::from(blocks).saturating_mul(s.fragment_size()),
-            inodes: u64::from(inodes),
+            bytes: blocks.saturating_mul(s.fragment_size()),
+            inodes,
         })
     }
 

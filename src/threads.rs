@@ -21,11 +21,12 @@
 //! that tests can watch the daemon notice a dead thread. Nothing in
 //! production sets it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -135,13 +136,16 @@ impl Threads {
             .filter(|(n, _)| n == name)
             .map(|(_, after)| *after);
         let guard = self.guard(name);
+        install_panic_hook();
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                SUPERVISED.with(|s| *s.borrow_mut() = Some(guard));
                 let body = AssertUnwindSafe(move || {
                     if let Some(after) = fault {
-                        drop(f);
-                        // Test only (see the header): a thread that dies.
+                        // Test only (see the header): a thread that dies
+                        // with its state still alive, as a real panic would.
+                        let _state = f;
                         std::thread::sleep(after);
                         panic!("{FAULT_ENV}: this thread was told to die");
                     }
@@ -151,7 +155,10 @@ impl Threads {
                     Ok(()) => "returned".to_string(),
                     Err(p) => format!("panicked: {}", panic_text(p.as_ref())),
                 };
-                guard.ended(why);
+                // Already reported by the panic hook when it panicked.
+                if let Some(guard) = SUPERVISED.with(|s| s.borrow_mut().take()) {
+                    guard.ended(why);
+                }
             })
     }
 
@@ -210,6 +217,34 @@ impl Drop for Guard {
             t.ended(&self.name, why.to_string());
         }
     }
+}
+
+thread_local! {
+    /// The guard of the supervised thread running here, if this is one:
+    /// taken by the panic hook, or by the thread's end.
+    static SUPERVISED: RefCell<Option<Guard>> = const { RefCell::new(None) };
+}
+
+/// Reports a supervised thread's panic from the panic hook, before the
+/// unwinding drops its state: otherwise the threads that notice it gone
+/// (the sweeper, when the commit thread's sender is dropped) could be
+/// reported first, and the log would name a consequence as the cause.
+/// The hook that was there (which prints the panic) runs first.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let guard = SUPERVISED
+                .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.take()))
+                .ok()
+                .flatten();
+            if let Some(guard) = guard {
+                guard.ended(format!("panicked: {}", panic_text(info.payload())));
+            }
+        }));
+    });
 }
 
 /// `NAME` or `NAME:MS`; `None` when empty or the delay is not a number.

@@ -9,7 +9,9 @@
 //! `cancel/<id>` (cancel). Never renames or deletes anything.
 //!
 //! Exit status: 0 when the command (or the awaited job) succeeded, 1 when
-//! the job failed or is unknown, 2 for a bad command line or an IO error.
+//! the job failed or is unknown, 2 for a bad command line or an IO error,
+//! 75 (EX_TEMPFAIL) when the spool's file system is full: nothing was
+//! queued, and the same command may work later.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,6 +50,8 @@ enum Fail {
     Job(String),
     /// The command line or the system: exit 2.
     Usage(String),
+    /// The spool's file system is full: exit 75, try again later.
+    Temporary(String),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,10 @@ fn main() -> ExitCode {
         Err(Fail::Usage(msg)) => {
             eprintln!("raccoon: {msg}");
             ExitCode::from(2)
+        }
+        Err(Fail::Temporary(msg)) => {
+            eprintln!("raccoon: {msg}");
+            ExitCode::from(75)
         }
     }
 }
@@ -258,9 +266,15 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
             spool.root().display()
         )));
     }
-    let id = spool
-        .submit(id.as_deref(), text.as_bytes())
-        .map_err(|e| Fail::Usage(e.to_string()))?;
+    let id = spool.submit(id.as_deref(), text.as_bytes()).map_err(|e| {
+        if raccoond::space::is_full(&e) {
+            Fail::Temporary(format!(
+                "cannot submit: the spool's file system is full ({e}); nothing was queued, try again later"
+            ))
+        } else {
+            Fail::Usage(e.to_string())
+        }
+    })?;
     println!("{id}");
     let _ = std::io::stdout().flush();
     if wait_for_it {
