@@ -266,15 +266,9 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
             spool.root().display()
         )));
     }
-    let id = spool.submit(id.as_deref(), text.as_bytes()).map_err(|e| {
-        if raccoond::space::is_full(&e) {
-            Fail::Temporary(format!(
-                "cannot submit: the spool's file system is full ({e}); nothing was queued, try again later"
-            ))
-        } else {
-            Fail::Usage(e.to_string())
-        }
-    })?;
+    let id = spool
+        .submit(id.as_deref(), text.as_bytes())
+        .map_err(|e| write_failed("cannot submit", "nothing was queued", e))?;
     println!("{id}");
     let _ = std::io::stdout().flush();
     if wait_for_it {
@@ -287,6 +281,19 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
         return outcome(&rec);
     }
     Ok(())
+}
+
+/// A write into the spool that failed: exit 75 when its file system is
+/// full (`undone` says what did not happen; the same command may work
+/// later), else 2.
+fn write_failed(what: &str, undone: &str, e: std::io::Error) -> Fail {
+    if raccoond::space::is_full(&e) {
+        Fail::Temporary(format!(
+            "{what}: the spool's file system is full ({e}); {undone}, try again later"
+        ))
+    } else {
+        Fail::Usage(format!("{what}: {e}"))
+    }
 }
 
 /// The client reads job files whole: it has no configuration to know the
@@ -376,7 +383,7 @@ fn cancel(spool: &Spool, id: &str) -> Result<(), Fail> {
         Some(_) => {
             spool
                 .request_cancel(id)
-                .map_err(|e| Fail::Usage(format!("cannot request the cancel: {e}")))?;
+                .map_err(|e| write_failed("cannot request the cancel", "nothing was asked", e))?;
             println!("{id}: cancel requested");
             Ok(())
         }

@@ -221,18 +221,7 @@ impl Api {
             .spool
             .with_fsync(config.fsync)
             .submit(None, text.as_bytes())
-            .map_err(|e| {
-                if space::is_full(&e) {
-                    fail(
-                        507,
-                        format!(
-                            "cannot queue the job: the spool's file system is full ({e}); try again later"
-                        ),
-                    )
-                } else {
-                    internal(format!("cannot queue the job: {e}"))
-                }
-            })?;
+            .map_err(|e| write_failed("cannot queue the job", &e))?;
         Ok(id)
     }
 
@@ -255,13 +244,26 @@ impl Api {
             Some(_) => {
                 self.spool
                     .request_cancel(id)
-                    .map_err(|e| internal(format!("cannot request the cancel: {e}")))?;
+                    .map_err(|e| write_failed("cannot request the cancel", &e))?;
                 Ok(Reply::json(
                     202,
                     &json!({ "id": id, "status": "cancelling" }),
                 ))
             }
         }
+    }
+}
+
+/// A write into the spool that failed: 507 when its file system is full
+/// (nothing was written; the same request may work later), else 500.
+fn write_failed(what: &str, e: &std::io::Error) -> ApiError {
+    if space::is_full(e) {
+        fail(
+            507,
+            format!("{what}: the spool's file system is full ({e}); try again later"),
+        )
+    } else {
+        internal(format!("{what}: {e}"))
     }
 }
 

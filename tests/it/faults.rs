@@ -323,6 +323,44 @@ fn the_client_exits_75_on_a_full_spool_and_leaves_nothing() {
     }
 }
 
+// ---- a crash -------------------------------------------------------------
+
+#[test]
+fn a_crash_keeps_the_first_submitted_of_a_job() {
+    let mut t = TestSpool::builder()
+        .ty("again", "command = [\"true\"]\nretries = 1")
+        .ty("once", "command = [\"true\"]")
+        .start();
+    t.kill9();
+    // As a crashed daemon leaves them: claimed an hour after submission,
+    // the files saying nothing of when (the claim's rename keeps mtime).
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    for (id, kind) in [("a", "again"), ("o", "once")] {
+        let path = t.path("running").join(format!("{id}.toml"));
+        fs::write(&path, format!("type = \"{kind}\"\n")).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+    }
+    t.launch();
+    for (id, status) in [("a", "succeeded"), ("o", "failed")] {
+        let r = t.wait_record(id);
+        assert_eq!(status_of(&r), status, "{id}: {r:?}");
+        let submitted = r["submitted"].as_datetime().unwrap().to_string();
+        let submitted = humantime::parse_rfc3339_weak(&submitted).unwrap();
+        let off = submitted
+            .duration_since(an_hour_ago)
+            .unwrap_or_else(|e| e.duration());
+        assert!(
+            off < Duration::from_secs(1),
+            "{id}: submitted {submitted:?}, not when its file was written ({an_hour_ago:?})"
+        );
+    }
+}
+
 // ---- a thread that dies ------------------------------------------------
 
 /// `/healthz`, or `None` once nothing answers (the daemon is gone).
