@@ -12,9 +12,21 @@
 //! task exits, so the next task starts while this thread does the file
 //! system work of the last one: on two cores, half the work.
 //!
-//! Never decides how a job ends (the loop did), never touches `new/`
-//! (requeues are the loop's), never renames or deletes a path itself (the
-//! spool module does, on its behalf).
+//! A full file system is a state, not an error (SPEC §8): a record that
+//! cannot be written for want of room (`ENOSPC`, `EDQUOT`) stays in memory,
+//! its job's lock held, and is tried again, in order with those that came
+//! after it: at once when room is seen to free up (the room left is looked
+//! at every [`space::PROBE_EVERY`]), else after a wait doubling from
+//! [`space::FIRST_RETRY`] to [`space::MAX_RETRY`]. The loop is told when the
+//! condition begins and ends (`on_full(true/false)`), and stops starting
+//! jobs meanwhile; it may also report a full disk it met itself
+//! ([`Committer::report_full`]), which this thread then waits out the same
+//! way. One log line when it begins, one when it ends; `/healthz` says
+//! `commit` is not working in between.
+//!
+//! Never decides how a job ends (the loop did), never turns a full disk
+//! into a failed job, never touches `new/` (requeues are the loop's), never
+//! renames or deletes a path itself (the spool module does, on its behalf).
 //!
 //! Architecture Invariant: records are written by this thread only, so a
 //! record is never written by two threads at once.
@@ -32,16 +44,19 @@ use std::collections::HashSet;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use nix::fcntl::Flock;
 
 use crate::mail::Mailer;
 use crate::record::Record;
 use crate::runner::Output;
+use crate::space::{self, Room};
 use crate::spool::query::{Stage, Stream};
 use crate::spool::{Spares, Spool};
+use crate::threads::{Health, Threads};
+use crate::time::format_duration;
 use crate::values;
 
 /// A task's stdout becomes its `result` when it is shorter than this and
@@ -82,6 +97,9 @@ enum Message {
         id: String,
         outcome: String,
     },
+    /// The loop met a full file system (starting a task): wait until it
+    /// has room again, and say so.
+    Full(String),
     /// Commit what came before, then end the thread.
     Stop,
 }
@@ -123,16 +141,32 @@ pub struct Committer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Where the commit thread's records go besides `done/`.
+pub struct Peers {
+    /// Told `(id, expires)` of every record written.
+    pub sweeper: Sender<(String, SystemTime)>,
+    /// Handed each record to mail; `None` without a `[mail]` section.
+    pub mailer: Option<Mailer>,
+    /// Told `true` when records start waiting for room, `false` once
+    /// every one is written and the file system has room again.
+    pub on_full: Box<dyn Fn(bool) + Send>,
+}
+
 impl Committer {
-    /// Starts the thread on `inbox`; it tells `sweeper` of every record
-    /// written and hands records to `mailer` when there is one.
+    /// Starts the thread (named `commit`, supervised by `threads`) on
+    /// `inbox`; it tells its `peers` of every record written.
     pub fn start(
+        threads: &Threads,
         inbox: Inbox,
         spool: Spool,
-        sweeper: Sender<(String, SystemTime)>,
-        mailer: Option<Mailer>,
+        peers: Peers,
     ) -> std::io::Result<Committer> {
         let Inbox { tx, rx } = inbox;
+        let Peers {
+            sweeper,
+            mailer,
+            on_full,
+        } = peers;
         let writer = Writer {
             spool,
             sweeper,
@@ -140,10 +174,12 @@ impl Committer {
             mailing: HashSet::new(),
             batch: Vec::new(),
             spares: Spares::default(),
+            full: None,
+            unsaid: Vec::new(),
+            on_full,
+            health: threads.health(),
         };
-        let thread = std::thread::Builder::new()
-            .name("commit".into())
-            .spawn(move || writer.run(&rx))?;
+        let thread = threads.spawn("commit", move || writer.run(&rx))?;
         Ok(Committer {
             tx,
             thread: Some(thread),
@@ -166,13 +202,29 @@ impl Committer {
         let _ = self.tx.send(Message::Spool(spool));
     }
 
+    /// The loop met a full file system (`why`): records and starts wait
+    /// until it has room again, which this thread says (`on_full(false)`).
+    pub fn report_full(&self, why: String) {
+        let _ = self.tx.send(Message::Full(why));
+    }
+
     /// Waits until everything handed over is on disk, then ends the
     /// thread (and with it the mailer: mail not sent yet stays `pending`).
+    /// Records still waiting for room then are given up: their jobs stay
+    /// in `running/` and run again at the next start.
     pub fn flush(&mut self) {
         if let Some(t) = self.thread.take() {
             let _ = self.tx.send(Message::Stop);
             let _ = t.join();
         }
+    }
+
+    /// Leaves the thread to die with the process, without waiting for it:
+    /// for an exit after another thread died. What it has not written is
+    /// recovered at the next start, as after a crash.
+    pub fn abandon(&mut self) {
+        let _ = self.tx.send(Message::Stop);
+        self.thread = None;
     }
 }
 
@@ -199,42 +251,107 @@ struct Writer {
     /// Files of finished jobs, renamed aside to be written again as the
     /// next records (see `Spares`).
     spares: Spares,
+    /// Set while the spool's file system is full: records wait in `batch`.
+    full: Option<Full>,
+    /// Mail outcomes that came while the file system was full, written
+    /// into their records once it has room.
+    unsaid: Vec<(String, String)>,
+    /// Tells the loop that records wait for room (`true`) or that none do
+    /// any more (`false`).
+    on_full: Box<dyn Fn(bool) + Send>,
+    /// Where `/healthz` learns that records wait for room.
+    health: Health,
+}
+
+/// The commit thread while the spool's file system is full.
+struct Full {
+    /// When it began: the log line at its end says how long it lasted.
+    since: Instant,
+    /// The room left when the last try failed: more than this means
+    /// something was freed, and the next try is due at once.
+    room: Option<Room>,
+    /// When to try again whatever the room says (a quota, or a file
+    /// system whose counts do not tell).
+    retry_at: Instant,
+    /// The wait before the try after that one.
+    delay: Duration,
+    /// Records written since it began, for the log line at its end.
+    written: usize,
 }
 
 impl Writer {
     fn run(mut self, rx: &Receiver<Message>) {
-        while let Ok(first) = rx.recv() {
-            // Everything already waiting goes in one group commit.
-            let mut messages = vec![first];
-            messages.extend(rx.try_iter().take(BATCH));
+        loop {
+            // While full, wake up to look at the room left; else sleep
+            // until something arrives.
+            let first = match &self.full {
+                Some(f) => {
+                    let probe = Instant::now() + space::PROBE_EVERY;
+                    rx.recv_deadline(f.retry_at.min(probe))
+                }
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let mut messages = Vec::new();
+            match first {
+                Ok(m) => {
+                    // Everything already waiting goes in one group commit.
+                    messages.push(m);
+                    messages.extend(rx.try_iter().take(BATCH));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.stop();
+                    return;
+                }
+            }
             for m in messages {
                 match m {
                     Message::Finish(f) => self.batch.push(f),
                     // Keep the order the loop decided: what came first is
-                    // committed first.
+                    // committed first (unless it waits for room).
                     Message::MailPending(ids) => {
-                        self.commit();
+                        self.commit_unless_full();
                         self.mail_pending(ids);
                     }
                     Message::Spool(s) => {
-                        self.commit();
+                        self.commit_unless_full();
                         self.spool = s;
                     }
                     // About a record written before it was mailed: it need
                     // not wait for the batch.
-                    Message::Mailed { id, outcome } => self.mailed(&id, &outcome),
+                    Message::Mailed { id, outcome } => {
+                        if self.full.is_some() {
+                            self.unsaid.push((id, outcome));
+                        } else {
+                            self.mailed(&id, &outcome);
+                        }
+                    }
+                    Message::Full(why) => self.became_full(&why),
                     Message::Stop => {
-                        self.commit();
+                        self.stop();
                         return;
                     }
                 }
             }
+            self.commit_unless_full();
+            if self.full.is_some() {
+                self.retry_if_due();
+            }
+        }
+    }
+
+    /// Commits the batch, unless records already wait for room: new ones
+    /// then wait behind them, and the retry writes them all in order.
+    fn commit_unless_full(&mut self) {
+        if self.full.is_none() {
             self.commit();
         }
     }
 
     /// Commits the batch, then lets go of the jobs' locks and tells the
-    /// sweeper and the mailer.
+    /// sweeper and the mailer. Records that could not be written for want
+    /// of room stay in the batch, in order, and the file system is taken
+    /// to be full.
     fn commit(&mut self) {
         if self.batch.is_empty() {
             return;
@@ -244,17 +361,33 @@ impl Writer {
         for f in self.batch.iter_mut() {
             let placeholder = Record::new("", "", f.record.status);
             let mut rec = std::mem::replace(&mut f.record, placeholder);
-            if let Some(output) = f.output {
+            // Read once: a retry finds the output moved to done/ already.
+            if let Some(output) = f.output.take() {
                 rec.result = result_of(spool, &rec.id, output);
             }
             records.push(rec);
         }
         let results = spool.finish_all(&records, &mut self.spares);
-        for ((f, rec), written) in self.batch.drain(..).zip(records).zip(results) {
-            if let Err(e) = written {
-                // The job stays in running/; recovery will run it again.
-                crate::log!("{}: cannot write the record: {e}", rec.id);
-                continue;
+        let mut waiting = Vec::new();
+        let mut no_room: Option<String> = None;
+        let batch = std::mem::take(&mut self.batch);
+        for ((mut f, rec), written) in batch.into_iter().zip(records).zip(results) {
+            match written {
+                Ok(()) => {}
+                Err(e) if space::is_full(&e) => {
+                    no_room.get_or_insert_with(|| e.to_string());
+                    f.record = rec;
+                    waiting.push(f);
+                    continue;
+                }
+                Err(e) => {
+                    // The job stays in running/; recovery will run it again.
+                    crate::log!("{}: cannot write the record: {e}", rec.id);
+                    continue;
+                }
+            }
+            if let Some(full) = &mut self.full {
+                full.written += 1;
             }
             drop(f.lock);
             if let Some(exp) = rec.expires_at() {
@@ -266,6 +399,107 @@ impl Writer {
                 self.mailing.insert(rec.id.clone());
                 m.send(rec);
             }
+        }
+        self.batch = waiting;
+        if let Some(why) = no_room {
+            self.became_full(&why);
+        }
+    }
+
+    /// A write failed for want of room (`why`): the condition begins (one
+    /// log line, the loop told), or the next try is put off.
+    fn became_full(&mut self, why: &str) {
+        let now = Instant::now();
+        let room = Room::of(self.spool.root()).ok();
+        match &mut self.full {
+            Some(f) => {
+                f.room = room;
+                f.retry_at = now + f.delay;
+                f.delay = space::next_delay(f.delay);
+            }
+            None => {
+                crate::log!(
+                    "spool: the file system is full ({why}); {} record(s) wait in memory and no job starts until there is room again",
+                    self.batch.len()
+                );
+                self.full = Some(Full {
+                    since: now,
+                    room,
+                    retry_at: now + space::FIRST_RETRY,
+                    delay: space::next_delay(space::FIRST_RETRY),
+                    written: 0,
+                });
+                (self.on_full)(true);
+            }
+        }
+        self.health.set(
+            "commit",
+            format!(
+                "the spool's file system is full: {} record(s) wait to be written",
+                self.batch.len()
+            ),
+        );
+    }
+
+    /// While full: when a try is due, writes the waiting records, then
+    /// checks that a small file fits and that the room left is above the
+    /// reserve; if so, the condition ends (one log line, the loop told).
+    fn retry_if_due(&mut self) {
+        let Some(full) = &self.full else {
+            return;
+        };
+        let room = Room::of(self.spool.root()).ok();
+        if !space::due(Instant::now(), full.retry_at, room, full.room) {
+            return;
+        }
+        self.commit();
+        if !self.batch.is_empty() {
+            return;
+        }
+        let roomy = Room::of(self.spool.root()).map_or(true, |r| !r.is_short());
+        let ok = match self.spool.probe_space() {
+            Ok(()) if roomy => true,
+            Ok(()) => false,
+            Err(e) if space::is_full(&e) => false,
+            Err(e) => {
+                // Not a matter of room: say so, and go by the records.
+                crate::log!("spool: {e}");
+                roomy
+            }
+        };
+        if !ok {
+            self.became_full("the room left is below the reserve");
+            return;
+        }
+        let Some(full) = self.full.take() else {
+            return;
+        };
+        self.health.clear("commit");
+        crate::log!(
+            "spool: the file system has room again after {}; {} waiting record(s) written; jobs start again",
+            format_duration(full.since.elapsed()),
+            full.written
+        );
+        (self.on_full)(false);
+        for (id, outcome) in std::mem::take(&mut self.unsaid) {
+            self.mailed(&id, &outcome);
+        }
+    }
+
+    /// At the end of the thread: commits what came before; records still
+    /// waiting for room are given up (their jobs stay in `running/`, and
+    /// the next start runs them again).
+    fn stop(&mut self) {
+        self.commit();
+        if !self.batch.is_empty() {
+            crate::log!(
+                "spool: still full at shutdown: {} record(s) not written; their jobs run again at the next start",
+                self.batch.len()
+            );
+            self.batch.clear();
+        }
+        for (id, outcome) in std::mem::take(&mut self.unsaid) {
+            self.mailed(&id, &outcome);
         }
     }
 
@@ -295,6 +529,12 @@ impl Writer {
                 rec.mail = Some(outcome.to_string());
                 match self.spool.rewrite_record(&rec) {
                     Ok(()) => crate::log!("{id}: mail {outcome}"),
+                    // Said once there is room (unless the daemon stops first).
+                    Err(e) if space::is_full(&e) && self.full.is_none() => {
+                        self.mailing.insert(id.to_string());
+                        self.unsaid.push((id.to_string(), outcome.to_string()));
+                        self.became_full(&e.to_string());
+                    }
                     Err(e) => {
                         crate::log!("{id}: mail {outcome}, but the record cannot say so: {e}")
                     }

@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::spool::Spool;
 use crate::status::{FinishedRow, ROWS};
+use crate::threads::Threads;
 use crate::time;
 
 /// The maildir rule for abandoned files in `tmp/`.
@@ -37,15 +38,19 @@ pub struct FirstScan {
     pub mail_pending: Vec<String>,
 }
 
-/// Starts the sweeper; send it `(id, expires)` for every record written.
-pub fn start<F>(spool: Spool, on_scan: F) -> std::io::Result<Sender<(String, SystemTime)>>
+/// Starts the sweeper (a thread supervised by `threads`); send it
+/// `(id, expires)` for every record written. It ends when every sender is
+/// gone.
+pub fn start<F>(
+    threads: &Threads,
+    spool: Spool,
+    on_scan: F,
+) -> std::io::Result<Sender<(String, SystemTime)>>
 where
     F: FnOnce(FirstScan) + Send + 'static,
 {
     let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::Builder::new()
-        .name("sweeper".into())
-        .spawn(move || run(spool, rx, on_scan))?;
+    threads.spawn("sweeper", move || run(spool, rx, on_scan))?;
     Ok(tx)
 }
 

@@ -9,7 +9,9 @@
 //! `cancel/<id>` (cancel). Never renames or deletes anything.
 //!
 //! Exit status: 0 when the command (or the awaited job) succeeded, 1 when
-//! the job failed or is unknown, 2 for a bad command line or an IO error.
+//! the job failed or is unknown, 2 for a bad command line or an IO error,
+//! 75 (EX_TEMPFAIL) when the spool's file system is full: nothing was
+//! queued, and the same command may work later.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,6 +50,8 @@ enum Fail {
     Job(String),
     /// The command line or the system: exit 2.
     Usage(String),
+    /// The spool's file system is full: exit 75, try again later.
+    Temporary(String),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,10 @@ fn main() -> ExitCode {
         Err(Fail::Usage(msg)) => {
             eprintln!("raccoon: {msg}");
             ExitCode::from(2)
+        }
+        Err(Fail::Temporary(msg)) => {
+            eprintln!("raccoon: {msg}");
+            ExitCode::from(75)
         }
     }
 }
@@ -260,7 +268,7 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
     }
     let id = spool
         .submit(id.as_deref(), text.as_bytes())
-        .map_err(|e| Fail::Usage(e.to_string()))?;
+        .map_err(|e| write_failed("cannot submit", "nothing was queued", e))?;
     println!("{id}");
     let _ = std::io::stdout().flush();
     if wait_for_it {
@@ -273,6 +281,19 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
         return outcome(&rec);
     }
     Ok(())
+}
+
+/// A write into the spool that failed: exit 75 when its file system is
+/// full (`undone` says what did not happen; the same command may work
+/// later), else 2.
+fn write_failed(what: &str, undone: &str, e: std::io::Error) -> Fail {
+    if raccoond::space::is_full(&e) {
+        Fail::Temporary(format!(
+            "{what}: the spool's file system is full ({e}); {undone}, try again later"
+        ))
+    } else {
+        Fail::Usage(format!("{what}: {e}"))
+    }
 }
 
 /// The client reads job files whole: it has no configuration to know the
@@ -362,7 +383,7 @@ fn cancel(spool: &Spool, id: &str) -> Result<(), Fail> {
         Some(_) => {
             spool
                 .request_cancel(id)
-                .map_err(|e| Fail::Usage(format!("cannot request the cancel: {e}")))?;
+                .map_err(|e| write_failed("cannot request the cancel", "nothing was asked", e))?;
             println!("{id}: cancel requested");
             Ok(())
         }

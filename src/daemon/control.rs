@@ -20,17 +20,17 @@ use crate::config::Config;
 use crate::job;
 use crate::record::{Outcome, Record, Status, signal_name};
 use crate::spool::ClaimOutcome;
+use crate::threads::Threads;
 use crate::time::{self, format_duration};
 
 /// Starts the thread that turns SIGTERM, SIGINT and SIGHUP into events.
-pub(super) fn start_signals(tx: &Sender<Event>) -> Result<(), Fatal> {
+pub(super) fn start_signals(tx: &Sender<Event>, threads: &Threads) -> Result<(), Fatal> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Fatal::Temporary(format!("cannot install signal handlers: {e}")))?;
     let tx = tx.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
+    threads
+        .spawn("signals", move || {
             for sig in signals.forever() {
                 if tx.send(Event::Signal(sig)).is_err() {
                     break;

@@ -2,8 +2,8 @@
 //! every deadline, and reacts to [`Event`]s.
 //!
 //! Every other thread (the watcher, the signal thread, the task
-//! supervisor, the sweeper, HTTP health checks) only sends events into one
-//! channel; the loop `recv`s them with a deadline computed from the next
+//! supervisor, the sweeper, the commit thread, HTTP health checks) only
+//! sends events into one channel; the loop `recv`s them with a deadline computed from the next
 //! thing that must happen (a settle check, a `not_before`, a timeout, a
 //! kill after the grace, the drain deadline, the rescan, the report, the
 //! watchdog, the next look at jobs held by another daemon). Nothing here
@@ -18,6 +18,16 @@
 //! attempt ends), `finish` (carrying it out), `recover` (`running/` after a
 //! crash), `control` (cancel, signals, reload) and `publish` (the snapshot,
 //! systemd's status, the report, HTTP).
+//!
+//! Every thread the daemon starts is started through [`Threads`], which
+//! reports its end ([`Event::ThreadDied`]): the loop then logs it and
+//! returns [`Fatal::Temporary`] at once (exit 75): without a part it cannot
+//! keep its promises, and a restart with recovery can. No drain: running
+//! tasks die with the daemon by their death signal.
+//!
+//! While the commit thread says the spool's file system is full
+//! ([`Event::DiskFull`]), or a start met a full disk, no job starts and the
+//! report is not rewritten; both resume by themselves once it has room.
 //!
 //! Never writes a record (the commit thread does) and never renames a
 //! spool path itself (the spool module does).
@@ -35,7 +45,7 @@ use nix::fcntl::Flock;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::commit::{self, Committer};
+use crate::commit::{self, Committer, Peers};
 use crate::config::{Config, Overrides};
 use crate::job::Job;
 use crate::mail::Mailer;
@@ -46,6 +56,7 @@ use crate::sdnotify::Notifier;
 use crate::spool::Spool;
 use crate::status::{Board, FinishedRow, Histogram};
 use crate::sweeper::{self, FirstScan};
+use crate::threads::{Stopped, Threads};
 use crate::time::{self, format_duration};
 use crate::watch::{self, Fs};
 
@@ -80,6 +91,11 @@ pub enum Event {
     FirstScan(FirstScan),
     /// A health check: the loop answers, proving it is alive.
     Ping(Sender<()>),
+    /// From the commit thread: records wait for room on the spool's file
+    /// system (`true`: start nothing), or all are written (`false`).
+    DiskFull(bool),
+    /// A thread of the daemon returned or panicked: the daemon exits 75.
+    ThreadDied(Stopped),
 }
 
 /// Why the daemon could not start or went down: systemd's `Restart=` and
@@ -190,6 +206,17 @@ pub struct Daemon {
     committer: Committer,
     /// The thread that watches every task's pipes and exit.
     supervisor: runner::Supervisor,
+    /// Starts every thread and reports its end; told when the daemon
+    /// ends them itself, so that those ends are not reported.
+    threads: Threads,
+    /// Set while the spool's file system is full (the commit thread says
+    /// so, or a start found it so): nothing starts until it clears.
+    disk_full: bool,
+    /// Jobs claimed whose task could not start for want of room: started
+    /// first once there is room, never ended for it.
+    stalled: Vec<start::Stalled>,
+    /// A thread that died: the loop ends at once and the daemon exits 75.
+    died: Option<Stopped>,
     /// Where snapshots go for HTTP and the report to read.
     board: Board,
     /// systemd's notify socket (READY, STATUS, STOPPING, WATCHDOG).
@@ -247,6 +274,16 @@ impl Daemon {
         daemon.notify_status();
 
         daemon.serve();
+        daemon.threads.closing();
+        if let Some(dead) = daemon.died.take() {
+            // No drain: the part that died may be the one a drain needs.
+            // What was not written is recovered at the next start.
+            daemon.committer.abandon();
+            return Err(Fatal::Temporary(format!(
+                "the {} thread {}; exiting so that it is started again (recovery takes over)",
+                dead.name, dead.why
+            )));
+        }
         daemon.committer.flush();
         daemon.write_report();
         crate::log!("raccoond: stopped");
@@ -258,36 +295,52 @@ impl Daemon {
         let spool = Spool::open(&config.spool, config.fsync)
             .map_err(|e| Fatal::Temporary(format!("spool: {e}")))?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let to_loop = tx.clone();
+        let threads = Threads::new(move |dead| {
+            let _ = to_loop.send(Event::ThreadDied(dead));
+        });
         let config = Arc::new(config);
         let inbox = commit::Inbox::default();
         let mailer = match &config.mail {
             Some(m) => Some(
-                Mailer::start(m, spool.clone(), inbox.mail_outcomes())
+                Mailer::start(&threads, m, spool.clone(), inbox.mail_outcomes())
                     .map_err(|e| Fatal::Config(format!("[mail] {e}")))?,
             ),
             None => None,
         };
         let mail_enabled = mailer.is_some();
 
+        // notify runs the closure on a thread of its own: the guard in it
+        // reports that thread's end.
         let to_loop = tx.clone();
+        let guard = threads.guard("watcher");
         let watcher = watch::start(&spool.new_dir(), &spool.cancel_dir(), move |fs| {
+            let _alive = &guard;
             let _ = to_loop.send(Event::Fs(fs));
         })
         .map_err(|e| {
             Fatal::Temporary(format!("cannot watch {}: {e}", spool.new_dir().display()))
         })?;
-        control::start_signals(&tx)?;
+        control::start_signals(&tx, &threads)?;
 
         let to_loop = tx.clone();
-        let sweeper = sweeper::start(spool.clone(), move |scan| {
+        let sweeper = sweeper::start(&threads, spool.clone(), move |scan| {
             let _ = to_loop.send(Event::FirstScan(scan));
         })
         .map_err(|e| Fatal::Temporary(format!("cannot start the sweeper: {e}")))?;
-        let committer = Committer::start(inbox, spool.clone(), sweeper, mailer)
+        let to_loop = tx.clone();
+        let peers = Peers {
+            sweeper,
+            mailer,
+            on_full: Box::new(move |full| {
+                let _ = to_loop.send(Event::DiskFull(full));
+            }),
+        };
+        let committer = Committer::start(&threads, inbox, spool.clone(), peers)
             .map_err(|e| Fatal::Temporary(format!("cannot start the commit thread: {e}")))?;
 
         let to_loop = tx.clone();
-        let supervisor = runner::Supervisor::start(move |id, output| {
+        let supervisor = runner::Supervisor::start(&threads, move |id, output| {
             let _ = to_loop.send(Event::Exited { id, output });
         })
         .map_err(|e| Fatal::Temporary(format!("cannot start the supervisor: {e}")))?;
@@ -310,6 +363,10 @@ impl Daemon {
             mail_enabled,
             committer,
             supervisor,
+            threads,
+            disk_full: false,
+            stalled: Vec::new(),
+            died: None,
             next_watchdog: notifier.watchdog.map(|_| Instant::now()),
             notifier,
             dirty: true,
@@ -328,6 +385,7 @@ impl Daemon {
     fn serve(&mut self) {
         loop {
             if self.draining.is_some() && self.running.is_empty() {
+                self.release_stalled();
                 return;
             }
             let first = match self.next_deadline() {
@@ -347,6 +405,9 @@ impl Daemon {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if self.died.is_some() {
+                return;
             }
             self.tick();
             if self.dirty {
@@ -379,6 +440,19 @@ impl Daemon {
             Event::FirstScan(scan) => self.first_scan(scan),
             Event::Ping(reply) => {
                 let _ = reply.try_send(());
+            }
+            Event::DiskFull(full) => {
+                self.disk_full = full;
+                // Once there is room, the report is written again.
+                self.dirty = true;
+            }
+            Event::ThreadDied(dead) => {
+                crate::log!(
+                    "raccoond: the {} thread {}; exiting with 75 (EX_TEMPFAIL) so that it is started again",
+                    dead.name,
+                    dead.why
+                );
+                self.died = Some(dead);
             }
         }
     }
@@ -440,7 +514,13 @@ impl Daemon {
             self.next_watchdog = self.notifier.watchdog.map(|w| now + w);
         }
         if self.report_due.is_some_and(|t| t <= now) {
-            self.write_report();
+            if self.disk_full {
+                // It could not be written; the next publish after the
+                // disk has room schedules it again.
+                self.report_due = None;
+            } else {
+                self.write_report();
+            }
         }
     }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::{Daemon, Event, Fatal, REPORT_EVERY};
 use crate::status::{QueuedRow, ROWS, RunningRow, Snapshot, TypeRow};
 use crate::sweeper::FirstScan;
+use crate::threads::Stopped;
 use crate::{http, report, time};
 
 impl Daemon {
@@ -136,12 +137,28 @@ impl Daemon {
             return Ok(None);
         };
         let tx = self.tx.clone();
-        let ping = move || {
+        let health = self.threads.health();
+        let check = move || {
             let (ptx, prx) = crossbeam_channel::bounded(1);
-            tx.send(Event::Ping(ptx)).is_ok() && prx.recv_timeout(Duration::from_secs(2)).is_ok()
+            let mut stopped = health.problems();
+            if tx.send(Event::Ping(ptx)).is_err()
+                || prx.recv_timeout(Duration::from_secs(2)).is_err()
+            {
+                stopped.push(Stopped {
+                    name: "scheduler".into(),
+                    why: "the main loop did not answer within 2 s".into(),
+                });
+            }
+            stopped
         };
-        let server = http::Server::start(&listen, self.board.clone(), self.spool.clone(), ping)
-            .map_err(|e| Fatal::Temporary(format!("[http] listen = {listen:?}: {e}")))?;
+        let server = http::Server::start(
+            &self.threads,
+            &listen,
+            self.board.clone(),
+            self.spool.clone(),
+            check,
+        )
+        .map_err(|e| Fatal::Temporary(format!("[http] listen = {listen:?}: {e}")))?;
         crate::log!("http: listening on {}", server.addr());
         Ok(Some(server))
     }

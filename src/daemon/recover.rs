@@ -9,6 +9,10 @@
 //! by the spool; a job held only by the escaped children of a dead
 //! daemon's task has them killed first.
 //!
+//! A recovered job keeps the `submitted` it had: its file's own, else the
+//! job file's modification time (when it was written into `new/`; the
+//! claim's rename keeps it), never the time of the restart.
+//!
 //! Never touches a job another live daemon holds, nor one of ours.
 
 use std::time::Instant;
@@ -55,11 +59,12 @@ impl Daemon {
                         Ok(job) => (Some(job), Cause::Interrupted),
                         Err(error) => (None, Cause::Rejected(error.clone())),
                     };
+                    let written = lock.metadata().and_then(|m| m.modified()).ok();
                     let claimed = Claimed {
                         id: &id,
                         job,
                         bytes: &bytes,
-                        submitted: job.and_then(|j| j.submitted),
+                        submitted: job.and_then(|j| j.submitted).or(written),
                         submitted_as: None,
                         started: None,
                         attempt: job.map_or(0, |j| j.attempts + 1),

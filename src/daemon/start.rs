@@ -6,21 +6,51 @@
 //! is no longer a job, and a task that cannot start, end at once through
 //! `finish`.
 //!
-//! Never starts anything while draining, and never waits for a task.
+//! A full file system stops starting, never ends a job: before the first
+//! start of a batch the room left on the spool's file system is looked at
+//! (a job started without room would lose its output and its record), and
+//! below the reserve nothing starts; a task that cannot start because the
+//! disk is full keeps its claim (a [`Stalled`] job) and starts first once
+//! the commit thread says there is room again. Either way the commit thread
+//! is told, and waits the condition out.
+//!
+//! Never starts anything while draining or while the disk is full, and
+//! never waits for a task.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+
+use nix::fcntl::Flock;
 
 use super::ending::Cause;
 use super::finish::Claimed;
 use super::ingest::submitted_as;
 use super::{Daemon, RunningJob, SETTLE};
-use crate::job;
+use crate::job::{self, Job};
 use crate::runner;
 use crate::scheduler::{Queued, Slots};
+use crate::space::{self, Room};
 use crate::spool::{Claim, ClaimOutcome};
 use crate::time;
+
+/// A claimed job whose task has not started: what starting it needs, kept
+/// while the disk is full.
+pub(super) struct Stalled {
+    /// The id it runs under.
+    id: String,
+    /// The job as claimed and parsed.
+    job: Job,
+    /// The claimed text (for a requeue at shutdown).
+    bytes: Vec<u8>,
+    /// Its file in `running/`, locked: it stays ours while it waits.
+    lock: Flock<File>,
+    /// When it was submitted: its record's `submitted`.
+    submitted: SystemTime,
+    /// The name it had in `new/` when that is not `<id>.toml`.
+    submitted_as: Option<String>,
+}
 
 impl Daemon {
     /// Starts queued jobs while the scheduler finds one a slot.
@@ -28,8 +58,24 @@ impl Daemon {
         if self.draining.is_some() {
             return;
         }
+        // Promoted even while nothing starts, so that the loop's next
+        // deadline is never a `not_before` already past.
         self.queue.promote(time::now());
+        if self.disk_full {
+            return;
+        }
+        for s in std::mem::take(&mut self.stalled) {
+            if self.disk_full {
+                self.stalled.push(s);
+            } else {
+                self.launch(s);
+            }
+        }
+        let mut room_checked = false;
         loop {
+            if self.disk_full {
+                return;
+            }
             let mut by_type: HashMap<&str, usize> = HashMap::new();
             for r in self.running.values() {
                 *by_type.entry(r.job.kind.as_str()).or_default() += 1;
@@ -39,7 +85,7 @@ impl Daemon {
             let running = |k: &str| by_type.get(k).copied().unwrap_or(0);
             let slots = Slots {
                 total: config.total,
-                running_total: self.running.len(),
+                running_total: self.running.len() + self.stalled.len(),
                 limit: &limit,
                 running: &running,
             };
@@ -47,9 +93,32 @@ impl Daemon {
                 return;
             };
             drop(by_type);
+            if !room_checked {
+                room_checked = true;
+                // One statvfs per batch of starts; when it fails, the
+                // errors of real writes say whether the disk is full.
+                if let Ok(room) = Room::of(self.spool.root())
+                    && room.is_short()
+                {
+                    self.disk_is_full(format!(
+                        "{} left, below the reserve a job needs",
+                        room.describe()
+                    ));
+                    return;
+                }
+            }
             self.queue.remove(&next.name);
             self.dirty = true;
             self.start(next);
+        }
+    }
+
+    /// The spool's file system is full (`why`): nothing starts until the
+    /// commit thread, told here, says there is room again.
+    fn disk_is_full(&mut self, why: String) {
+        if !self.disk_full {
+            self.disk_full = true;
+            self.committer.report_full(why);
         }
     }
 
@@ -89,22 +158,43 @@ impl Daemon {
                 return;
             }
         };
-        let Some(ty) = self.config.types.get(&job.kind).cloned() else {
+        self.launch(Stalled {
+            id,
+            job,
+            bytes,
+            lock,
+            submitted: q.submitted,
+            submitted_as,
+        });
+    }
+
+    /// Starts the task of a claimed job. When the disk is full it is kept
+    /// for later, claimed; any other failure ends the attempt.
+    fn launch(&mut self, s: Stalled) {
+        let Some(ty) = self.config.types.get(&s.job.kind).cloned() else {
             return;
         };
-        let attempt = job.attempts + 1;
+        let attempt = s.job.attempts + 1;
         let launch = runner::Launch {
-            id: &id,
-            job: &job,
+            id: &s.id,
+            job: &s.job,
             ty: &ty,
             attempt,
             spool: &self.spool,
-            lock_fd: lock.as_raw_fd(),
+            lock_fd: s.lock.as_raw_fd(),
             max_output_bytes: self.config.max_output_bytes,
         };
         let started = time::now();
         match runner::start(&launch, &self.supervisor) {
             Ok(task) => {
+                let Stalled {
+                    id,
+                    job,
+                    bytes,
+                    lock,
+                    submitted,
+                    submitted_as,
+                } = s;
                 crate::log!(
                     "{id}: started type={} pid={} attempt={attempt}",
                     job.kind,
@@ -118,7 +208,7 @@ impl Daemon {
                         bytes,
                         task,
                         lock,
-                        submitted: q.submitted,
+                        submitted,
                         submitted_as,
                         started,
                         attempt,
@@ -128,19 +218,44 @@ impl Daemon {
                     },
                 );
             }
+            Err(e) if space::is_full(&e) => {
+                crate::log!(
+                    "{}: cannot start yet ({e}); it starts once the spool has room",
+                    s.id
+                );
+                self.disk_is_full(e.to_string());
+                self.stalled.push(s);
+            }
             Err(e) => {
-                crate::log!("{id}: cannot start: {e}");
+                crate::log!("{}: cannot start: {e}", s.id);
                 let claimed = Claimed {
-                    id: &id,
-                    job: Some(&job),
-                    bytes: &bytes,
-                    submitted: Some(q.submitted),
-                    submitted_as,
+                    id: &s.id,
+                    job: Some(&s.job),
+                    bytes: &s.bytes,
+                    submitted: Some(s.submitted),
+                    submitted_as: s.submitted_as.clone(),
                     started: Some(started),
                     attempt,
                 };
-                self.end(claimed, lock, Cause::Unstartable(e.to_string()), None);
+                self.end(claimed, s.lock, Cause::Unstartable(e.to_string()), None);
             }
+        }
+    }
+
+    /// At the end of a drain: jobs still waiting for room go back to
+    /// `new/`, their attempt not counted.
+    pub(super) fn release_stalled(&mut self) {
+        for s in std::mem::take(&mut self.stalled) {
+            let claimed = Claimed {
+                id: &s.id,
+                job: Some(&s.job),
+                bytes: &s.bytes,
+                submitted: Some(s.submitted),
+                submitted_as: s.submitted_as.clone(),
+                started: None,
+                attempt: s.job.attempts + 1,
+            };
+            self.end(claimed, s.lock, Cause::Drained, None);
         }
     }
 }

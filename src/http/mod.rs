@@ -21,7 +21,13 @@
 //!
 //! Architecture Invariant: nothing in the daemon waits on an HTTP thread.
 //! The main loop only swaps snapshots into the board; `/healthz` asks it
-//! for a ping and gives up after 2 s. tiny_http has no timeouts, so a slow
+//! for a ping and gives up after 2 s, and answers 503 naming every part
+//! that is not working (the loop, a dead thread, records waiting for room).
+//!
+//! The workers are supervised threads ([`Threads`]): one that ends (when
+//! tiny_http's accept thread has died, nothing more would be served) is
+//! reported, and the daemon exits 75 to be started again. A submission
+//! refused because the spool's file system is full is a 507, not a 500. tiny_http has no timeouts, so a slow
 //! or silent client ties up a thread: tiny_http's own for that connection
 //! while it sends headers, and one of ours while it sends a body or reads
 //! a large answer, never one of the pool's workers and never the
@@ -70,6 +76,7 @@ use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use crate::spool::Spool;
 use crate::status::Board;
+use crate::threads::{Stopped, Threads};
 
 /// Worker threads taking requests off tiny_http's queue. Enough that a few
 /// slow uploads or `/healthz` calls waiting on the main loop do not stall
@@ -102,11 +109,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `listen` (port 0 picks a free port) and starts the workers.
-    /// `ping` answers whether the main loop is alive (for `/healthz`).
-    pub fn start<P>(listen: &str, board: Board, spool: Spool, ping: P) -> io::Result<Server>
+    /// Binds `listen` (port 0 picks a free port) and starts the workers
+    /// (supervised by `threads`). `check` says which parts of the daemon
+    /// are not working, none when all are (for `/healthz`).
+    pub fn start<C>(
+        threads: &Threads,
+        listen: &str,
+        board: Board,
+        spool: Spool,
+        check: C,
+    ) -> io::Result<Server>
     where
-        P: Fn() -> bool + Send + Sync + 'static,
+        C: Fn() -> Vec<Stopped> + Send + Sync + 'static,
     {
         let inner = tiny_http::Server::http(listen).map_err(|e| {
             io::Error::new(
@@ -122,7 +136,7 @@ impl Server {
         let api = Arc::new(Api {
             board,
             spool,
-            ping: Box::new(ping),
+            check: Box::new(check),
             stopping: AtomicBool::new(false),
         });
         let mut server = Server {
@@ -133,9 +147,8 @@ impl Server {
         };
         for n in 0..WORKERS {
             let (tiny, api) = (server.inner.clone(), server.api.clone());
-            std::thread::Builder::new()
-                .name(format!("http-{n}"))
-                .spawn(move || work(&tiny, &api))
+            threads
+                .spawn(&format!("http-{n}"), move || work(&tiny, &api))
                 .map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot start HTTP worker thread: {e}"))
                 })?;
@@ -171,7 +184,8 @@ fn work(tiny: &tiny_http::Server, api: &Arc<Api>) {
             Err(e) => {
                 // tiny_http's accept thread ends on its first error (for
                 // example EMFILE with many idle connections): from now on
-                // no new connection is served.
+                // no new connection is served. The worker's end is
+                // reported, and the daemon restarts.
                 eprintln!("http: no longer accepting connections: {e}");
                 return;
             }
@@ -218,9 +232,10 @@ struct Api {
     board: Board,
     /// Where jobs are read from and submissions and cancels written to.
     spool: Spool,
-    /// Asks the main loop whether it is alive, for `/healthz`; gives up
-    /// after a deadline of its own rather than wait on the loop.
-    ping: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Which parts of the daemon are not working, for `/healthz`: asks
+    /// the main loop for an answer (giving up after a deadline of its own
+    /// rather than wait on it) and reads the board of dead threads.
+    check: Box<dyn Fn() -> Vec<Stopped> + Send + Sync>,
     /// Set when the server is dropped, so that workers tell the wake-up
     /// that stops them from a failure.
     stopping: AtomicBool,
@@ -262,7 +277,9 @@ impl Api {
         let reply = match answer {
             Ok(r) => r,
             Err(f) => {
-                if f.status >= 500 {
+                // A full disk is the disk's state, said once by the
+                // commit thread: not one line per refused submission.
+                if f.status >= 500 && f.status != 507 {
                     eprintln!("http: {method} {raw_path}: {}", f.msg);
                 }
                 f.reply(dialect)
@@ -500,18 +517,31 @@ mod tests {
     }
 
     #[test]
-    fn healthz_says_503_when_the_scheduler_does_not_answer() {
+    fn healthz_says_503_naming_what_is_not_working() {
         let dir = tempfile::tempdir().unwrap();
         let over = crate::config::Overrides::default();
         let config = Config::from_text(None, "", dir.path(), &over).unwrap();
         let spool = Spool::open(&dir.path().join("spool"), false).unwrap();
+        let threads = Threads::new(|_| {});
+        let health = threads.health();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let flag = alive.clone();
+        let board = health.clone();
         let server = Server::start(
+            &threads,
             "127.0.0.1:0",
             Board::new(Arc::new(config)),
             spool,
-            move || flag.load(std::sync::atomic::Ordering::SeqCst),
+            move || {
+                let mut out = board.problems();
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    out.push(Stopped {
+                        name: "scheduler".into(),
+                        why: "did not answer within 2 s".into(),
+                    });
+                }
+                out
+            },
         )
         .unwrap();
         assert!(
@@ -523,7 +553,18 @@ mod tests {
         alive.store(false, std::sync::atomic::Ordering::SeqCst);
         let (status, body) = ask(server.addr(), "/healthz");
         assert_eq!(status, 503);
-        assert!(body.contains("\"error\""), "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().contains("scheduler"), "{body}");
+        alive.store(true, std::sync::atomic::Ordering::SeqCst);
+        health.set("commit", "the spool's file system is full");
+        let (status, body) = ask(server.addr(), "/healthz");
+        assert_eq!(status, 503);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["stopped"][0]["name"], "commit", "{body}");
+        assert!(v["error"].as_str().unwrap().contains("full"), "{body}");
+        health.clear("commit");
+        assert_eq!(ask(server.addr(), "/healthz").0, 200);
+        threads.closing();
 
         // Dropped, it stops listening (the workers leave, then tiny_http).
         let addr = server.addr().to_string();

@@ -21,12 +21,13 @@ use serde_json::{Map, Value, json};
 use tiny_http::Method;
 
 use super::shape::{job_json, listed_json};
-use super::{Answer, Api, ApiError, Dialect, Exchange, Reply, TEXT, fail, internal, not_found};
+use super::{Answer, Api, ApiError, Exchange, Reply, TEXT, fail, internal, not_found};
 use crate::config::Config;
 use crate::job;
 use crate::metrics;
 use crate::record::Status;
 use crate::report;
+use crate::space;
 use crate::spool::query::{Filter, Located, Query, Stage, Stream};
 use crate::time;
 use crate::values;
@@ -171,12 +172,28 @@ impl Api {
         )
     }
 
+    /// `GET /healthz`: 200 while every part works; else 503 naming each
+    /// part that stopped (`error` in words, `stopped` as a list).
     fn health(&self) -> Reply {
-        if (self.ping)() {
-            Reply::new(200, TEXT, "ok\n")
-        } else {
-            fail(503, "the scheduler did not answer within 2 s").reply(Dialect::Native)
+        let stopped = (self.check)();
+        if stopped.is_empty() {
+            return Reply::new(200, TEXT, "ok\n");
         }
+        let words: Vec<String> = stopped
+            .iter()
+            .map(|s| format!("{}: {}", s.name, s.why))
+            .collect();
+        let list: Vec<Value> = stopped
+            .iter()
+            .map(|s| json!({ "name": s.name, "why": s.why }))
+            .collect();
+        Reply::json(
+            503,
+            &json!({
+                "error": format!("not working: {}", words.join("; ")),
+                "stopped": list,
+            }),
+        )
     }
 
     // ---- writing: submissions and cancels -------------------------------
@@ -223,7 +240,7 @@ impl Api {
             .spool
             .with_fsync(config.fsync)
             .submit(None, text.as_bytes())
-            .map_err(|e| internal(format!("cannot queue the job: {e}")))?;
+            .map_err(|e| write_failed("cannot queue the job", &e))?;
         Ok(id)
     }
 
@@ -246,13 +263,26 @@ impl Api {
             Some(_) => {
                 self.spool
                     .request_cancel(id)
-                    .map_err(|e| internal(format!("cannot request the cancel: {e}")))?;
+                    .map_err(|e| write_failed("cannot request the cancel", &e))?;
                 Ok(Reply::json(
                     202,
                     &json!({ "id": id, "status": "cancelling" }),
                 ))
             }
         }
+    }
+}
+
+/// A write into the spool that failed: 507 when its file system is full
+/// (nothing was written; the same request may work later), else 500.
+fn write_failed(what: &str, e: &std::io::Error) -> ApiError {
+    if space::is_full(e) {
+        fail(
+            507,
+            format!("{what}: the spool's file system is full ({e}); try again later"),
+        )
+    } else {
+        internal(format!("{what}: {e}"))
     }
 }
 

@@ -36,6 +36,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use crate::config::MailConfig;
 use crate::record::Record;
 use crate::spool::Spool;
+use crate::threads::Threads;
 use crate::time::format_duration;
 use compose::Composer;
 pub use outbox::RETRY_FOR;
@@ -50,18 +51,23 @@ pub struct Mailer {
 
 impl Mailer {
     /// Checks the transport (a bad `smtp` URL is an error here, so the
-    /// daemon refuses to start) and starts the mail thread. `done` is called
+    /// daemon refuses to start) and starts the mail thread, supervised by
+    /// `threads`. `done` is called
     /// on that thread with `(id, "sent" | "failed: <reason>")`.
-    pub fn start<F>(config: &MailConfig, spool: Spool, done: F) -> Result<Mailer, String>
+    pub fn start<F>(
+        threads: &Threads,
+        config: &MailConfig,
+        spool: Spool,
+        done: F,
+    ) -> Result<Mailer, String>
     where
         F: Fn(String, String) + Send + 'static,
     {
         let relay = Relay::new(&config.transport)?;
         let composer = Composer::new(config, spool)?;
         let (tx, rx) = crossbeam_channel::unbounded();
-        std::thread::Builder::new()
-            .name("mail".into())
-            .spawn(move || run(&rx, &relay, &composer, &done))
+        threads
+            .spawn("mail", move || run(&rx, &relay, &composer, &done))
             .map_err(|e| format!("cannot start the mail thread: {e}"))?;
         Ok(Mailer { tx })
     }

@@ -200,7 +200,7 @@ impl Supervisor {
     /// then starts the thread; `on_exit(id, output)` is called from it
     /// once per task, after its main process exited, the rest of its
     /// processes are gone and its output is written.
-    pub fn start<F>(on_exit: F) -> io::Result<Supervisor>
+    pub fn start<F>(threads: &crate::threads::Threads, on_exit: F) -> io::Result<Supervisor>
     where
         F: Fn(String, Output) + Send + 'static,
     {
@@ -221,9 +221,9 @@ impl Supervisor {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .map_err(|e| io::Error::other(format!("pipe2: {e}")))?;
         let (tx, rx) = crossbeam_channel::unbounded();
-        std::thread::Builder::new()
-            .name("supervisor".into())
-            .spawn(move || supervise(File::from(rx_fd), rx, on_exit))?;
+        threads.spawn("supervisor", move || {
+            supervise(File::from(rx_fd), rx, on_exit)
+        })?;
         Ok(Supervisor {
             tx,
             wake: File::from(tx_fd),

@@ -301,12 +301,31 @@ impl Spool {
             .mode(0o644)
             .open(&path)
             .map_err(|e| io_context("create", &path, e))?;
-        f.write_all(bytes)
-            .map_err(|e| io_context("write", &path, e))?;
-        if self.fsync {
-            f.sync_all().map_err(|e| io_context("fsync", &path, e))?;
+        let written = f
+            .write_all(bytes)
+            .map_err(|e| io_context("write", &path, e))
+            .and_then(|()| {
+                if self.fsync {
+                    f.sync_all().map_err(|e| io_context("fsync", &path, e))
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = written {
+            // A full disk must not leave a file behind at every try.
+            drop(f);
+            let _ = fs::remove_file(&path);
+            return Err(e);
         }
         Ok(path)
+    }
+
+    /// Whether a small file can be written on the spool's file system
+    /// now: writes a page into `tmp/` and removes it. The commit thread's
+    /// test that a full disk has room again.
+    pub fn probe_space(&self) -> io::Result<()> {
+        let path = self.with_fsync(false).write_tmp(&[0; 4096], "probe")?;
+        fs::remove_file(&path).map_err(|e| io_context("remove", &path, e))
     }
 
     /// Replaces `dest` with `bytes` in one rename from `tmp/`.

@@ -6,6 +6,8 @@
 
 /// The spool pipeline: submission, params, limits, order, records.
 mod core;
+/// Faults under the daemon: a full spool (blocks, inodes), a thread that dies.
+mod faults;
 /// Hostile submitters and tasks: one test per finding of the security review.
 mod hostile;
 /// The HTTP API: every endpoint and error, tokens, traversal, idle clients.

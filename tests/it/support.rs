@@ -294,6 +294,14 @@ impl TestSpool {
         }
     }
 
+    /// The daemon's exit status once it has exited by itself (reaped
+    /// here); `None` while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
+
     /// SIGKILL, and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
