@@ -130,13 +130,16 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
         if Instant::now() >= next_tmp {
             let oldest = spool.clean_tmp(now, TMP_MAX_AGE);
             let until_oldest = oldest
-                .and_then(|o| (o + TMP_MAX_AGE).duration_since(now).ok())
+                .and_then(|o| time::add(o, TMP_MAX_AGE).duration_since(now).ok())
                 .unwrap_or(TMP_SCAN_EVERY);
-            next_tmp = Instant::now() + until_oldest.min(TMP_SCAN_EVERY) + Duration::from_secs(1);
+            next_tmp = time::deadline(
+                Instant::now(),
+                until_oldest.min(TMP_SCAN_EVERY) + Duration::from_secs(1),
+            );
         }
         let next_expiry = index
             .first()
-            .map(|(exp, _)| Instant::now() + exp.duration_since(time::now()).unwrap_or_default());
+            .map(|(exp, _)| time::instant_at(Instant::now(), time::now(), *exp));
         let deadline = next_expiry.map_or(next_tmp, |e| e.min(next_tmp));
         match rx.recv_deadline(deadline) {
             Ok((id, exp)) => {

@@ -123,7 +123,7 @@ impl Daemon {
                     format_duration(grace)
                 );
                 self.notifier.send("STOPPING=1");
-                self.draining = Some(Instant::now() + grace);
+                self.draining = Some(time::deadline(Instant::now(), grace));
                 self.dirty = true;
             }
             SIGTERM | SIGINT => {}

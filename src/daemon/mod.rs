@@ -256,7 +256,10 @@ impl Daemon {
         daemon.recover();
         daemon.scan_new(true);
         daemon.scan_cancel();
-        daemon.next_rescan = daemon.config.rescan.map(|d| Instant::now() + d);
+        daemon.next_rescan = daemon
+            .config
+            .rescan
+            .map(|d| time::deadline(Instant::now(), d));
         // Bound only now, so that an answer means the spool has been read.
         let _http = daemon.start_http()?;
 
@@ -479,7 +482,7 @@ impl Daemon {
         {
             self.scan_new(false);
             self.scan_cancel();
-            self.next_rescan = self.config.rescan.map(|d| now + d);
+            self.next_rescan = self.config.rescan.map(|d| time::deadline(now, d));
         }
         if self.next_held_check.is_some_and(|t| t <= now) {
             self.next_held_check = None;
@@ -489,7 +492,7 @@ impl Daemon {
         let grace = self.config.kill_grace;
         for (id, r) in self.running.iter_mut() {
             if let Some(sent) = r.term_sent {
-                if sent + grace <= now {
+                if time::deadline(sent, grace) <= now {
                     crate::log!(
                         "{id}: still alive {} after SIGTERM; SIGKILL",
                         format_duration(grace)
@@ -511,7 +514,7 @@ impl Daemon {
             && t <= now
         {
             self.notifier.send("WATCHDOG=1");
-            self.next_watchdog = self.notifier.watchdog.map(|w| now + w);
+            self.next_watchdog = self.notifier.watchdog.map(|w| time::deadline(now, w));
         }
         if self.report_due.is_some_and(|t| t <= now) {
             if self.disk_full {
@@ -541,14 +544,14 @@ impl Daemon {
             consider(
                 self.queue
                     .next_wakeup()
-                    .map(|t| Instant::now() + t.duration_since(time::now()).unwrap_or_default()),
+                    .map(|t| time::instant_at(Instant::now(), time::now(), t)),
             );
         } else if let Some(d) = self.draining {
             consider(Some(d));
         }
         let grace = self.config.kill_grace;
         for r in self.running.values() {
-            consider(r.term_sent.map(|t| t + grace));
+            consider(r.term_sent.map(|t| time::deadline(t, grace)));
             if r.stop.is_none() {
                 consider(r.deadline);
             }
