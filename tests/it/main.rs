@@ -16,6 +16,8 @@ mod http;
 mod mail;
 /// Operating it: systemd unit and notify, sysusers, tmpfiles, exit codes, man pages.
 mod ops;
+/// Regressions, named after the bugs they pin.
+mod regression;
 /// The HTML report: escaping, links, and a real browser's view of it.
 mod report;
 /// Crash recovery, signals, timeouts, retries, cancel, expiry, hostile input.

@@ -616,24 +616,3 @@ fn after_kill_9_the_leftover_children_of_a_task_are_killed_and_its_job_recovered
     assert_eq!(status_of(&r), "cancelled");
     assert_eq!(r["attempts"].as_integer(), Some(2));
 }
-
-/// Regression: a retry put back with no delay was claimed while its old
-/// file was still in running/, and ran on under a fresh id.
-#[test]
-fn a_retry_without_delay_keeps_its_id() {
-    let t = TestSpool::builder()
-        .ty(
-            "again",
-            "command = [\"/bin/sh\", \"-c\", \"[ \\\"$RACCOON_ATTEMPT\\\" -ge 2 ]\"]\nretries = 1\nretry_delay = \"0\"",
-        )
-        .start();
-    for i in 0..200 {
-        t.drop_job(&format!("z{i}.toml"), "type = \"again\"\n");
-    }
-    for i in 0..200 {
-        let r = t.wait_record(&format!("z{i}"));
-        assert_eq!(status_of(&r), "succeeded", "{r:?}");
-        assert_eq!(r["attempts"].as_integer(), Some(2));
-    }
-    assert_eq!(t.records().len(), 200, "a retry ran under another id");
-}
