@@ -18,6 +18,7 @@ macro_rules! log {
     }};
 }
 
+pub mod catalog;
 pub mod cli;
 pub mod commit;
 pub mod config;

@@ -221,6 +221,7 @@ impl Daemon {
     pub fn run(config: Config, overrides: Overrides) -> Result<(), Fatal> {
         let mut daemon = Daemon::new(config, overrides)?;
         daemon.spool.clean_dead_tmp();
+        daemon.describe_types();
         daemon.recover();
         daemon.scan_new(true);
         daemon.scan_cancel();

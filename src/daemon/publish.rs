@@ -8,15 +8,19 @@
 //! report's rows of earlier runs; mail an earlier run left `pending`, which
 //! it passes to the commit thread).
 //!
+//! Also writes `types.json` (what this daemon accepts, for the client) at
+//! start and after each reload.
+//!
 //! Never changes a job or the queue; reads nothing from disk.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::{Daemon, Event, Fatal, REPORT_EVERY};
+use crate::catalog::Catalog;
 use crate::status::{QueuedRow, ROWS, RunningRow, Snapshot, TypeRow};
 use crate::sweeper::FirstScan;
-use crate::{http, report, time};
+use crate::{http, report, spool, time};
 
 impl Daemon {
     /// Publishes a snapshot and tells systemd, then schedules the report.
@@ -110,6 +114,15 @@ impl Daemon {
         let html = report::render(&self.board.snapshot(), time::now());
         if let Err(e) = self.spool.write_report(html.as_bytes()) {
             crate::log!("report: {e}");
+        }
+    }
+
+    /// Writes `types.json`: the types this daemon accepts now, for the
+    /// client to check a job against before it is queued.
+    pub(super) fn describe_types(&self) {
+        let catalog = Catalog::of(&self.config, &spool::this_writer(), time::now());
+        if let Err(e) = self.spool.write_catalog(catalog.to_json().as_bytes()) {
+            crate::log!("types.json: {e}");
         }
     }
 
