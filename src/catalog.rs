@@ -79,7 +79,7 @@ pub struct TypeEntry {
     pub params: Option<Vec<ParamEntry>>,
     /// The params its command uses as `{name}`: a job must give each
     /// (unless declared optional).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub placeholders: Vec<String>,
 }
 

@@ -20,6 +20,7 @@ macro_rules! log {
 
 pub mod catalog;
 pub mod cli;
+pub mod client;
 pub mod commit;
 pub mod config;
 pub mod daemon;
