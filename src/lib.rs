@@ -25,6 +25,7 @@ pub mod commit;
 pub mod config;
 pub mod daemon;
 pub mod fsio;
+pub mod history;
 pub mod http;
 pub mod ids;
 pub mod job;

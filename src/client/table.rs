@@ -10,7 +10,12 @@
 //! Invariant: no cell reaches the terminal with a control character in
 //! it. Job data is whatever a submitter wrote (a rejected file's `type`
 //! may hold an escape sequence meant for someone else's terminal), so
-//! every cell goes through [`printable`].
+//! every cell goes through [`printable`]; and none is longer than
+//! [`MAX_CELL`] characters (a rejected file's `type` may be kilobytes
+//! long: it must not push every other column off the screen).
+
+/// The longest a cell is shown; longer text is cut, with `…`.
+pub const MAX_CELL: usize = 48;
 
 /// How a cell is coloured on a terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +74,7 @@ impl Table {
         self.rows.push(
             cells
                 .iter()
-                .map(|c| (printable(c.as_ref()), Tone::Plain))
+                .map(|c| (cell(c.as_ref()), Tone::Plain))
                 .collect(),
         );
     }
@@ -77,7 +82,7 @@ impl Table {
     /// Adds a row whose cells have tones.
     pub fn toned_row(&mut self, cells: Vec<(String, Tone)>) {
         self.rows
-            .push(cells.into_iter().map(|(c, t)| (printable(&c), t)).collect());
+            .push(cells.into_iter().map(|(c, t)| (cell(&c), t)).collect());
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,6 +145,17 @@ fn line(out: &mut String, cells: &[(String, Tone)], widths: &[usize], colour: bo
     let kept = out.trim_end_matches(' ').len();
     out.truncate(kept);
     out.push('\n');
+}
+
+/// A cell's text: printable, and cut at [`MAX_CELL`] characters.
+fn cell(s: &str) -> String {
+    let text = printable(s);
+    if text.chars().count() <= MAX_CELL {
+        return text;
+    }
+    let mut cut: String = text.chars().take(MAX_CELL - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// Text safe to print to a terminal on one line: control characters
@@ -212,5 +228,9 @@ mod tests {
         let text = t.render(false);
         assert_eq!(text, "TYPE\n\\u{1b}]0;owned\\u{7}x\\u{a}y\\u{9}z\n");
         assert_eq!(printable("plain é"), "plain é");
+        let mut t = Table::new(&["TYPE", "N"]);
+        t.row(&["x".repeat(2000).as_str(), "1"]);
+        let line = t.render(false).lines().nth(1).unwrap().to_string();
+        assert_eq!(line, format!("{}…  1", "x".repeat(MAX_CELL - 1)));
     }
 }

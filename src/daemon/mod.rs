@@ -37,6 +37,7 @@ use nix::unistd::Pid;
 
 use crate::commit::{self, Committer};
 use crate::config::{Config, Overrides};
+use crate::history::History;
 use crate::job::Job;
 use crate::mail::Mailer;
 use crate::record::Status;
@@ -208,6 +209,10 @@ pub struct Daemon {
     finished_counts: BTreeMap<(String, Status), u64>,
     /// Run times of jobs finished since start, by type: `/metrics`.
     durations: BTreeMap<String, Histogram>,
+    /// The last hour of finishes and the latest failures: the report's
+    /// chart, per-type figures and failures list. In an `Arc` so that a
+    /// snapshot shares it; copied only when a finish changes it after.
+    history: Arc<History>,
     /// The last `STATUS=` sent to systemd, not to send it again unchanged.
     last_status_line: String,
     /// Never read: inotify watches `new/` and `cancel/` while it lives.
@@ -314,6 +319,7 @@ impl Daemon {
             recent: VecDeque::new(),
             finished_counts: BTreeMap::new(),
             durations: BTreeMap::new(),
+            history: Arc::default(),
             last_status_line: String::new(),
             _watcher: watcher,
         })

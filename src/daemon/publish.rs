@@ -104,6 +104,7 @@ impl Daemon {
             finished: self.recent.iter().cloned().collect(),
             finished_counts: self.finished_counts.clone(),
             durations: self.durations.clone(),
+            history: self.history.clone(),
         }
     }
 
@@ -127,10 +128,12 @@ impl Daemon {
     }
 
     /// Takes in the sweeper's first scan of `done/`: its latest records
-    /// fill the report's rows this run has not filled yet, and mail still
+    /// fill the report's rows this run has not filled yet, its latest
+    /// failures join the report's list, and mail still
     /// `pending` goes to the commit thread (which skips what this run has
     /// handed to the mailer already).
     pub(super) fn first_scan(&mut self, scan: FirstScan) {
+        std::sync::Arc::make_mut(&mut self.history).absorb_failures(scan.failures);
         for row in scan.recent {
             if self.recent.len() < ROWS && !self.recent.iter().any(|r| r.id == row.id) {
                 self.recent.push_back(row);
