@@ -7,7 +7,7 @@
 //! daemon (and HTTP's 422) would use. The check is the daemon's own code:
 //! [`Catalog::rules`] reads the catalog back as the configuration it
 //! stands for, through [`Config::from_text`], and the client hands that to
-//! [`job::parse`](crate::job::parse), exactly as a file drop and
+//! [`job::parse`], exactly as a file drop and
 //! `POST /jobs` are checked.
 //!
 //! Pure apart from [`Catalog::rules`] (which goes through the
