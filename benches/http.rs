@@ -306,6 +306,22 @@ fn render_cost(queued: usize, pages: usize) -> Render {
         }
         durations.insert(k.to_string(), h);
     }
+    // A full last hour: every minute has finishes of every type, and every
+    // type its whole sample of run times.
+    let mut history = raccoond::history::History::default();
+    for i in 0..6000u64 {
+        let row = FinishedRow {
+            id: format!("h{i}"),
+            kind: kinds[i as usize % kinds.len()].to_string(),
+            status: statuses[i as usize % statuses.len()],
+            finished: ago(3600 - i * 3600 / 6000),
+            duration: Some(Duration::from_millis(i * 7 % 5000)),
+            exit_code: Some(1),
+            signal: None,
+            error: Some("exited with status 1".to_string()),
+        };
+        history.observe(&row.kind.clone(), &row, now);
+    }
     let snapshot = Snapshot {
         generated: Some(now),
         total: 64,
@@ -353,6 +369,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
             .collect(),
         finished_counts,
         durations,
+        history: std::sync::Arc::new(history),
     };
     let mut total = Duration::ZERO;
     let mut max = Duration::ZERO;

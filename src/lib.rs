@@ -19,12 +19,15 @@ macro_rules! log {
 }
 
 pub mod bounds;
+pub mod catalog;
 pub mod cgroup;
 pub mod cli;
+pub mod client;
 pub mod commit;
 pub mod config;
 pub mod daemon;
 pub mod fsio;
+pub mod history;
 pub mod http;
 pub mod ids;
 pub mod job;

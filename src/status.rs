@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
+use crate::history::History;
 use crate::record::Status;
 
 /// How many rows of each kind a snapshot carries: the report shows these
@@ -37,6 +38,9 @@ pub struct Snapshot {
     pub finished_counts: BTreeMap<(String, Status), u64>,
     /// Run times of finished jobs, by type.
     pub durations: BTreeMap<String, Histogram>,
+    /// The last hour of finishes and the latest failures, for the report:
+    /// shared with the loop until its next finish.
+    pub history: Arc<History>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,9 @@
 //! nor takes a core from the jobs. It learns of new records from the commit
 //! thread through a channel and sleeps until the next expiry or the next
 //! look at `tmp/`; it never polls. Its first scan of `done/` also tells the
-//! loop (a [`FirstScan`]) the latest finished jobs, for the report, and the
-//! records whose mail is still `pending`.
+//! loop (a [`FirstScan`]) the latest finished jobs and the latest
+//! failures, for the report, and the records whose mail is still
+//! `pending`.
 //!
 //! Never writes a record and never decides anything about a job: an
 //! expired record is deleted through the spool module, after reading it
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::history;
 use crate::spool::Spool;
 use crate::status::{FinishedRow, ROWS};
 use crate::threads::Threads;
@@ -36,6 +38,9 @@ pub struct FirstScan {
     /// Ids of records whose mail is still `pending`: an earlier run ended
     /// before it was sent.
     pub mail_pending: Vec<String>,
+    /// The latest failures, newest first, at most [`history::FAILURES`]:
+    /// the report's failures list, which goes further back than `recent`.
+    pub failures: Vec<FinishedRow>,
 }
 
 /// Starts the sweeper (a thread supervised by `threads`); send it
@@ -98,6 +103,12 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
         }
     }
     recent.sort_by_key(|r| std::cmp::Reverse(r.finished));
+    found.failures = recent
+        .iter()
+        .filter(|r| r.status.is_failure())
+        .take(history::FAILURES)
+        .cloned()
+        .collect();
     recent.truncate(ROWS);
     found.recent = recent;
     on_scan(found);

@@ -1,61 +1,58 @@
 //! `raccoon`, the client: submits and inspects jobs by working on the spool
 //! directly, so it needs no running daemon and no server.
 //!
-//! Owns the command line, and how jobs and records are printed (one line
-//! each, or JSON with `--json`). Everything it knows of a job comes from
-//! [`raccoond::spool::query`], the same answers the HTTP API gives, so it
-//! never follows a symlink a submitter planted; everything it writes goes
-//! through [`Spool`]: a job through `tmp/` into `new/` (submit) and
+//! Owns what each command does and how it prints jobs, records and types
+//! (tables on a terminal, JSON with `--json`); the command line itself is
+//! [`raccoond::client::args`], tables [`raccoond::client::table`].
+//! Everything it knows of a job comes from [`raccoond::spool::query`], the
+//! same answers the HTTP API gives, so it never follows a symlink a
+//! submitter planted; what the daemon accepts comes from the daemon's
+//! `types.json` ([`raccoond::catalog`]), and a job is checked against it
+//! by [`job::parse`], the daemon's own check. Everything it writes goes
+//! through [`Spool`]: a job through `tmp/` into `new/` (submit, retry) and
 //! `cancel/<id>` (cancel). Never renames or deletes anything.
 //!
 //! Exit status: 0 when the command (or the awaited job) succeeded, 1 when
 //! the job failed or is unknown, 2 for a bad command line or an IO error,
-//! 75 (EX_TEMPFAIL) when the spool's file system is full: nothing was
-//! queued, and the same command may work later.
+//! 65 (EX_DATAERR) when the daemon's description of its types says the
+//! job would be rejected, 75 (EX_TEMPFAIL) when the spool's file system is
+//! full: nothing was written, the same command may work later.
 
-use std::io::Write;
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use clap::{CommandFactory, Parser};
+
+use raccoond::catalog::{self, Catalog, Freshness};
+use raccoond::client::args::{Cli, Command, Submit};
+use raccoond::client::table::{Table, Tone, printable, tone_of};
+use raccoond::client::waiting::{Pending, Waits, waits};
 use raccoond::ids;
+use raccoond::job;
 use raccoond::record::{Record, Status};
-use raccoond::spool::Spool;
 use raccoond::spool::query::{Filter, Located, Stream};
+use raccoond::spool::{self, Spool};
 use raccoond::time;
 use raccoond::values;
-
-const USAGE: &str = "\
-usage: raccoon [--spool DIR] [--json] COMMAND ...
-
-  submit TYPE [key=value]... [--email ADDR]... [--param-json key=JSON]...
-         [--priority N] [--id ID] [--wait]    queue a job; prints its id
-  status ID                                   where a job is, or its record
-  wait ID [--timeout DURATION]                wait until it ends; exit 0 if it succeeded
-  cancel ID                                   cancel a queued or running job
-  list [--status S] [--type T] [--limit N]    jobs, newest first
-  output ID [--stderr]                        what the task printed
-
-The spool is --spool DIR, else $RACCOON_SPOOL, else ./spool.
-Values in key=value are typed: integers, floats, true/false, else strings.";
-
-struct Cli {
-    spool: Option<PathBuf>,
-    json: bool,
-    command: Vec<String>,
-}
 
 enum Fail {
     /// The job failed, or does not exist: exit 1.
     Job(String),
     /// The command line or the system: exit 2.
     Usage(String),
+    /// The daemon would reject the job, as its types description says:
+    /// exit 65 (EX_DATAERR), before anything is queued.
+    Refused(String),
     /// The spool's file system is full: exit 75, try again later.
     Temporary(String),
 }
 
 fn main() -> ExitCode {
-    match run() {
+    // clap exits 2 on a bad command line, 0 after --help or --version.
+    let cli = Cli::parse();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Job(msg)) => {
             if !msg.is_empty() {
@@ -67,6 +64,10 @@ fn main() -> ExitCode {
             eprintln!("raccoon: {msg}");
             ExitCode::from(2)
         }
+        Err(Fail::Refused(msg)) => {
+            eprintln!("raccoon: {msg}");
+            ExitCode::from(65)
+        }
         Err(Fail::Temporary(msg)) => {
             eprintln!("raccoon: {msg}");
             ExitCode::from(75)
@@ -74,94 +75,53 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Fail> {
-    let cli = parse_global()?;
-    let root = cli
-        .spool
-        .clone()
-        .or_else(|| std::env::var_os("RACCOON_SPOOL").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("spool"));
+fn run(cli: Cli) -> Result<(), Fail> {
+    // --spool, else $RACCOON_SPOOL (clap reads it), else ./spool.
+    let root = cli.spool.clone().unwrap_or_else(|| PathBuf::from("spool"));
     let spool = Spool::at(&root);
-    let mut words = cli.command.iter().map(String::as_str);
-    match words.next() {
-        Some("submit") => submit(&spool, &cli, words.collect()),
-        Some("status") => status(&spool, &cli, one_id(words.collect())?),
-        Some("wait") => {
-            let rest: Vec<&str> = words.collect();
-            let (id, timeout) = match rest.as_slice() {
-                [id] => (*id, None),
-                [id, "--timeout", t] | ["--timeout", t, id] => {
-                    (*id, Some(time::parse_duration(t).map_err(Fail::Usage)?))
-                }
-                _ => {
-                    return Err(Fail::Usage(format!(
-                        "wait takes one ID [--timeout DURATION]\n{USAGE}"
-                    )));
-                }
-            };
-            let rec = wait(&spool, id, timeout)?;
-            print_record(&rec, cli.json);
+    let json = cli.json;
+    match cli.command {
+        Command::Submit(s) => submit(&spool, json, s),
+        Command::Status { id } => status(&spool, json, &id),
+        Command::Wait { id, timeout } => {
+            let rec = wait(&spool, &id, timeout)?;
+            print_record(&rec, json);
             outcome(&rec)
         }
-        Some("cancel") => cancel(&spool, one_id(words.collect())?),
-        Some("list") => list(&spool, &cli, words.collect()),
-        Some("output") => {
-            let rest: Vec<&str> = words.collect();
-            let (id, stderr) = match rest.as_slice() {
-                [id] => (*id, false),
-                [id, "--stderr"] | ["--stderr", id] => (*id, true),
-                _ => {
-                    return Err(Fail::Usage(format!(
-                        "output takes one ID [--stderr]\n{USAGE}"
-                    )));
-                }
+        Command::Cancel { id } => cancel(&spool, &id),
+        Command::List {
+            status,
+            kind,
+            limit,
+        } => {
+            let filter = Filter {
+                status,
+                kind: kind.as_deref(),
+                limit: limit.unwrap_or(usize::MAX),
             };
-            output(&spool, id, stderr)
+            list(&spool, json, &filter)
         }
-        Some("help") | None => {
-            println!("{USAGE}");
+        Command::Output { id, stderr } => output(&spool, &id, stderr),
+        Command::Types => types(&spool, json),
+        Command::Show { id, lines } => show(&spool, json, &id, lines),
+        Command::Retry { id, wait } => retry(&spool, json, &id, wait),
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(
+                clap_complete::Shell::from(shell),
+                &mut Cli::command(),
+                "raccoon",
+                &mut out,
+            );
             Ok(())
         }
-        Some(other) => Err(Fail::Usage(format!("unknown command {other:?}\n{USAGE}"))),
     }
 }
 
-/// Global options may come before or after the command.
-fn parse_global() -> Result<Cli, Fail> {
-    let mut cli = Cli {
-        spool: None,
-        json: false,
-        command: Vec::new(),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--json" => cli.json = true,
-            "--spool" => {
-                cli.spool = Some(
-                    args.next()
-                        .ok_or_else(|| Fail::Usage("--spool needs a folder".into()))?
-                        .into(),
-                )
-            }
-            "--help" | "-h" => cli.command = vec!["help".into()],
-            "--version" | "-V" => {
-                println!("raccoon {}", env!("CARGO_PKG_VERSION"));
-                std::process::exit(0);
-            }
-            s if s.starts_with("--spool=") => cli.spool = Some(s["--spool=".len()..].into()),
-            _ => cli.command.push(a),
-        }
-    }
-    Ok(cli)
-}
-
-fn one_id(rest: Vec<&str>) -> Result<&str, Fail> {
-    match rest.as_slice() {
-        [id] if ids::valid_id(id) => Ok(id),
-        [id] => Err(Fail::Usage(format!("{id:?} is not a job id"))),
-        _ => Err(Fail::Usage(format!("expected one job id\n{USAGE}"))),
-    }
+/// Whether tables are coloured: on a terminal, unless `NO_COLOR` is set
+/// to something (no-color.org).
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A value from the command line, typed as TOML would type it.
@@ -180,64 +140,31 @@ fn typed(v: &str) -> toml::Value {
     }
 }
 
-fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
-    let mut it = rest.into_iter();
-    let kind = it
-        .next()
-        .ok_or_else(|| Fail::Usage(format!("submit needs a TYPE\n{USAGE}")))?;
+fn submit(spool: &Spool, json: bool, s: Submit) -> Result<(), Fail> {
     let mut params = toml::Table::new();
-    let mut emails: Vec<String> = Vec::new();
-    let mut wait_for_it = false;
-    let mut priority: Option<i64> = None;
-    let mut id: Option<String> = None;
-    let need = |it: &mut std::vec::IntoIter<&str>, opt: &str| -> Result<String, Fail> {
-        it.next()
-            .map(str::to_string)
-            .ok_or_else(|| Fail::Usage(format!("{opt} needs a value")))
-    };
-    while let Some(a) = it.next() {
-        match a {
-            "--wait" => wait_for_it = true,
-            "--email" => emails.push(need(&mut it, "--email")?),
-            "--priority" => {
-                let v = need(&mut it, "--priority")?;
-                priority = Some(
-                    v.parse()
-                        .map_err(|_| Fail::Usage(format!("--priority {v}: not an integer")))?,
-                );
-            }
-            "--id" => {
-                let v = need(&mut it, "--id")?;
-                if !ids::valid_id(&v) {
-                    return Err(Fail::Usage(format!(
-                        "--id {v:?}: 1-100 characters of A-Z a-z 0-9 . _ -"
-                    )));
-                }
-                id = Some(v);
-            }
-            "--param-json" => {
-                let v = need(&mut it, "--param-json")?;
-                let (k, json) = v
-                    .split_once('=')
-                    .ok_or_else(|| Fail::Usage(format!("--param-json {v}: expected key=JSON")))?;
-                let parsed: serde_json::Value = serde_json::from_str(json)
-                    .map_err(|e| Fail::Usage(format!("--param-json {k}: {e}")))?;
-                params.insert(
-                    k.to_string(),
-                    values::json_to_toml(&parsed, k).map_err(Fail::Usage)?,
-                );
-            }
-            kv => {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| Fail::Usage(format!("{kv:?}: expected key=value")))?;
-                if k.is_empty() {
-                    return Err(Fail::Usage(format!("{kv:?}: empty key")));
-                }
-                params.insert(k.to_string(), typed(v));
-            }
-        }
+    for (k, v) in &s.params {
+        params.insert(k.clone(), typed(v));
     }
+    for (k, text) in &s.param_json {
+        let parsed: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Fail::Usage(format!("--param-json {k}: {e}")))?;
+        params.insert(
+            k.clone(),
+            values::json_to_toml(&parsed, k).map_err(Fail::Usage)?,
+        );
+    }
+    let job = job_table(&s.kind, s.email, s.priority, Vec::new(), params);
+    queue(spool, json, s.id.as_deref(), &job, s.wait)
+}
+
+/// A job file's keys: the type and what the submitter set.
+fn job_table(
+    kind: &str,
+    mut emails: Vec<String>,
+    priority: Option<i64>,
+    args: Vec<String>,
+    params: toml::Table,
+) -> toml::Table {
     let mut table = toml::Table::new();
     table.insert("type".into(), toml::Value::String(kind.to_string()));
     match emails.len() {
@@ -255,25 +182,44 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
     if let Some(p) = priority {
         table.insert("priority".into(), toml::Value::Integer(p));
     }
+    if !args.is_empty() {
+        table.insert(
+            "args".into(),
+            toml::Value::Array(args.into_iter().map(toml::Value::String).collect()),
+        );
+    }
     if !params.is_empty() {
         table.insert("params".into(), toml::Value::Table(params));
     }
+    table
+}
+
+/// Checks a job against what the daemon accepts, then writes it into
+/// `new/`, prints its id, and waits for it when asked.
+fn queue(
+    spool: &Spool,
+    json: bool,
+    id: Option<&str>,
+    job: &toml::Table,
+    wait_for_it: bool,
+) -> Result<(), Fail> {
     let text =
-        toml::to_string(&table).map_err(|e| Fail::Usage(format!("cannot write the job: {e}")))?;
+        toml::to_string(job).map_err(|e| Fail::Usage(format!("cannot write the job: {e}")))?;
     if !spool.is_spool() {
         return Err(Fail::Usage(format!(
             "{} is not a spool (no new/ folder); use --spool or RACCOON_SPOOL",
             spool.root().display()
         )));
     }
+    check(spool, &text)?;
     let id = spool
-        .submit(id.as_deref(), text.as_bytes())
+        .submit(id, text.as_bytes())
         .map_err(|e| write_failed("cannot submit", "nothing was queued", e))?;
     println!("{id}");
     let _ = std::io::stdout().flush();
     if wait_for_it {
         let rec = wait(spool, &id, None)?;
-        if cli.json {
+        if json {
             print_record(&rec, true);
         } else {
             eprintln!("{id}: {}", rec.status);
@@ -283,17 +229,44 @@ fn submit(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
     Ok(())
 }
 
-/// A write into the spool that failed: exit 75 when its file system is
-/// full (`undone` says what did not happen; the same command may work
-/// later), else 2.
-fn write_failed(what: &str, undone: &str, e: std::io::Error) -> Fail {
-    if raccoond::space::is_full(&e) {
-        Fail::Temporary(format!(
-            "{what}: the spool's file system is full ({e}); {undone}, try again later"
-        ))
-    } else {
-        Fail::Usage(format!("{what}: {e}"))
-    }
+/// The daemon's description of its types, and whether it still holds;
+/// `Err` says why there is none to go by.
+fn described(spool: &Spool) -> Result<(Catalog, Freshness), String> {
+    let place = spool.root().join(catalog::FILE);
+    let bytes = spool
+        .read_catalog()
+        .map_err(|e| format!("cannot read the daemon's types description: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "{} is missing: no daemon has described its types on this spool yet",
+                place.display()
+            )
+        })?;
+    let cat = Catalog::parse(&bytes).map_err(|e| format!("{}: {e}", place.display()))?;
+    let fresh = cat.freshness(&ids::hostname(), spool::writer_alive);
+    Ok((cat, fresh))
+}
+
+/// Refuses a job the daemon would reject, with the daemon's words (those
+/// of HTTP's 422). Without a current description, says so and lets the
+/// job go: the daemon checks it when it takes it.
+fn check(spool: &Spool, text: &str) -> Result<(), Fail> {
+    let why = match described(spool) {
+        Ok((cat, Freshness::Current)) => match cat.rules() {
+            Ok(rules) => {
+                return job::parse(text.as_bytes(), &rules)
+                    .map(drop)
+                    .map_err(Fail::Refused);
+            }
+            Err(e) => e,
+        },
+        Ok((_, Freshness::Stale(why))) => format!("the types description is stale: {why}"),
+        Err(why) => why,
+    };
+    eprintln!(
+        "raccoon: warning: {why}; the job is not checked before it is queued (the daemon checks it when it takes it)"
+    );
+    Ok(())
 }
 
 /// The client reads job files whole: it has no configuration to know the
@@ -313,11 +286,11 @@ fn pending_json(id: &str, job: &Located) -> serde_json::Value {
     serde_json::json!({"id": id, "type": job.kind(), "status": job.status().as_str()})
 }
 
-fn status(spool: &Spool, cli: &Cli, id: &str) -> Result<(), Fail> {
+fn status(spool: &Spool, json: bool, id: &str) -> Result<(), Fail> {
     match find(spool, id)? {
-        Some(Located::Finished(rec)) => print_record(&rec, cli.json),
-        Some(job) if cli.json => println!("{}", pending_json(id, &job)),
-        Some(job) => println!("{id} {} {}", job.kind(), job.status()),
+        Some(Located::Finished(rec)) => print_record(&rec, json),
+        Some(job) if json => println!("{}", pending_json(id, &job)),
+        Some(job) => println!("{id} {} {}", printable(job.kind()), job.status()),
         None => return Err(Fail::Job(format!("{id}: no such job"))),
     }
     Ok(())
@@ -328,12 +301,12 @@ fn print_record(rec: &Record, json: bool) {
         println!("{}", rec.to_json());
         return;
     }
-    let mut line = format!("{} {} {}", rec.id, rec.kind, rec.status);
+    let mut line = format!("{} {} {}", rec.id, printable(&rec.kind), rec.status);
     if let Some(c) = rec.exit_code {
         line.push_str(&format!(" exit={c}"));
     }
     if let Some(s) = &rec.signal {
-        line.push_str(&format!(" signal={s}"));
+        line.push_str(&format!(" signal={}", printable(s)));
     }
     if let Some(d) = rec.duration() {
         line.push_str(&format!(" {}", time::format_duration(d)));
@@ -390,32 +363,22 @@ fn cancel(spool: &Spool, id: &str) -> Result<(), Fail> {
     }
 }
 
-fn list(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
-    let mut filter = Filter::default();
-    let mut it = rest.into_iter();
-    while let Some(a) = it.next() {
-        let v = it
-            .next()
-            .ok_or_else(|| Fail::Usage(format!("{a} needs a value")))?;
-        match a {
-            "--status" => {
-                filter.status = Some(Status::parse(v).ok_or_else(|| {
-                    Fail::Usage(format!(
-                        "--status {v}: one of queued, running, succeeded, failed, timed_out, cancelled, rejected"
-                    ))
-                })?)
-            }
-            "--type" => filter.kind = Some(v),
-            "--limit" => filter.limit = v.parse().map_err(|_| Fail::Usage(format!("--limit {v}: not a number")))?,
-            _ => return Err(Fail::Usage(format!("list: unknown option {a}"))),
-        }
-    }
+/// `2026-11-22 10:00:03`, UTC: a table's time.
+fn stamp(t: SystemTime) -> String {
+    time::format_rfc3339(t)
+        .chars()
+        .take(19)
+        .map(|c| if c == 'T' { ' ' } else { c })
+        .collect()
+}
+
+fn list(spool: &Spool, json: bool, filter: &Filter) -> Result<(), Fail> {
     let rows = spool
         .query(WHOLE)
-        .list(&filter)
+        .list(filter)
         .map_err(|e| Fail::Usage(e.to_string()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if cli.json {
+    if json {
         let items: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| match &r.job {
@@ -424,17 +387,25 @@ fn list(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
             })
             .collect();
         let _ = writeln!(out, "{}", serde_json::Value::Array(items));
-    } else {
-        for r in &rows {
-            let _ = writeln!(
-                out,
-                "{}\t{}\t{}\t{}",
-                r.id,
-                r.job.kind(),
-                r.job.status(),
-                time::format_rfc3339(r.when)
-            );
-        }
+        return Ok(());
+    }
+    let mut table = Table::new(&["ID", "TYPE", "STATUS", "WHEN (UTC)", "RAN"]);
+    for r in &rows {
+        let status = r.job.status();
+        let ran = match &r.job {
+            Located::Finished(rec) => rec.duration().map(time::format_duration),
+            _ => None,
+        };
+        table.toned_row(vec![
+            (r.id.clone(), Tone::Plain),
+            (r.job.kind().to_string(), Tone::Plain),
+            (status.to_string(), tone_of(status)),
+            (stamp(r.when), Tone::Plain),
+            (ran.unwrap_or_default(), Tone::Plain),
+        ]);
+    }
+    if !table.is_empty() {
+        let _ = out.write_all(table.render(colour()).as_bytes());
     }
     Ok(())
 }
@@ -442,9 +413,6 @@ fn list(spool: &Spool, cli: &Cli, rest: Vec<&str>) -> Result<(), Fail> {
 /// What the task printed: while it runs, then from `done/`; nothing for a
 /// job that has not printed (yet).
 fn output(spool: &Spool, id: &str, stderr: bool) -> Result<(), Fail> {
-    if !ids::valid_id(id) {
-        return Err(Fail::Usage(format!("{id:?} is not a job id")));
-    }
     let stream = if stderr { Stream::Err } else { Stream::Out };
     let opened = spool
         .query(WHOLE)
@@ -458,5 +426,302 @@ fn output(spool: &Spool, id: &str, stderr: bool) -> Result<(), Fail> {
     match find(spool, id)? {
         Some(_) => Ok(()),
         None => Err(Fail::Job(format!("{id}: no such job"))),
+    }
+}
+
+/// The types the daemon accepts, from its description.
+fn types(spool: &Spool, json: bool) -> Result<(), Fail> {
+    let (cat, fresh) = described(spool).map_err(Fail::Job)?;
+    if let Freshness::Stale(why) = &fresh {
+        eprintln!("raccoon: warning: the types description is stale: {why}");
+    }
+    if json {
+        print!("{}", cat.to_json());
+        return Ok(());
+    }
+    let mut table = Table::new(&["TYPE", "LIMIT", "PARAMS", "ARGS"]);
+    for t in &cat.types {
+        let params = match &t.params {
+            Some(decl) if decl.is_empty() => "none".to_string(),
+            Some(decl) => decl
+                .iter()
+                .map(|p| format!("{}:{}{}", p.name, p.kind, if p.optional { "?" } else { "" }))
+                .collect::<Vec<_>>()
+                .join(" "),
+            None if t.placeholders.is_empty() => "any".to_string(),
+            None => format!("any, with {}", t.placeholders.join(" ")),
+        };
+        let args = if t.accept_args { "yes" } else { "no" };
+        table.row(&[t.name.clone(), t.limit.to_string(), params, args.into()]);
+    }
+    let mut out = std::io::stdout().lock();
+    if table.is_empty() {
+        let _ = writeln!(
+            out,
+            "The daemon accepts no type: its configuration has none."
+        );
+    } else {
+        let _ = out.write_all(table.render(colour()).as_bytes());
+    }
+    let _ = writeln!(
+        out,
+        "\nAs raccoond {} (pid {} on {}) described them at {}.",
+        printable(&cat.version),
+        cat.pid,
+        printable(&cat.host),
+        printable(&cat.written)
+    );
+    Ok(())
+}
+
+/// Submits a finished job again: its type, params, email, priority and
+/// args, checked as a new submission.
+fn retry(spool: &Spool, json: bool, id: &str, wait_for_it: bool) -> Result<(), Fail> {
+    match find(spool, id)? {
+        Some(Located::Finished(rec)) => {
+            let rec = *rec;
+            let job = job_table(
+                &rec.kind,
+                rec.email,
+                rec.priority,
+                rec.args,
+                rec.params.unwrap_or_default(),
+            );
+            queue(spool, json, None, &job, wait_for_it)
+        }
+        Some(job) => Err(Fail::Job(format!(
+            "{id}: still {}; only a finished job can be retried",
+            job.status()
+        ))),
+        None => Err(Fail::Job(format!("{id}: no such job"))),
+    }
+}
+
+/// At most this much of the end of an output is read to find its last
+/// lines: outputs may be `max_output_bytes` long.
+const TAIL_BYTES: u64 = 64 * 1024;
+
+/// The last `n` lines of a job's output, as far as it has got.
+fn tail(spool: &Spool, id: &str, stream: Stream, n: usize) -> Result<Vec<String>, Fail> {
+    let io = |e: std::io::Error| Fail::Usage(format!("{id}: output: {e}"));
+    let Some((mut f, meta)) = spool.query(WHOLE).output(id, stream).map_err(io)? else {
+        return Ok(Vec::new());
+    };
+    let from = meta.len().saturating_sub(TAIL_BYTES);
+    f.seek(SeekFrom::Start(from)).map_err(io)?;
+    let mut bytes = Vec::new();
+    f.take(TAIL_BYTES).read_to_end(&mut bytes).map_err(io)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if from > 0 && !lines.is_empty() {
+        // Started inside a line.
+        lines.remove(0);
+    }
+    let skip = lines.len().saturating_sub(n);
+    Ok(lines[skip..]
+        .iter()
+        .map(|l| printable(&l.replace('\t', "    ")))
+        .collect())
+}
+
+/// A TOML value on one line, as JSON.
+fn inline(v: &toml::Value) -> String {
+    values::toml_to_json(v).to_string()
+}
+
+/// A job in full: its record, or where it is and what it waits for; then
+/// the end of its output and standard error.
+fn show(spool: &Spool, json: bool, id: &str, n: usize) -> Result<(), Fail> {
+    let job = find(spool, id)?.ok_or_else(|| Fail::Job(format!("{id}: no such job")))?;
+    let now = time::now();
+    let mut fields: Vec<(&str, String)> = vec![("id", id.to_string())];
+    let mut waiting: Option<String> = None;
+    match &job {
+        Located::Finished(rec) => record_fields(rec, &mut fields),
+        Located::Running { table, claimed, .. } => {
+            fields.push(("type", job.kind().to_string()));
+            fields.push(("status", "running".into()));
+            fields.push(("started", format!("{} UTC", stamp(*claimed))));
+            if let Ok(d) = now.duration_since(*claimed) {
+                fields.push(("running for", time::format_duration(d)));
+            }
+            file_fields(table, &mut fields);
+        }
+        Located::Queued { table, written } => {
+            fields.push(("type", job.kind().to_string()));
+            fields.push(("status", "queued".into()));
+            let me = Pending::from_table(id, table, *written);
+            fields.push(("submitted", format!("{} UTC", stamp(me.submitted))));
+            file_fields(table, &mut fields);
+            let w = queued_waits(spool, &me, job.kind(), now)?;
+            fields.push(("waits for", w.clone()));
+            waiting = Some(w);
+        }
+    }
+    let out = tail(spool, id, Stream::Out, n)?;
+    let err = tail(spool, id, Stream::Err, n)?;
+    if json {
+        let mut v = match &job {
+            Located::Finished(rec) => rec.to_json(),
+            other => pending_json(id, other),
+        };
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(w) = waiting {
+                obj.insert("waits_for".into(), w.into());
+            }
+            obj.insert("output_tail".into(), out.into());
+            obj.insert("stderr_tail".into(), err.into());
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut text = String::new();
+    for (k, v) in &fields {
+        text.push_str(&format!("{k:<width$}  {}\n", printable(v)));
+    }
+    for (name, lines) in [("output", &out), ("stderr", &err)] {
+        if lines.is_empty() {
+            text.push_str(&format!("\n{name}: (nothing)\n"));
+        } else {
+            let last = match lines.len() {
+                1 => "its last line".to_string(),
+                k => format!("last {k} lines"),
+            };
+            text.push_str(&format!("\n{name} ({last}):\n"));
+            for l in lines.iter() {
+                text.push_str(&format!("  {l}\n"));
+            }
+        }
+    }
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
+}
+
+/// A record's fields, in the order a reader wants them.
+fn record_fields(rec: &Record, fields: &mut Vec<(&str, String)>) {
+    fields.push(("type", rec.kind.clone()));
+    let mut status = rec.status.to_string();
+    if let Some(c) = rec.exit_code {
+        status.push_str(&format!(" (exit {c})"));
+    }
+    if let Some(s) = &rec.signal {
+        status.push_str(&format!(" ({s})"));
+    }
+    fields.push(("status", status));
+    if let Some(e) = &rec.error {
+        fields.push(("error", e.clone()));
+    }
+    for (name, t) in [
+        ("submitted", &rec.submitted),
+        ("started", &rec.started),
+        ("finished", &rec.finished),
+    ] {
+        if let Some(t) = t.as_ref().and_then(|d| time::from_toml(d).ok()) {
+            fields.push((name, format!("{} UTC", stamp(t))));
+        }
+    }
+    if let Some(d) = rec.duration() {
+        fields.push(("ran", time::format_duration(d)));
+    }
+    fields.push(("attempts", rec.attempts.to_string()));
+    if let Some(t) = rec.expires_at() {
+        fields.push(("kept until", format!("{} UTC", stamp(t))));
+    }
+    if let Some(name) = &rec.submitted_as {
+        fields.push(("submitted as", name.clone()));
+    }
+    if !rec.email.is_empty() {
+        let mail = rec.mail.as_deref().unwrap_or("none");
+        fields.push(("email", format!("{} (mail: {mail})", rec.email.join(", "))));
+    }
+    if let Some(p) = rec.priority {
+        fields.push(("priority", p.to_string()));
+    }
+    if !rec.args.is_empty() {
+        fields.push(("args", rec.args.join(" ")));
+    }
+    if let Some(p) = &rec.params {
+        fields.push(("params", inline(&toml::Value::Table(p.clone()))));
+    }
+    if let Some(r) = &rec.result {
+        fields.push(("result", inline(r)));
+    }
+    if let Some(src) = &rec.source {
+        let short: String = src.chars().take(500).collect();
+        let cut = if short.len() < src.len() { "…" } else { "" };
+        fields.push(("source", format!("{short}{cut}")));
+    }
+}
+
+/// What a queued or running job's file says beyond its type.
+fn file_fields(table: &toml::Table, fields: &mut Vec<(&str, String)>) {
+    for key in [
+        "priority",
+        "not_before",
+        "email",
+        "args",
+        "params",
+        "attempts",
+    ] {
+        if let Some(v) = table.get(key) {
+            fields.push((key, inline(v)));
+        }
+    }
+}
+
+/// What a queued job waits for, in words: its `not_before`, or the jobs
+/// of its type ahead of it and how many of them run against the limit.
+fn queued_waits(spool: &Spool, me: &Pending, kind: &str, now: SystemTime) -> Result<String, Fail> {
+    let listed = |status| {
+        spool
+            .query(WHOLE)
+            .list(&Filter {
+                status: Some(status),
+                kind: Some(kind),
+                limit: usize::MAX,
+            })
+            .map_err(|e| Fail::Usage(e.to_string()))
+    };
+    let queue: Vec<Pending> = listed(Status::Queued)?
+        .into_iter()
+        .filter_map(|l| match &l.job {
+            Located::Queued { table, written } => Some(Pending::from_table(&l.id, table, *written)),
+            _ => None,
+        })
+        .collect();
+    match waits(me, &queue, now) {
+        Waits::NotBefore(t) => Ok(format!(
+            "its not_before, {} UTC (in {})",
+            stamp(t),
+            time::format_duration(t.duration_since(now).unwrap_or_default())
+        )),
+        Waits::Turn { position, of } => {
+            let running = listed(Status::Running)?.len();
+            let limit = described(spool)
+                .ok()
+                .and_then(|(cat, _)| cat.types.into_iter().find(|t| t.name == kind))
+                .map_or_else(|| "?".to_string(), |t| t.limit.to_string());
+            let kind = printable(kind);
+            let ahead = match position - 1 {
+                0 => format!("a free slot: no {kind} job is ahead of it (1 of {of} in line)"),
+                1 => format!("1 {kind} job ahead of it ({position} of {of} in line)"),
+                a => format!("{a} {kind} jobs ahead of it ({position} of {of} in line)"),
+            };
+            Ok(format!("{ahead}; {running} running, limit {limit}"))
+        }
+    }
+}
+
+/// A write into the spool that failed: exit 75 when its file system is
+/// full (`undone` says what did not happen; the same command may work
+/// later), else 2.
+fn write_failed(what: &str, undone: &str, e: std::io::Error) -> Fail {
+    if raccoond::space::is_full(&e) {
+        Fail::Temporary(format!(
+            "{what}: the spool's file system is full ({e}); {undone}, try again later"
+        ))
+    } else {
+        Fail::Usage(format!("{what}: {e}"))
     }
 }

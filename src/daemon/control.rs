@@ -163,6 +163,7 @@ impl Daemon {
                 self.board.set_config(self.config.clone());
                 self.spool = self.spool.with_fsync(self.config.fsync);
                 self.committer.set_spool(self.spool.clone());
+                self.describe_types();
                 self.dirty = true;
             }
             Err(e) => crate::log!("reload: {e}; the old configuration stays in force"),

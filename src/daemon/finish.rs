@@ -222,7 +222,7 @@ impl Daemon {
         };
         *self
             .finished_counts
-            .entry((counted, rec.status))
+            .entry((counted.clone(), rec.status))
             .or_default() += 1;
         if let Some(d) = rec.duration() {
             self.durations
@@ -230,7 +230,7 @@ impl Daemon {
                 .or_default()
                 .observe(d);
         }
-        self.recent.push_front(FinishedRow {
+        let row = FinishedRow {
             id: rec.id.clone(),
             kind: rec.kind.clone(),
             status: rec.status,
@@ -239,7 +239,9 @@ impl Daemon {
             exit_code: rec.exit_code,
             signal: rec.signal.clone(),
             error: rec.error.clone(),
-        });
+        };
+        std::sync::Arc::make_mut(&mut self.history).observe(&counted, &row, time::now());
+        self.recent.push_front(row);
         self.recent.truncate(ROWS);
         self.dirty = true;
         self.committer.finish(Finish {

@@ -47,6 +47,7 @@ use nix::unistd::Pid;
 
 use crate::commit::{self, Committer, Peers};
 use crate::config::{Config, Overrides};
+use crate::history::History;
 use crate::job::Job;
 use crate::mail::Mailer;
 use crate::record::Status;
@@ -237,6 +238,10 @@ pub struct Daemon {
     finished_counts: BTreeMap<(String, Status), u64>,
     /// Run times of jobs finished since start, by type: `/metrics`.
     durations: BTreeMap<String, Histogram>,
+    /// The last hour of finishes and the latest failures: the report's
+    /// chart, per-type figures and failures list. In an `Arc` so that a
+    /// snapshot shares it; copied only when a finish changes it after.
+    history: Arc<History>,
     /// The last `STATUS=` sent to systemd, not to send it again unchanged.
     last_status_line: String,
     /// Never read: inotify watches `new/` and `cancel/` while it lives.
@@ -253,6 +258,7 @@ impl Daemon {
         // processes that keep its jobs locked.
         daemon.supervisor.remove_dead_cgroups();
         daemon.spool.clean_dead_tmp();
+        daemon.describe_types();
         daemon.recover();
         daemon.scan_new(true);
         daemon.scan_cancel();
@@ -378,6 +384,7 @@ impl Daemon {
             recent: VecDeque::new(),
             finished_counts: BTreeMap::new(),
             durations: BTreeMap::new(),
+            history: Arc::default(),
             last_status_line: String::new(),
             _watcher: watcher,
         })

@@ -8,16 +8,20 @@
 //! report's rows of earlier runs; mail an earlier run left `pending`, which
 //! it passes to the commit thread).
 //!
+//! Also writes `types.json` (what this daemon accepts, for the client) at
+//! start and after each reload.
+//!
 //! Never changes a job or the queue; reads nothing from disk.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::{Daemon, Event, Fatal, REPORT_EVERY};
+use crate::catalog::Catalog;
 use crate::status::{QueuedRow, ROWS, RunningRow, Snapshot, TypeRow};
 use crate::sweeper::FirstScan;
 use crate::threads::Stopped;
-use crate::{http, report, time};
+use crate::{http, report, spool, time};
 
 impl Daemon {
     /// Publishes a snapshot and tells systemd, then schedules the report.
@@ -101,6 +105,7 @@ impl Daemon {
             finished: self.recent.iter().cloned().collect(),
             finished_counts: self.finished_counts.clone(),
             durations: self.durations.clone(),
+            history: self.history.clone(),
         }
     }
 
@@ -114,11 +119,22 @@ impl Daemon {
         }
     }
 
+    /// Writes `types.json`: the types this daemon accepts now, for the
+    /// client to check a job against before it is queued.
+    pub(super) fn describe_types(&self) {
+        let catalog = Catalog::of(&self.config, &spool::this_writer(), time::now());
+        if let Err(e) = self.spool.write_catalog(catalog.to_json().as_bytes()) {
+            crate::log!("types.json: {e}");
+        }
+    }
+
     /// Takes in the sweeper's first scan of `done/`: its latest records
-    /// fill the report's rows this run has not filled yet, and mail still
+    /// fill the report's rows this run has not filled yet, its latest
+    /// failures join the report's list, and mail still
     /// `pending` goes to the commit thread (which skips what this run has
     /// handed to the mailer already).
     pub(super) fn first_scan(&mut self, scan: FirstScan) {
+        std::sync::Arc::make_mut(&mut self.history).absorb_failures(scan.failures);
         for row in scan.recent {
             if self.recent.len() < ROWS && !self.recent.iter().any(|r| r.id == row.id) {
                 self.recent.push_back(row);

@@ -354,12 +354,13 @@ pub(crate) fn everything_with(
     }
     durations.insert(job.kind.clone(), h);
     let ran = job.timeout.unwrap_or(job.keep);
-    let snapshot = Snapshot {
+    let mut snapshot = Snapshot {
         generated: Some(now),
         total: config.total,
         running_total: 1,
         queued_total: 1,
         draining: false,
+        history: Default::default(),
         types: vec![TypeRow {
             name: job.kind.clone(),
             limit: config.limit_of(&job.kind),
@@ -393,6 +394,13 @@ pub(crate) fn everything_with(
         finished_counts: BTreeMap::from([((job.kind.clone(), Status::TimedOut), u64::MAX)]),
         durations,
     };
+    // The history the report draws from, fed with the same finished rows.
+    let mut history = crate::history::History::default();
+    for r in &snapshot.finished {
+        history.observe(&r.kind, r, now);
+    }
+    history.absorb_failures(snapshot.finished.iter().cloned());
+    snapshot.history = std::sync::Arc::new(history);
     for at in [now, time::EARLIEST, time::latest(), expires] {
         let html = report::render(&snapshot, at);
         assert!(html.ends_with("</html>\n"));

@@ -6,7 +6,9 @@
 //! [`Spool::requeue`], [`Spool::delete_finished`], cancel requests. Its
 //! parts: [`query`] (the read side: find, list, open outputs and files),
 //! `outputs` (a running task's files), `recovery` (leftovers of a dead
-//! daemon, from `/proc`), `tmpname` (who wrote a temporary file).
+//! daemon, from `/proc`), `tmpname` (who wrote a temporary file),
+//! `catalog` (`types.json`, the daemon's description of what it
+//! accepts, and whether its writer still runs).
 //!
 //! The daemon's side of the spool is written here only: no other module
 //! of raccoond creates, renames, writes or deletes a spool path, except the
@@ -50,11 +52,13 @@ use crate::fsio::{io_context, open_nofollow, open_regular};
 use crate::ids::{fresh_id, valid_id};
 use crate::record::Record;
 
+mod catalog;
 mod outputs;
 pub mod query;
 mod recovery;
 mod tmpname;
 
+pub use catalog::{this_writer, writer_alive};
 pub use outputs::{OutputFile, Outputs};
 pub use recovery::Leftover;
 use tmpname::tmp_name;

@@ -41,7 +41,7 @@ fn writer_tag() -> &'static str {
 }
 
 /// When a process started (clock ticks after boot, `/proc/<pid>/stat`).
-fn process_start(pid: i32) -> Option<u64> {
+pub(super) fn process_start(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which may hold spaces: starttime is
     // the 22nd field of the line, the 20th after ")".

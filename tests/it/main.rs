@@ -14,6 +14,9 @@ mod hostile;
 mod http;
 /// Mail: the message, retries, 5xx, sendmail, address checks.
 mod mail;
+/// A newcomer's first hour: the client's checks, types, show, retry, tables
+/// and completions; the report's last hour; metrics that promtool accepts.
+mod newcomer;
 /// Operating it: systemd unit and notify, sysusers, tmpfiles, exit codes, man pages.
 mod ops;
 /// Regressions, named after the bugs they pin.

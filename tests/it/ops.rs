@@ -474,7 +474,7 @@ fn group_members_submit_and_read_outcomes_but_cannot_touch_others_jobs() {
         "ls $S/new $S/running $S/done",
         "cat $S/done/ann.toml $S/report.html",
         "test \"$($RACCOON output ann)\" = hello",
-        "$RACCOON list | grep -q '^ann2[[:space:]]hello[[:space:]]succeeded'",
+        "$RACCOON list | grep -Eq '^ann2[[:space:]]+hello[[:space:]]+succeeded'",
         "$RACCOON status ann",
         "touch $S/cancel/ann",
     ] {

@@ -16,7 +16,7 @@ use crate::support::*;
 const XSS: &str = "<script>alert(1)</script>";
 
 /// Waits until report.html mentions every one of `ids`.
-fn wait_report(t: &TestSpool, ids: &[&str]) -> String {
+pub(crate) fn wait_report(t: &TestSpool, ids: &[&str]) -> String {
     wait_for("report.html to list the jobs", PROMPT, || {
         let html = std::fs::read_to_string(t.path("report.html")).ok()?;
         ids.iter().all(|id| html.contains(id)).then_some(html)
@@ -24,7 +24,7 @@ fn wait_report(t: &TestSpool, ids: &[&str]) -> String {
 }
 
 /// The text of `<section id="NAME">` in a page.
-fn section<'a>(html: &'a str, name: &str) -> &'a str {
+pub(crate) fn section<'a>(html: &'a str, name: &str) -> &'a str {
     let start = html
         .find(&format!("<section id=\"{name}\">"))
         .unwrap_or_else(|| panic!("no section {name} in\n{html}"));
@@ -166,12 +166,18 @@ fn a_real_browser_shows_running_queued_and_finished_jobs_with_working_links() {
 }
 
 /// Chromium (tests/run installs it; the test fails when it is missing).
-fn browser() -> PathBuf {
+pub(crate) fn browser() -> PathBuf {
     tool("chromium", "chromium")
 }
 
 /// The DOM Chromium builds from a file, with a deadline.
-fn dump_dom(chromium: &Path, page: &Path) -> String {
+pub(crate) fn dump_dom(chromium: &Path, page: &Path) -> String {
+    dump_dom_at(chromium, page, 1200)
+}
+
+/// The DOM Chromium builds from a file in a window `width` pixels wide
+/// (headless Chromium makes it at least 500), with a deadline.
+pub(crate) fn dump_dom_at(chromium: &Path, page: &Path, width: u32) -> String {
     let profile = tempfile::tempdir().unwrap();
     let mut child = Command::new(chromium)
         .args([
@@ -185,6 +191,7 @@ fn dump_dom(chromium: &Path, page: &Path) -> String {
             "--disable-dev-shm-usage",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size={width},800"))
         .arg("--dump-dom")
         .arg(format!("file://{}", page.display()))
         .env("HOME", profile.path())
