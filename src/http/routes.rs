@@ -18,8 +18,8 @@
 use std::borrow::Cow;
 
 use serde_json::{Map, Value, json};
-use tiny_http::Method;
 
+use super::request::Method;
 use super::shape::{job_json, listed_json};
 use super::{Answer, Api, ApiError, Dialect, Exchange, Reply, TEXT, fail, internal, not_found};
 use crate::config::Config;
