@@ -10,6 +10,9 @@ mod core;
 mod hostile;
 /// The HTTP API: every endpoint and error, tokens, traversal, idle clients.
 mod http;
+/// The HTTP server's limits: long heads, idle and excess connections,
+/// keep-alive, and what they cost the daemon.
+mod http_limits;
 /// Mail: the message, retries, 5xx, sendmail, address checks.
 mod mail;
 /// Operating it: systemd unit and notify, sysusers, tmpfiles, exit codes, man pages.
