@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::spool::Spool;
-use crate::status::{FinishedRow, ROWS};
+use crate::status::{FinishedRow, INDEX_ROWS, IndexRow, ROWS};
 use crate::time;
 
 /// The maildir rule for abandoned files in `tmp/`.
@@ -35,6 +35,11 @@ pub struct FirstScan {
     /// Ids of records whose mail is still `pending`: an earlier run ended
     /// before it was sent.
     pub mail_pending: Vec<String>,
+    /// The newest records, newest first, at most `INDEX_ROWS`: the
+    /// board's finished index.
+    pub index: Vec<IndexRow>,
+    /// Whether `index` holds every record found.
+    pub index_complete: bool,
 }
 
 /// Starts the sweeper; send it `(id, expires)` for every record written.
@@ -65,6 +70,9 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
     let mut index: BTreeSet<(SystemTime, String)> = BTreeSet::new();
     let mut found = FirstScan::default();
     let mut recent: Vec<FinishedRow> = Vec::new();
+    let mut newest: Vec<IndexRow> = Vec::new();
+    // Records a listing would show that the index cannot place.
+    let mut unplaced = false;
     for id in spool.done_ids().unwrap_or_default() {
         let rec = match spool.read_record(&id) {
             Ok(r) => r,
@@ -80,6 +88,14 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
             found.mail_pending.push(id.clone());
         }
         if let Some(finished) = rec.finished_at() {
+            // By its file name, as listings name it: the record's own
+            // `id` is not trusted to match.
+            newest.push(IndexRow {
+                id: id.as_str().into(),
+                kind: rec.kind.as_str().into(),
+                status: rec.status,
+                finished,
+            });
             recent.push(FinishedRow {
                 duration: rec.duration(),
                 id: rec.id,
@@ -90,11 +106,17 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
                 signal: rec.signal,
                 error: rec.error,
             });
+        } else {
+            unplaced = true;
         }
     }
     recent.sort_by_key(|r| std::cmp::Reverse(r.finished));
     recent.truncate(ROWS);
     found.recent = recent;
+    newest.sort_by(|a, b| b.finished.cmp(&a.finished).then_with(|| b.id.cmp(&a.id)));
+    found.index_complete = !unplaced && newest.len() <= INDEX_ROWS;
+    newest.truncate(INDEX_ROWS);
+    found.index = newest;
     on_scan(found);
 
     let mut next_tmp = Instant::now();
