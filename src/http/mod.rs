@@ -37,6 +37,15 @@
 //! An HTTP thread that dies is started again; the daemon goes on.
 //!
 //! Choices the SPEC leaves open, as users see them:
+//! - A head longer than 16 KiB (or with more than 100 headers) is answered
+//!   431 `{"error": …}` and the connection closed; a malformed head 400, a
+//!   `Transfer-Encoding` other than chunked 501, both closed too.
+//! - Connections are kept alive as HTTP/1.1 says (HTTP/1.0: with
+//!   `Connection: keep-alive`); pipelined requests are answered in order.
+//!   `Expect: 100-continue` gets `100 Continue`, unless the length
+//!   announced is already past `max_job_bytes` (then 413 at once). After
+//!   a 413 the rest of the body is read and thrown away (up to 16 MiB) and
+//!   the connection closed.
 //! - Path segments are split on `/` first and percent-decoded after, so
 //!   `%2F` never makes a new segment. An id that is not a valid job id
 //!   (`..`, `a/b`, too long) gets 404, like any id no job has; it is
