@@ -82,6 +82,10 @@ fn main() {
                 "spool::query list alone, in process (the path before the index)",
                 &l.folders,
             ),
+            (
+                "the 100 newest records read by id (spool::query find), in process",
+                &l.finds,
+            ),
         ] {
             println!(
                 "| {what} | {} | {:.2} | {:.2} | {:.2} |",
@@ -342,6 +346,7 @@ struct ListCost {
     cold: Vec<f64>,
     warm: Vec<f64>,
     folders: Vec<f64>,
+    finds: Vec<f64>,
 }
 
 /// `records` records in `done/` before the daemon starts; then
@@ -401,9 +406,10 @@ fn list_cost(bin: &Path, records: usize) -> ListCost {
         }
         let mut answer = vec![0; len];
         reader.read_exact(&mut answer).unwrap();
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
         let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
         assert_eq!(v["jobs"].as_array().map(Vec::len), Some(100.min(records)));
-        t.elapsed().as_secs_f64() * 1000.0
+        ms
     };
     let mut cold = Vec::new();
     let mut warm = Vec::new();
@@ -439,6 +445,20 @@ fn list_cost(bin: &Path, records: usize) -> ListCost {
             t.elapsed().as_secs_f64() * 1000.0
         })
         .collect();
+    // What the index path reads: the 100 newest records, by id.
+    let newest: Vec<String> = (records.saturating_sub(100)..records)
+        .rev()
+        .map(|i| format!("20261122T090000.000Z-bench-{i:07}"))
+        .collect();
+    let finds: Vec<f64> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            for id in &newest {
+                assert!(spool.query(1 << 20).find(id).unwrap().is_some());
+            }
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
     let sorted = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v
@@ -447,6 +467,7 @@ fn list_cost(bin: &Path, records: usize) -> ListCost {
         cold: sorted(cold),
         warm: sorted(warm),
         folders: sorted(folders),
+        finds: sorted(finds),
     }
 }
 
