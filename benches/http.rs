@@ -91,7 +91,7 @@ fn main() {
                 "| {what} | {} | {:.2} | {:.2} | {:.2} |",
                 t.len(),
                 percentile(t, 0.5),
-                t.iter().sum::<f64>() / t.len().max(1) as f64,
+                t.iter().fold(0.0, |a, b| a + b) / t.len().max(1) as f64,
                 t.last().copied().unwrap_or(0.0)
             );
         }
