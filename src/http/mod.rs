@@ -56,7 +56,13 @@
 //!   latest step, as `raccoon list` orders them: queued and running jobs
 //!   by when their file was written, finished jobs by when they finished.
 //!   `limit` above 1000 is taken as 1000; a `limit` that is not a number
-//!   or a `status` that is not one of the seven is a 400.
+//!   or a `status` that is not one of the seven is a 400. Finished jobs
+//!   are those the daemon knows: the records in `done/` when it started
+//!   and those it wrote since. With several daemons on one spool, a job
+//!   another daemon finished later shows in this daemon's listing only
+//!   once the listing reaches past its index (or after a restart);
+//!   `GET /jobs/<id>` and `raccoon list` read the folders and always
+//!   show it.
 //! - The output of a job that has none yet (queued, rejected) is empty.
 //! - `GET /done/<id>.out|.err` and `/running/<id>.out|.err` serve those
 //!   files, so that the report's relative links (`done/<id>.out`) work over
