@@ -8,11 +8,20 @@
 //!    record (the jobs really run, competing for the same cores).
 //! 2. `report::render` on a snapshot that says 100 000 jobs are queued
 //!    (with the rows a snapshot carries): milliseconds per page.
+//! 3. `GET /jobs?limit=100` with 100 000 records in `done/` (written
+//!    before the daemon starts), on one keep-alive connection: the first
+//!    answers (before the daemon has read `done/` once, from the folders),
+//!    then once the daemon's index of the newest records answers; and the
+//!    folder listing alone (`spool::query`'s `list`, what every answer
+//!    cost before the index), in this process.
 //!
 //! `cargo bench --bench http`; `RACCOON_BENCH_N` submissions per run
 //! (default 5000), `RACCOON_BENCH_CLIENTS` threads (default 8),
-//! `RACCOON_BENCH_DIR` where the temporary spool goes. It prints figures
-//! and asserts nothing about time.
+//! `RACCOON_BENCH_RECORDS` records for 3 (default 100 000),
+//! `RACCOON_BENCH_PARTS` which parts run (default `post,render,list`),
+//! `RACCOON_BENCH_BIN` another `raccoond` to measure (an older build, for
+//! a before and after), `RACCOON_BENCH_DIR` where the temporary spool
+//! goes. It prints figures and asserts nothing about time.
 
 // A benchmark that cannot do its IO has nothing to report: panicking says why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -37,23 +46,85 @@ fn env_or(name: &str, default: usize) -> usize {
 fn main() {
     let n = env_or("RACCOON_BENCH_N", 5000);
     let clients = env_or("RACCOON_BENCH_CLIENTS", 8).max(1);
+    let records = env_or("RACCOON_BENCH_RECORDS", 100_000);
+    let parts = std::env::var("RACCOON_BENCH_PARTS").unwrap_or_else(|_| "post,render,list".into());
     let bin = daemon_binary();
     println!(
         "raccoond HTTP benchmark: {n} POST /jobs per run, {clients} keep-alive clients, {bin:?}"
     );
 
     let mut rows = Vec::new();
-    for (fsync, hold) in [(false, false), (true, false), (false, true), (true, true)] {
-        rows.push(((fsync, hold), submissions(&bin, fsync, n, clients, hold)));
+    if parts.contains("post") {
+        for (fsync, hold) in [(false, false), (true, false), (false, true), (true, true)] {
+            rows.push(((fsync, hold), submissions(&bin, fsync, n, clients, hold)));
+        }
     }
-    let render = render_cost(100_000, 200);
+    if parts.contains("render") {
+        print_render(&render_cost(100_000, 200));
+    }
+    if !rows.is_empty() {
+        print_posts(&rows);
+    }
+    if parts.contains("list") {
+        let l = list_cost(&bin, records);
+        println!();
+        println!(
+            "| GET /jobs?limit=100, {records} records in done/ | answers | p50 ms | mean ms | max ms |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for (what, t) in [
+            (
+                "before the daemon has read done/ (from the folders)",
+                &l.cold,
+            ),
+            ("once the daemon has read done/", &l.warm),
+            (
+                "spool::query list alone, in process (the path before the index)",
+                &l.folders,
+            ),
+            (
+                "the 100 newest records read by id (spool::query find), in process",
+                &l.finds,
+            ),
+        ] {
+            println!(
+                "| {what} | {} | {:.2} | {:.2} | {:.2} |",
+                t.len(),
+                percentile(t, 0.5),
+                t.iter().fold(0.0, |a, b| a + b) / t.len().max(1) as f64,
+                t.last().copied().unwrap_or(0.0)
+            );
+        }
+    }
+}
 
+/// The value at `p` (0..=1) of sorted figures; 0 when there are none.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn print_render(render: &Render) {
+    println!();
+    println!(
+        "| report::render, 100 000 queued ({ROWS} rows of each kind) | mean ms | max ms | bytes |"
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| {} pages | {:.3} | {:.3} | {} |",
+        render.pages, render.mean_ms, render.max_ms, render.bytes
+    );
+}
+
+fn print_posts(rows: &[((bool, bool), Run)]) {
     println!();
     println!(
         "| fsync | jobs | submissions/s | p50 ms | p99 ms | max ms | every job finished (or queued) after |"
     );
     println!("|-------|------|--------------:|-------:|-------:|-------:|------:|");
-    for ((fsync, hold), r) in &rows {
+    for ((fsync, hold), r) in rows {
         println!(
             "| {:<5} | {} | {:>13.0} | {:>6.2} | {:>6.2} | {:>6.1} | {:>5.1} s |",
             if *fsync { "on" } else { "off" },
@@ -69,20 +140,15 @@ fn main() {
             r.drained.as_secs_f64()
         );
     }
-    println!();
-    println!(
-        "| report::render, 100 000 queued ({ROWS} rows of each kind) | mean ms | max ms | bytes |"
-    );
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| {} pages | {:.3} | {:.3} | {} |",
-        render.pages, render.mean_ms, render.max_ms, render.bytes
-    );
 }
 
-/// The release daemon: the one cargo built for this benchmark, else
-/// `target/release/raccoond` next to the manifest, built when missing.
+/// The release daemon: `RACCOON_BENCH_BIN`, else the one cargo built for
+/// this benchmark, else `target/release/raccoond` next to the manifest,
+/// built when missing.
 fn daemon_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("RACCOON_BENCH_BIN") {
+        return PathBuf::from(p);
+    }
     if let Some(p) = option_env!("CARGO_BIN_EXE_raccoond") {
         return PathBuf::from(p);
     }
@@ -125,11 +191,17 @@ impl Drop for Daemon {
 }
 
 fn start(bin: &Path, fsync: bool) -> Daemon {
+    start_with(bin, fsync, |_| {})
+}
+
+/// Starts a daemon on a spool that `prepare` has put files in first.
+fn start_with(bin: &Path, fsync: bool, prepare: impl FnOnce(&Path)) -> Daemon {
     let base = std::env::var_os("RACCOON_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let dir = tempfile::Builder::new()
         .prefix("raccoond-bench-http.")
         .tempdir_in(base)
         .unwrap();
+    prepare(&dir.path().join("spool"));
     let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
         .flatten()
@@ -267,6 +339,136 @@ fn client(addr: &str, count: usize, hold: bool) -> Vec<Duration> {
         lat.push(t.elapsed());
     }
     lat
+}
+
+/// Milliseconds per `GET /jobs?limit=100`, each list sorted.
+struct ListCost {
+    cold: Vec<f64>,
+    warm: Vec<f64>,
+    folders: Vec<f64>,
+    finds: Vec<f64>,
+}
+
+/// `records` records in `done/` before the daemon starts; then
+/// `GET /jobs?limit=100` on one keep-alive connection until the answers
+/// are fast (the daemon has read `done/` once) or a minute has passed.
+fn list_cost(bin: &Path, records: usize) -> ListCost {
+    let begin = Instant::now();
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let write_records = |spool: &Path| {
+        let done = spool.join("done");
+        std::fs::create_dir_all(&done).unwrap();
+        for i in 0..records {
+            let id = format!("20261122T090000.000Z-bench-{i:07}");
+            let at = |s: u64| {
+                humantime::format_rfc3339_millis(base + Duration::from_millis(i as u64 * 10 + s))
+            };
+            let text = format!(
+                "id = \"{id}\"\ntype = \"noop\"\nstatus = \"{}\"\nsubmitted = {}\nstarted = {}\nfinished = {}\nexpires = 2099-01-01T00:00:00Z\nattempts = 1\nexit_code = 0\n\n[params]\nn = {i}\n",
+                if i % 10 == 0 { "failed" } else { "succeeded" },
+                at(0),
+                at(1),
+                at(5)
+            );
+            std::fs::write(done.join(format!("{id}.toml")), text).unwrap();
+        }
+    };
+    let d = start_with(bin, false, write_records);
+    println!(
+        "\n{records} records written and the daemon ready in {:.1} s",
+        begin.elapsed().as_secs_f64()
+    );
+
+    let stream = TcpStream::connect(&d.addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut ask = || -> f64 {
+        let t = Instant::now();
+        writer
+            .write_all(b"GET /jobs?limit=100 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        let mut len = 0;
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut answer = vec![0; len];
+        reader.read_exact(&mut answer).unwrap();
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(v["jobs"].as_array().map(Vec::len), Some(100.min(records)));
+        ms
+    };
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        let ms = ask();
+        // Ten times faster than the first answer: the index answers.
+        if cold.first().is_some_and(|first| ms * 10.0 < *first) {
+            warm.push(ms);
+            break;
+        }
+        cold.push(ms);
+        if cold.len() >= 20 {
+            // Enough of those: leave the daemon the cores to read done/.
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    if !warm.is_empty() {
+        for _ in 0..200 {
+            warm.push(ask());
+        }
+    }
+    let spool = raccoond::spool::Spool::open(&d.spool, false).unwrap();
+    let filter = raccoond::spool::query::Filter {
+        limit: 100,
+        ..Default::default()
+    };
+    let folders: Vec<f64> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let n = spool.query(1 << 20).list(&filter).unwrap().len();
+            assert_eq!(n, 100.min(records));
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    // What the index path reads: the 100 newest records, by id.
+    let newest: Vec<String> = (records.saturating_sub(100)..records)
+        .rev()
+        .map(|i| format!("20261122T090000.000Z-bench-{i:07}"))
+        .collect();
+    let finds: Vec<f64> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            for id in &newest {
+                assert!(spool.query(1 << 20).find(id).unwrap().is_some());
+            }
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    };
+    ListCost {
+        cold: sorted(cold),
+        warm: sorted(warm),
+        folders: sorted(folders),
+        finds: sorted(finds),
+    }
 }
 
 struct Render {

@@ -47,13 +47,29 @@ pub struct Config {
     pub types: BTreeMap<String, TypeConfig>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// `None`: no HTTP server.
     pub listen: Option<String>,
     /// The bearer token every request must carry, read from `token_file`.
     pub token: Option<String>,
     pub cors_origin: Option<String>,
+    /// Connections open at once; at the limit a new one closes the idlest.
+    pub max_connections: usize,
+    /// How long a connection may go without sending a complete request.
+    pub idle_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            token: None,
+            cors_origin: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +177,14 @@ impl std::error::Error for ConfigError {}
 
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The range of `[http] max_connections`: past 65 536 the descriptors run
+/// out first.
+const MAX_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=65_536;
+/// The range of `[http] idle_timeout`.
+const IDLE_TIMEOUT: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,6 +210,8 @@ struct FileHttp {
     listen: Option<String>,
     token_file: Option<PathBuf>,
     cors_origin: Option<String>,
+    max_connections: Option<usize>,
+    idle_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -294,10 +320,29 @@ impl Config {
                     Some(p) => Some(read_token(&resolve(p)).map_err(err)?),
                     None => None,
                 };
+                let max_connections = h.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+                if !MAX_CONNECTIONS.contains(&max_connections) {
+                    return Err(err(format!(
+                        "[http] max_connections = {max_connections}: must be from {} to {}",
+                        MAX_CONNECTIONS.start(),
+                        MAX_CONNECTIONS.end()
+                    )));
+                }
+                let idle_timeout = h.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0);
+                if !IDLE_TIMEOUT.contains(&idle_timeout) {
+                    return Err(err(format!(
+                        "[http] idle_timeout = {:?}: must be from {} to {}",
+                        crate::time::format_duration(idle_timeout),
+                        crate::time::format_duration(*IDLE_TIMEOUT.start()),
+                        crate::time::format_duration(*IDLE_TIMEOUT.end())
+                    )));
+                }
                 HttpConfig {
                     listen: (!listen.is_empty()).then_some(listen),
                     token,
                     cors_origin: h.cors_origin.filter(|o| !o.is_empty()),
+                    max_connections,
+                    idle_timeout,
                 }
             }
         };
@@ -835,6 +880,36 @@ mod tests {
         for mode in [0o600, 0o400] {
             std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
             assert_eq!(load(&text).unwrap().http.token.as_deref(), Some("s3cret"));
+        }
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_ranges() {
+        let c = load("[http]\n").unwrap();
+        assert_eq!(
+            (c.http.max_connections, c.http.idle_timeout),
+            (DEFAULT_MAX_CONNECTIONS, DEFAULT_IDLE_TIMEOUT)
+        );
+        let c = load("[http]\nmax_connections = 4\nidle_timeout = \"2s\"\n").unwrap();
+        assert_eq!(
+            (c.http.max_connections, c.http.idle_timeout),
+            (4, Duration::from_secs(2))
+        );
+        for (text, key) in [
+            (
+                "max_connections = 0",
+                "max_connections = 0: must be from 1 to 65536",
+            ),
+            ("max_connections = 65537", "max_connections = 65537"),
+            ("max_connections = -1", "max_connections"),
+            (
+                "idle_timeout = \"500ms\"",
+                "idle_timeout = \"500ms\": must be from 1.0s to 1h00m",
+            ),
+            ("idle_timeout = \"2h\"", "idle_timeout"),
+        ] {
+            let e = load(&format!("[http]\n{text}\n")).unwrap_err().0;
+            assert!(e.contains(key), "{text}: {e}");
         }
     }
 

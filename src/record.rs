@@ -260,13 +260,32 @@ impl Record {
     /// The record as JSON, with datetimes in RFC 3339 (the HTTP API and
     /// `raccoon --json`).
     pub fn to_json(&self) -> serde_json::Value {
-        // Through the text form, so that datetimes stay datetimes.
-        let table = self
-            .to_toml()
-            .ok()
-            .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
-            .unwrap_or_default();
-        crate::values::toml_to_json(&toml::Value::Table(table))
+        // Through a TOML value, not text (`GET /jobs` makes up to a
+        // thousand of these); serde hands datetimes over as a private
+        // one-key table, turned back into datetimes here.
+        let mut value =
+            toml::Value::try_from(self).unwrap_or_else(|_| toml::Value::Table(toml::Table::new()));
+        restore_datetimes(&mut value);
+        crate::values::toml_to_json(&value)
+    }
+}
+
+/// Turns the tables serde makes of datetimes (`{"$__toml_private_datetime":
+/// "…"}`) back into datetimes, at any depth.
+fn restore_datetimes(v: &mut toml::Value) {
+    match v {
+        toml::Value::Table(t) => {
+            if t.len() == 1
+                && let Some(toml::Value::String(s)) = t.get("$__toml_private_datetime")
+                && let Ok(d) = s.parse::<Datetime>()
+            {
+                *v = toml::Value::Datetime(d);
+                return;
+            }
+            t.iter_mut().for_each(|(_, v)| restore_datetimes(v));
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(restore_datetimes),
+        _ => {}
     }
 }
 
@@ -359,6 +378,31 @@ mod tests {
         assert!(text.contains("memory_peak_bytes = 41943040\n"), "{text}");
         assert!(text.contains("oom_killed = true\n"), "{text}");
         assert_eq!(Record::from_toml(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn a_records_json_is_the_json_of_its_text() {
+        let text = "id = \"x\"\ntype = \"t\"\nstatus = \"failed\"\n\
+            submitted = 2026-11-22T10:00:00.125Z\nfinished = 2026-11-22T10:00:01Z\n\
+            exit_code = 3\nerror = \"boom\"\n\
+            [params]\nwhen = 2026-11-22\nat = 10:00:00\nlist = [1979-05-27T07:32:00-08:00, 2]\n\
+            deep = [{ t = 2026-01-01T00:00:00Z }]\n\
+            [result]\nrows = 3\nstamp = 2026-11-22T10:00:00Z\n\
+            [usage]\ncpu_seconds = 0.5\nmax_rss_bytes = 1024\n";
+        let r = Record::from_toml(text).unwrap();
+        let via_text = crate::values::toml_to_json(&toml::Value::Table(
+            toml::from_str::<toml::Table>(&r.to_toml().unwrap()).unwrap(),
+        ));
+        assert_eq!(r.to_json(), via_text);
+        assert_eq!(
+            r.to_json()["params"]["deep"][0]["t"],
+            "2026-01-01T00:00:00.000Z"
+        );
+        // Same keys in the same order.
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(keys(&r.to_json()), keys(&via_text));
     }
 
     #[test]

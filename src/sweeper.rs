@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::history;
 use crate::spool::Spool;
-use crate::status::{FinishedRow, ROWS};
+use crate::status::{FinishedRow, INDEX_ROWS, IndexRow, ROWS};
 use crate::threads::Threads;
 use crate::time;
 
@@ -41,6 +41,11 @@ pub struct FirstScan {
     /// The latest failures, newest first, at most [`history::FAILURES`]:
     /// the report's failures list, which goes further back than `recent`.
     pub failures: Vec<FinishedRow>,
+    /// The newest records, newest first, at most `INDEX_ROWS`: the
+    /// board's finished index.
+    pub index: Vec<IndexRow>,
+    /// Whether `index` holds every record found.
+    pub index_complete: bool,
 }
 
 /// Starts the sweeper (a thread supervised by `threads`); send it
@@ -75,6 +80,9 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
     let mut index: BTreeSet<(SystemTime, String)> = BTreeSet::new();
     let mut found = FirstScan::default();
     let mut recent: Vec<FinishedRow> = Vec::new();
+    let mut newest: Vec<IndexRow> = Vec::new();
+    // Records a listing would show that the index cannot place.
+    let mut unplaced = false;
     for id in spool.done_ids().unwrap_or_default() {
         let rec = match spool.read_record(&id) {
             Ok(r) => r,
@@ -90,6 +98,14 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
             found.mail_pending.push(id.clone());
         }
         if let Some(finished) = rec.finished_at() {
+            // By its file name, as listings name it: the record's own
+            // `id` is not trusted to match.
+            newest.push(IndexRow {
+                id: id.as_str().into(),
+                kind: rec.kind.as_str().into(),
+                status: rec.status,
+                finished,
+            });
             recent.push(FinishedRow {
                 duration: rec.duration(),
                 id: rec.id,
@@ -100,6 +116,8 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
                 signal: rec.signal,
                 error: rec.error,
             });
+        } else {
+            unplaced = true;
         }
     }
     recent.sort_by_key(|r| std::cmp::Reverse(r.finished));
@@ -111,6 +129,10 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
         .collect();
     recent.truncate(ROWS);
     found.recent = recent;
+    newest.sort_by(|a, b| b.finished.cmp(&a.finished).then_with(|| b.id.cmp(&a.id)));
+    found.index_complete = !unplaced && newest.len() <= INDEX_ROWS;
+    newest.truncate(INDEX_ROWS);
+    found.index = newest;
     on_scan(found);
 
     let mut next_tmp = Instant::now();

@@ -123,18 +123,24 @@ impl Threads {
         self.shared.health.clone()
     }
 
+    /// The test-only fault for the thread `name`, if the switch names it:
+    /// how long after it starts it must die. For threads started by a
+    /// helper of their own (HTTP's keeper), which apply it themselves.
+    pub fn fault(&self, name: &str) -> Option<Duration> {
+        self.shared
+            .fault
+            .as_ref()
+            .filter(|(n, _)| n == name)
+            .map(|(_, after)| *after)
+    }
+
     /// Starts a thread named `name` running `f`; its end, by return or by
     /// panic, is reported unless the daemon is closing.
     pub fn spawn<F>(&self, name: &str, f: F) -> io::Result<JoinHandle<()>>
     where
         F: FnOnce() + Send + 'static,
     {
-        let fault = self
-            .shared
-            .fault
-            .as_ref()
-            .filter(|(n, _)| n == name)
-            .map(|(_, after)| *after);
+        let fault = self.fault(name);
         let guard = self.guard(name);
         install_panic_hook();
         std::thread::Builder::new()

@@ -24,7 +24,7 @@ use crate::config::{DEFAULT_RETRY_DELAY, Notify};
 use crate::job::Job;
 use crate::record::Record;
 use crate::runner::Output;
-use crate::status::{FinishedRow, ROWS};
+use crate::status::{FinishedRow, IndexRow, ROWS};
 use crate::time::{self, format_duration};
 
 /// A job file this daemon holds claimed in `running/`, as the end of its
@@ -243,6 +243,16 @@ impl Daemon {
         std::sync::Arc::make_mut(&mut self.history).observe(&counted, &row, time::now());
         self.recent.push_front(row);
         self.recent.truncate(ROWS);
+        // Before the commit thread has it: a record on disk is always in
+        // the index HTTP lists from.
+        self.board.update_finished(|index| {
+            index.push(IndexRow {
+                id: rec.id.as_str().into(),
+                kind: rec.kind.as_str().into(),
+                status: rec.status,
+                finished: rec.finished_at().unwrap_or_else(time::now),
+            });
+        });
         self.dirty = true;
         self.committer.finish(Finish {
             record: rec,

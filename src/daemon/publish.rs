@@ -129,12 +129,14 @@ impl Daemon {
     }
 
     /// Takes in the sweeper's first scan of `done/`: its latest records
-    /// fill the report's rows this run has not filled yet, its latest
-    /// failures join the report's list, and mail still
-    /// `pending` goes to the commit thread (which skips what this run has
-    /// handed to the mailer already).
+    /// fill the report's rows this run has not filled yet and the board's
+    /// finished index (which HTTP then lists from), its latest failures
+    /// join the report's list, and mail still `pending` goes to the commit
+    /// thread (which skips what this run has handed to the mailer already).
     pub(super) fn first_scan(&mut self, scan: FirstScan) {
         std::sync::Arc::make_mut(&mut self.history).absorb_failures(scan.failures);
+        self.board
+            .update_finished(|index| index.scanned(scan.index, scan.index_complete));
         for row in scan.recent {
             if self.recent.len() < ROWS && !self.recent.iter().any(|r| r.id == row.id) {
                 self.recent.push_back(row);

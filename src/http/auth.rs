@@ -11,8 +11,7 @@
 //! never send any with one), and says nothing beyond the methods and
 //! headers the API takes.
 
-use tiny_http::Request;
-
+use super::request::Request;
 use super::{Reply, TEXT};
 
 /// The methods the API takes on some path, as preflights announce them.
@@ -20,14 +19,10 @@ const METHODS: &str = "GET, HEAD, POST, DELETE, OPTIONS";
 
 /// Whether the request carries the token (`Authorization: Bearer <token>`).
 pub(super) fn authorized(req: &Request, token: &str) -> bool {
-    let Some(h) = req
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-    else {
+    let Some(value) = req.header("Authorization") else {
         return false;
     };
-    let value = h.value.as_str().trim();
+    let value = value.trim();
     let Some((scheme, given)) = value.split_once(' ') else {
         return false;
     };

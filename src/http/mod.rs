@@ -1,18 +1,27 @@
 //! The HTTP API (SPEC §9): a door onto the spool for programs that would
 //! rather not write files.
 //!
-//! Takes requests from tiny_http on a small pool of worker threads; reads
-//! jobs, their output and their files through
+//! Requests come in through a bounded front (`front`: one mio event
+//! thread holds every connection and reads each request whole, within the
+//! limits of SPEC §9) and are answered by a fixed pool of workers
+//! (`workers`); a keeper (`keeper`) starts any of these threads again if
+//! it dies. Handlers read jobs, their output and their files through
 //! [`spool::query`](crate::spool::query) (the spool's one read side, which
 //! the client asks too; this module builds no spool path), and the
-//! snapshot the daemon publishes on its [`Board`]; writes exactly two things, both through [`Spool`]: a
-//! submission (`tmp/` → `new/`, the same path as a file drop, checked by
-//! the same `job::parse`) and a cancel request (`cancel/<id>`). It never
-//! moves a job and never decides anything about one.
+//! snapshot the daemon publishes on its [`Board`]; they write exactly two
+//! things, both through [`Spool`]: a submission (`tmp/` → `new/`, the same
+//! path as a file drop, checked by the same `job::parse`) and a cancel
+//! request (`cancel/<id>`). Nothing here moves a job or decides anything
+//! about one.
 //!
-//! This file owns the [`Server`], its worker pool and the plumbing of one
-//! exchange (reading a body through a limit, sending an answer, spelling
-//! an error). The rest, by concern:
+//! This file owns the [`Server`] (its threads and their stop) and the
+//! plumbing of one exchange (the body through its limit, the headers
+//! every answer carries, how an error is spelled). The rest, by concern:
+//! - `front`: the event thread: connections, limits, idle timeouts.
+//! - `request`: reading one request (head and body) within limits; pure.
+//! - `response`: writing one answer (bytes, a file, a stream).
+//! - `workers`: the worker pool and the senders of long answers.
+//! - `keeper`: restarting a thread that died, with backoff.
 //! - `routes`: which handler answers which request; the native API.
 //! - `compat`: Raccoon's and flask-tasks' request and answer shapes.
 //! - `auth`: the bearer token, CORS and preflights.
@@ -22,18 +31,26 @@
 //! Architecture Invariant: nothing in the daemon waits on an HTTP thread.
 //! The main loop only swaps snapshots into the board; `/healthz` asks it
 //! for a ping and gives up after 2 s, and answers 503 naming every part
-//! that is not working (the loop, a dead thread, records waiting for room).
-//!
-//! The workers are supervised threads ([`Threads`]): one that ends (when
-//! tiny_http's accept thread has died, nothing more would be served) is
-//! reported, and the daemon exits 75 to be started again. A submission
-//! refused because the spool's file system is full is a 507, not a 500. tiny_http has no timeouts, so a slow
-//! or silent client ties up a thread: tiny_http's own for that connection
-//! while it sends headers, and one of ours while it sends a body or reads
-//! a large answer, never one of the pool's workers and never the
-//! scheduler.
+//! that is not working (the loop, a dead thread, records waiting for
+//! room). A submission refused because the spool's file system is full
+//! is a 507, not a 500. No client can hold a thread by keeping a
+//! connection open or sending slowly: the front holds every connection
+//! until its request is whole, a worker only answers, and a client that
+//! does not read its answer loses it after the write timeout. An HTTP
+//! thread that dies is started again by the keeper; the daemon goes on
+//! (the keeper itself is a supervised thread: if it dies, the daemon
+//! exits 75).
 //!
 //! Choices the SPEC leaves open, as users see them:
+//! - A head longer than 16 KiB (or with more than 100 headers) is answered
+//!   431 `{"error": …}` and the connection closed; a malformed head 400, a
+//!   `Transfer-Encoding` other than chunked 501, both closed too.
+//! - Connections are kept alive as HTTP/1.1 says (HTTP/1.0: with
+//!   `Connection: keep-alive`); pipelined requests are answered in order.
+//!   `Expect: 100-continue` gets `100 Continue`, unless the length
+//!   announced is already past `max_job_bytes` (then 413 at once). After
+//!   a 413 the rest of the body is read and thrown away (up to 16 MiB) and
+//!   the connection closed.
 //! - Path segments are split on `/` first and percent-decoded after, so
 //!   `%2F` never makes a new segment. An id that is not a valid job id
 //!   (`..`, `a/b`, too long) gets 404, like any id no job has; it is
@@ -44,7 +61,13 @@
 //!   latest step, as `raccoon list` orders them: queued and running jobs
 //!   by when their file was written, finished jobs by when they finished.
 //!   `limit` above 1000 is taken as 1000; a `limit` that is not a number
-//!   or a `status` that is not one of the seven is a 400.
+//!   or a `status` that is not one of the seven is a 400. Finished jobs
+//!   are those the daemon knows: the records in `done/` when it started
+//!   and those it wrote since. With several daemons on one spool, a job
+//!   another daemon finished later shows in this daemon's listing only
+//!   once the listing reaches past its index (or after a restart);
+//!   `GET /jobs/<id>` and `raccoon list` read the folders and always
+//!   show it.
 //! - The output of a job that has none yet (queued, rejected) is empty.
 //! - `GET /done/<id>.out|.err` and `/running/<id>.out|.err` serve those
 //!   files, so that the report's relative links (`done/<id>.out`) work over
@@ -61,57 +84,56 @@
 mod auth;
 mod compat;
 mod files;
+mod front;
+mod keeper;
+mod request;
+mod response;
 mod routes;
 mod shape;
+mod workers;
 
 use std::borrow::Cow;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use crate::spool::Spool;
 use crate::status::Board;
 use crate::threads::{Stopped, Threads};
+use front::{Link, Work};
+use keeper::{Keeper, Kept};
+use request::{Method, Request, Upload};
+use response::Body;
 
-/// Worker threads taking requests off tiny_http's queue. Enough that a few
-/// slow uploads or `/healthz` calls waiting on the main loop do not stall
+/// Worker threads answering requests. Enough that a few `/healthz` calls
+/// waiting on the main loop, or submissions waiting on fsync, do not stall
 /// the rest; requests are short otherwise.
 const WORKERS: usize = 8;
-/// How much of a refused chunked upload is read and thrown away, so that
-/// the client reads our answer rather than a connection reset.
-const DRAIN_MAX: u64 = 16 << 20;
-/// tiny_http reads bodies up to this size before handing the request over;
-/// larger ones (and chunked ones) are still on the socket.
-const BUFFERED_BODY: usize = 1024;
-/// Answers larger than this (job output, files) are sent from a thread of
-/// their own: a client that reads slowly would otherwise hold a worker.
-const LARGE_ANSWER: usize = 256 << 10;
+/// Sender threads writing long answers (large files, streams) to clients
+/// that may read them slowly.
+const SENDERS: usize = 8;
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// The running server. Dropping it stops the workers.
+/// The running server. Dropping it stops its threads and closes the
+/// listening socket.
 pub struct Server {
-    /// tiny_http's server, shared with the workers that take requests off
-    /// it; the last of them to leave drops it, which stops accepting.
-    inner: Arc<tiny_http::Server>,
-    /// What the workers share; kept here to tell them to stop.
-    api: Arc<Api>,
+    /// What the threads share; told here to stop.
+    link: Arc<Link>,
+    /// Restarts a thread that dies; told here to stop doing so.
+    keeper: Keeper,
     /// The address bound, for the log and for tests on port 0.
     addr: String,
-    /// How many workers started: each needs one unblock to leave.
-    workers: usize,
 }
 
 impl Server {
-    /// Binds `listen` (port 0 picks a free port) and starts the workers
-    /// (supervised by `threads`). `check` says which parts of the daemon
-    /// are not working, none when all are (for `/healthz`).
+    /// Binds `listen` (port 0 picks a free port) and starts the threads
+    /// (their keeper supervised by `threads`). `check` says which parts of
+    /// the daemon are not working, none when all are (for `/healthz`).
     pub fn start<C>(
         threads: &Threads,
         listen: &str,
@@ -122,40 +144,45 @@ impl Server {
     where
         C: Fn() -> Vec<Stopped> + Send + Sync + 'static,
     {
-        let inner = tiny_http::Server::http(listen).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::AddrNotAvailable,
-                format!("cannot listen on {listen}: {e}"),
-            )
-        })?;
-        let addr = inner
-            .server_addr()
-            .to_ip()
-            .map_or_else(|| listen.to_string(), |a| a.to_string());
-        let inner = Arc::new(inner);
+        let listener = std::net::TcpListener::bind(listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| listen.to_string(), |a| a.to_string());
+        let link = Arc::new(Link::new());
         let api = Arc::new(Api {
-            board,
+            board: board.clone(),
             spool,
             check: Box::new(check),
-            stopping: AtomicBool::new(false),
         });
-        let mut server = Server {
-            inner,
-            api,
-            addr,
-            workers: 0,
-        };
+        let listener = Arc::new(listener);
+        let mut kept = Vec::new();
+        let (l, b, k) = (listener, board, link.clone());
+        kept.push(Kept {
+            name: "http-front".into(),
+            body: Arc::new(move || front::run(&l, &b, &k)),
+        });
         for n in 0..WORKERS {
-            let (tiny, api) = (server.inner.clone(), server.api.clone());
-            threads
-                .spawn(&format!("http-{n}"), move || work(&tiny, &api))
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot start HTTP worker thread: {e}"))
-                })?;
-            // Counted as they start, so that a failure stops those started.
-            server.workers += 1;
+            let (api, k) = (api.clone(), link.clone());
+            kept.push(Kept {
+                name: format!("http-{n}"),
+                body: Arc::new(move || workers::work(&api, &k)),
+            });
         }
-        Ok(server)
+        for n in 0..SENDERS {
+            let k = link.clone();
+            kept.push(Kept {
+                name: format!("http-send-{n}"),
+                body: Arc::new(move || workers::send_long(&k)),
+            });
+        }
+        match Keeper::start(kept, link.stopping.clone(), threads) {
+            Ok(keeper) => Ok(Server { link, keeper, addr }),
+            Err(e) => {
+                stop(&link);
+                Err(e)
+            }
+        }
     }
 
     /// The address actually bound, with port 0 resolved.
@@ -166,62 +193,22 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // Each unblock releases one worker once the requests queued before
-        // it are answered; the last worker to leave drops tiny_http's
-        // server, which stops accepting. Nobody waits for that.
-        self.api.stopping.store(true, Ordering::SeqCst);
-        for _ in 0..self.workers {
-            self.inner.unblock();
-        }
+        self.keeper.stop();
+        stop(&self.link);
     }
 }
 
-fn work(tiny: &tiny_http::Server, api: &Arc<Api>) {
-    loop {
-        let req = match tiny.recv() {
-            Ok(req) => req,
-            Err(_) if api.stopping.load(Ordering::SeqCst) => return,
-            Err(e) => {
-                // tiny_http's accept thread ends on its first error (for
-                // example EMFILE with many idle connections): from now on
-                // no new connection is served. The worker's end is
-                // reported, and the daemon restarts.
-                eprintln!("http: no longer accepting connections: {e}");
-                return;
-            }
-        };
-        let ex = Exchange::new(req, false);
-        if !ex.unread {
-            guarded(api, ex);
-            continue;
-        }
-        // The body is still on the socket and arrives as slowly as the
-        // client likes: such a request gets a thread of its own, so that
-        // slow uploads never hold up the pool (tiny_http already spends a
-        // thread per connection; this adds at most one more).
-        let mine = api.clone();
-        let spawned = std::thread::Builder::new()
-            .name("http-body".into())
-            .spawn(move || {
-                guarded(
-                    &mine,
-                    Exchange {
-                        detached: true,
-                        ..ex
-                    },
-                )
-            });
-        if let Err(e) = spawned {
-            eprintln!("http: cannot start a thread for a request body: {e}; answered 500");
-        }
+/// Tells every HTTP thread to leave: the front at once (it closes its
+/// connections and the listener), workers and senders once what was
+/// handed to them before is answered. Nobody waits for them.
+fn stop(link: &Link) {
+    link.stopping.store(true, Ordering::SeqCst);
+    link.wake();
+    for _ in 0..WORKERS {
+        let _ = link.work.0.send(Work::Stop);
     }
-}
-
-/// Serves one request. A bug in a handler must not shrink the pool: the
-/// request is dropped (tiny_http then answers 500) and the thread goes on.
-fn guarded(api: &Api, ex: Exchange) {
-    if panic::catch_unwind(AssertUnwindSafe(|| api.handle(ex))).is_err() {
-        eprintln!("http: a request handler panicked; answered 500");
+    for _ in 0..SENDERS {
+        let _ = link.long.0.send(None);
     }
 }
 
@@ -236,19 +223,39 @@ struct Api {
     /// the main loop for an answer (giving up after a deadline of its own
     /// rather than wait on it) and reads the board of dead threads.
     check: Box<dyn Fn() -> Vec<Stopped> + Send + Sync>,
-    /// Set when the server is dropped, so that workers tell the wake-up
-    /// that stops them from a failure.
-    stopping: AtomicBool,
 }
 
 impl Api {
+    /// The answer to one request, with the headers every answer carries.
+    /// A handler that panics costs this request a 500, nothing more.
+    fn answer(&self, req: Request) -> (u16, Vec<(&'static str, String)>, Body) {
+        let cors = self.board.config().http.cors_origin.clone();
+        let mut ex = Exchange { req };
+        let reply =
+            panic::catch_unwind(AssertUnwindSafe(|| self.handle(&mut ex))).unwrap_or_else(|_| {
+                eprintln!("http: a request handler panicked; answered 500");
+                fail(500, "the request could not be answered").reply(Dialect::Native)
+            });
+        // nosniff: a job's output is shown as the text it is, never run
+        // as the HTML or script a browser might guess it to be.
+        let mut headers = vec![
+            ("Content-Type", reply.content_type.into_owned()),
+            ("X-Content-Type-Options", "nosniff".to_string()),
+        ];
+        if let Some(origin) = &cors {
+            headers.extend(auth::cors_headers(origin).map(|(n, v)| (n, v.to_string())));
+        }
+        headers.extend(reply.headers);
+        (reply.status, headers, reply.body)
+    }
+
     /// Answers one request: the error dialect by its path, the token, then
     /// the route. Errors of the daemon's own (500s) are logged.
-    fn handle(&self, mut ex: Exchange) {
+    fn handle(&self, ex: &mut Exchange) -> Reply {
         let config = self.board.config();
-        let cors = config.http.cors_origin.clone();
-        let method = ex.req.method().clone();
-        let url = ex.req.url().to_string();
+        let cors = config.http.cors_origin.is_some();
+        let method = ex.req.method.clone();
+        let url = ex.req.target.clone();
         let (raw_path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
         let dialect = if raw_path.starts_with("/api/") {
             Dialect::Raccoon
@@ -257,7 +264,7 @@ impl Api {
         };
         let answer = if method == Method::Options {
             // A CORS preflight carries no credentials: answer it unasked.
-            Ok(auth::preflight(cors.is_some()))
+            Ok(auth::preflight(cors))
         } else if let Some(token) = &config.http.token
             && !auth::authorized(&ex.req, token)
         {
@@ -269,12 +276,12 @@ impl Api {
             match routes::split_path(raw_path) {
                 Ok(segs) => {
                     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-                    self.route(&method, &segs, query, &mut ex, &config)
+                    self.route(&method, &segs, query, ex, &config)
                 }
                 Err(e) => Err(e),
             }
         };
-        let reply = match answer {
+        match answer {
             Ok(r) => r,
             Err(f) => {
                 // A full disk is the disk's state, said once by the
@@ -284,26 +291,17 @@ impl Api {
                 }
                 f.reply(dialect)
             }
-        };
-        ex.respond(reply, cors.as_deref());
+        }
     }
 }
 
-/// An answer before it is turned into tiny_http's type.
+/// An answer, before the headers every answer carries are added.
 struct Reply {
     status: u16,
     /// Owned for a file whose media type gets a charset.
     content_type: Cow<'static, str>,
     body: Body,
     headers: Vec<(&'static str, String)>,
-}
-
-/// What an answer sends.
-enum Body {
-    Bytes(Vec<u8>),
-    /// An open file and how many bytes of it to send: a running job's
-    /// output grows, and tiny_http must send exactly the length announced.
-    File(File, u64),
 }
 
 impl Reply {
@@ -384,29 +382,13 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 type Answer = Result<Reply, ApiError>;
 
-/// A request's body, read at most once, through a limit.
+/// A request being answered; its body was read by the front, within
+/// `max_job_bytes`.
 struct Exchange {
     req: Request,
-    /// Whether some of the body may still be on the socket.
-    unread: bool,
-    /// Whether this runs on a thread of its own rather than a worker.
-    detached: bool,
 }
 
 impl Exchange {
-    fn new(req: Request, detached: bool) -> Exchange {
-        let chunked = req
-            .headers()
-            .iter()
-            .any(|h| h.field.equiv("Transfer-Encoding"));
-        let unread = chunked || req.body_length().is_some_and(|n| n > BUFFERED_BODY);
-        Exchange {
-            req,
-            unread,
-            detached,
-        }
-    }
-
     /// The body, or 413 when it is longer than `limit`, plain or chunked.
     fn body(&mut self, limit: u64) -> Result<Vec<u8>, ApiError> {
         let too_large = || {
@@ -415,82 +397,11 @@ impl Exchange {
                 format!("the body is larger than max_job_bytes = {limit}"),
             )
         };
-        if self.req.body_length().is_some_and(|n| n as u64 > limit) {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::new();
-        self.req
-            .as_reader()
-            .take(limit.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(|e| fail(400, format!("cannot read the body: {e}")))?;
-        if bytes.len() as u64 > limit {
-            return Err(too_large());
-        }
-        self.unread = false;
-        Ok(bytes)
-    }
-
-    fn respond(self, reply: Reply, cors: Option<&str>) {
-        // nosniff: a job's output is shown as the text it is, never run
-        // as the HTML or script a browser might guess it to be.
-        let mut headers = vec![
-            header("Content-Type", &reply.content_type),
-            header("X-Content-Type-Options", "nosniff"),
-        ];
-        if let Some(origin) = cors {
-            headers.extend(auth::cors_headers(origin).map(|(n, v)| header(n, v)));
-        }
-        for (name, value) in &reply.headers {
-            headers.push(header(name, value));
-        }
-        let headers: Vec<Header> = headers.into_iter().flatten().collect();
-        let (reader, len): (Box<dyn Read + Send>, usize) = match reply.body {
-            Body::Bytes(b) => {
-                let n = b.len();
-                (Box::new(io::Cursor::new(b)), n)
-            }
-            Body::File(f, n) => (
-                Box::new(f.take(n)),
-                usize::try_from(n).unwrap_or(usize::MAX),
-            ),
-        };
-        let response = Response::new(StatusCode(reply.status), headers, reader, Some(len), None);
-        let Exchange {
-            mut req,
-            unread,
-            detached,
-        } = self;
-        if unread && req.body_length().is_none() {
-            // A chunked body we stopped reading: read (some of) the rest,
-            // or the client may see a reset instead of our answer. A plain
-            // body is read to its end by tiny_http when the request drops.
-            // Either waits on the client: this runs on its own thread.
-            let _ = io::copy(&mut req.as_reader().take(DRAIN_MAX), &mut io::sink());
-        }
-        if detached || len <= LARGE_ANSWER {
-            let _ = req.respond(response);
-            return;
-        }
-        // A large file to a client that may read it slowly: not on a worker.
-        let spawned = std::thread::Builder::new()
-            .name("http-send".into())
-            .spawn(move || {
-                let _ = req.respond(response);
-            });
-        if let Err(e) = spawned {
-            eprintln!("http: cannot start a thread to send an answer: {e}");
+        match std::mem::replace(&mut self.req.body, Upload::Complete(Vec::new())) {
+            Upload::Complete(bytes) if bytes.len() as u64 <= limit => Ok(bytes),
+            Upload::Complete(_) | Upload::TooLarge => Err(too_large()),
         }
     }
-}
-
-/// A header from text we made; `None` when it is not plain ASCII on one
-/// line (so that nothing can inject a header).
-fn header(name: &str, value: &str) -> Option<Header> {
-    if value.bytes().any(|b| b.is_ascii_control()) {
-        return None;
-    }
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
 }
 
 #[cfg(test)]
@@ -502,7 +413,7 @@ mod tests {
 
     /// One request on a fresh connection; the status and the body.
     fn ask(addr: &str, target: &str) -> (u16, String) {
-        use std::io::Write;
+        use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         write!(
             s,
@@ -566,7 +477,7 @@ mod tests {
         assert_eq!(ask(server.addr(), "/healthz").0, 200);
         threads.closing();
 
-        // Dropped, it stops listening (the workers leave, then tiny_http).
+        // Dropped, it stops listening (the front and the keeper leave).
         let addr = server.addr().to_string();
         drop(server);
         let end = std::time::Instant::now() + Duration::from_secs(10);

@@ -3,7 +3,9 @@
 //! `/healthz`. Files and output are in `files`, a job's JSON in `shape`,
 //! the older clients' shapes in `compat`. Jobs are found and listed
 //! through [`spool::query`](crate::spool::query), never by a path built
-//! here.
+//! here; `GET /jobs` learns which finished jobs are the newest from the
+//! board's [`FinishedIndex`](crate::status::FinishedIndex), so that it
+//! reads only the records it shows.
 //!
 //! Writes exactly two things, both through [`Spool`](crate::spool::Spool):
 //! a submission (`spool::submit`: `tmp/` → `new/`, the same path as a file
@@ -16,10 +18,12 @@
 //! checked ([`ids::valid_id`](crate::ids::valid_id)) before a file is named after it.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
+use std::time::UNIX_EPOCH;
 
 use serde_json::{Map, Value, json};
-use tiny_http::Method;
 
+use super::request::Method;
 use super::shape::{job_json, listed_json};
 use super::{Answer, Api, ApiError, Exchange, Reply, TEXT, fail, internal, not_found};
 use crate::config::Config;
@@ -28,7 +32,7 @@ use crate::metrics;
 use crate::record::Status;
 use crate::report;
 use crate::space;
-use crate::spool::query::{Filter, Located, Query, Stage, Stream};
+use crate::spool::query::{Filter, Listed, Located, Query, Stage, Stream};
 use crate::time;
 use crate::values;
 
@@ -153,15 +157,74 @@ impl Api {
                 _ => {}
             }
         }
+        let listed = match self.list_indexed(&filter)? {
+            Some(listed) => listed,
+            None => self.query().list(&filter).map_err(internal)?,
+        };
         let snapshot = self.board.snapshot();
-        let jobs: Vec<Value> = self
-            .query()
-            .list(&filter)
-            .map_err(internal)?
+        let jobs: Vec<Value> = listed
             .into_iter()
             .map(|listed| listed_json(listed, &snapshot))
             .collect();
         Ok(Reply::json(200, &json!({ "jobs": jobs })))
+    }
+
+    /// The listing [`Query::list`] would give, with finished jobs taken
+    /// from the board's index of the newest ones: only the records shown
+    /// are read, not every one in `done/`. Queued and running jobs are
+    /// listed from their folders as the query does (they include files
+    /// the daemon has not read yet). `None` when the index cannot answer:
+    /// `done/` not read yet since the start, or fewer matching rows than
+    /// `limit` while older records may lie beyond the index.
+    fn list_indexed(&self, filter: &Filter) -> Result<Option<Vec<Listed>>, ApiError> {
+        let index = self.board.finished();
+        if !index.known {
+            return Ok(None);
+        }
+        let q = self.query();
+        let mut out = Vec::new();
+        for status in [Status::Queued, Status::Running] {
+            if filter.status.is_none_or(|s| s == status) {
+                let only = Filter {
+                    status: Some(status),
+                    ..*filter
+                };
+                out.extend(q.list(&only).map_err(internal)?);
+            }
+        }
+        if filter.status.is_none_or(Status::is_final) {
+            let mut found = 0;
+            let rows = index.rows.iter().filter(|r| {
+                filter.status.is_none_or(|s| s == r.status)
+                    && filter.kind.is_none_or(|k| k == &*r.kind)
+            });
+            for row in rows {
+                if found >= filter.limit {
+                    break;
+                }
+                // Expired since, or not written yet (then it was listed
+                // in running/ above).
+                let Some(Located::Finished(rec)) = q.find(&row.id).map_err(internal)? else {
+                    continue;
+                };
+                found += 1;
+                out.push(Listed {
+                    id: row.id.to_string(),
+                    when: rec.finished_at().unwrap_or(UNIX_EPOCH),
+                    job: Located::Finished(rec),
+                });
+            }
+            if found < filter.limit && !index.complete {
+                return Ok(None);
+            }
+        }
+        // As the query orders and dedups: newest first, the larger id
+        // first on a tie, a job that moved on between two looks once.
+        out.sort_by(|a, b| b.when.cmp(&a.when).then_with(|| b.id.cmp(&a.id)));
+        let mut seen = HashSet::new();
+        out.retain(|l| seen.insert(l.id.clone()));
+        out.truncate(filter.limit);
+        Ok(Some(out))
     }
 
     fn report(&self) -> Reply {
@@ -362,6 +425,111 @@ pub(super) fn json_kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::Spool;
+    use crate::status::{Board, FinishedIndex, IndexRow};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    #[test]
+    fn listings_from_the_index_are_the_listings_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), false).unwrap();
+        let root = spool.root().to_path_buf();
+        let put = |rel: &str, text: &str, mtime: SystemTime| {
+            let path = root.join(rel);
+            std::fs::write(&path, text).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
+        };
+        // Records finished at 10, 20, … 60; odd ones failed, kinds a/b.
+        let mut rows = Vec::new();
+        for i in 1..=6u64 {
+            let (id, kind) = (format!("d{i}"), if i % 2 == 0 { "a" } else { "b" });
+            let status = if i % 2 == 1 { "failed" } else { "succeeded" };
+            let t = crate::time::format_rfc3339(at(i * 10));
+            put(
+                &format!("done/{id}.toml"),
+                &format!(
+                    "id = \"{id}\"\ntype = \"{kind}\"\nstatus = \"{status}\"\nfinished = {t}\n"
+                ),
+                at(0),
+            );
+            rows.push(IndexRow {
+                id: id.as_str().into(),
+                kind: kind.into(),
+                status: Status::parse(status).unwrap(),
+                finished: at(i * 10),
+            });
+        }
+        put("new/q1.toml", "type = \"a\"\n", at(35));
+        put("running/r1.toml", "type = \"b\"\n", at(55));
+        rows.reverse();
+        let over = crate::config::Overrides::default();
+        let config = Config::from_text(None, "", dir.path(), &over).unwrap();
+        let api = Api {
+            board: Board::new(Arc::new(config)),
+            spool,
+            check: Box::new(Vec::new),
+        };
+        let f = |status: Option<Status>, kind: Option<&'static str>, limit| Filter {
+            status,
+            kind,
+            limit,
+        };
+        let filters = [
+            f(None, None, 100),
+            f(None, None, 3),
+            f(Some(Status::Failed), None, 100),
+            f(Some(Status::Failed), None, 1),
+            f(None, Some("a"), 2),
+            f(Some(Status::Queued), None, 5),
+            f(Some(Status::Succeeded), Some("b"), 5),
+        ];
+        let ids = |l: Vec<Listed>| -> Vec<String> { l.into_iter().map(|l| l.id).collect() };
+        let from_disk = |filter: &Filter| ids(api.query().list(filter).unwrap());
+
+        // Before done/ has been read once, the index cannot answer.
+        assert!(api.list_indexed(&filters[0]).ok().unwrap().is_none());
+
+        // All of done/ in the index, plus one it lost to expiry.
+        let mut all = rows.clone();
+        all.insert(
+            0,
+            IndexRow {
+                id: "gone".into(),
+                ..rows[0].clone()
+            },
+        );
+        api.board.update_finished(|ix| ix.scanned(all, true));
+        for filter in &filters {
+            let listed = api.list_indexed(filter).ok().unwrap().expect("answered");
+            assert_eq!(ids(listed), from_disk(filter), "{filter:?}");
+        }
+
+        // Only the newest three, older ones beyond: answered when they
+        // suffice, else from disk.
+        api.board.update_finished(|ix| {
+            *ix = FinishedIndex::default();
+            ix.scanned(rows[..3].to_vec(), false);
+        });
+        let mut answered = 0;
+        for filter in &filters {
+            if let Some(listed) = api.list_indexed(filter).ok().unwrap() {
+                answered += 1;
+                assert_eq!(ids(listed), from_disk(filter), "{filter:?}");
+            }
+        }
+        assert_eq!(answered, 4, "3 newest, 1 failed, queued, and 2 of type a");
+        assert_eq!(from_disk(&filters[1]), ["d6", "r1", "d5"]);
+    }
 
     #[test]
     fn paths_are_split_before_they_are_decoded() {

@@ -445,9 +445,28 @@ fn a_dead_signal_thread_makes_the_daemon_exit_75() {
     a_dead_thread_makes_the_daemon_exit_75("signals", "");
 }
 
+/// HTTP heals in place (SPEC §9): its threads die, the daemon goes on.
 #[test]
-fn a_dead_http_worker_makes_the_daemon_exit_75() {
-    a_dead_thread_makes_the_daemon_exit_75("http-0", "");
+fn dead_http_threads_are_started_again_and_the_daemon_goes_on() {
+    for name in ["http-0", "http-front"] {
+        let mut t = TestSpool::builder()
+            .http()
+            .sh("ok", "echo fine")
+            .env("RACCOON_FAULT_KILL_THREAD", &format!("{name}:300"))
+            .start();
+        let http = t.http_addr.clone().unwrap();
+        let again = format!("http: thread {name} started again");
+        t.wait_logged(&format!("{name} to be started again"), PROMPT, || {
+            t.log().contains(&again).then_some(())
+        });
+        // Every thread is answering again: health, a submission, a drop.
+        t.wait_logged("/healthz to answer 200", PROMPT, || {
+            try_health(&http).filter(|(code, _)| *code == 200)
+        });
+        t.drop_job("after.toml", "type = \"ok\"\n");
+        assert_eq!(status_of(&t.wait_record("after")), "succeeded");
+        assert!(t.exited().is_none(), "the daemon exited:\n{}", t.log());
+    }
 }
 
 #[test]

@@ -724,8 +724,7 @@ fn three_hundred_idle_connections_do_not_stop_file_drops_or_the_api() {
         if i % 3 == 1 {
             s.write_all(b"GET /jobs HTTP/1.1\r\nHost: x\r\n").unwrap();
         } else if i % 3 == 2 {
-            // A body longer than tiny_http buffers: it reaches a worker,
-            // which must not wait for the rest.
+            // A body that stops halfway: no worker may wait for the rest.
             s.write_all(b"POST /jobs HTTP/1.1\r\nContent-Length: 100000\r\n\r\n{\"type\"")
                 .unwrap();
         }

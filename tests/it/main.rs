@@ -12,6 +12,9 @@ mod faults;
 mod hostile;
 /// The HTTP API: every endpoint and error, tokens, traversal, idle clients.
 mod http;
+/// The HTTP server's limits: long heads, idle and excess connections,
+/// keep-alive, and what they cost the daemon.
+mod http_limits;
 /// Mail: the message, retries, 5xx, sendmail, address checks.
 mod mail;
 /// A newcomer's first hour: the client's checks, types, show, retry, tables
