@@ -22,6 +22,7 @@ pub mod cli;
 pub mod commit;
 pub mod config;
 pub mod daemon;
+pub mod escape;
 pub mod fsio;
 pub mod http;
 pub mod ids;
