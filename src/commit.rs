@@ -1,9 +1,10 @@
 //! The commit thread: the one writer of records.
 //!
 //! Takes the records the main loop decided, in the order it decided them;
-//! for each it reads the task's result, moves its output and files into
-//! `done/`, writes the record (the commit point: many at once, see
-//! `Spool::finish_all`), then lets go of the job's lock and hands the
+//! for each it reads the task's result, moves its output and (frozen)
+//! files into `done/`, writes the record (the commit point: many at once,
+//! see `Spool::finish_all`), then lets go of what held the job (its lock,
+//! and what was taken out of `new/`: `Spool::release`) and hands the
 //! record to the sweeper (its expiry) and to the mailer. The mailer reports
 //! each outcome back here, and this thread rewrites the record's `mail`
 //! field; it also re-sends, once, the mail that an earlier run left
@@ -18,9 +19,10 @@
 //! Architecture Invariant: records are written by this thread only, so a
 //! record is never written by two threads at once.
 //!
-//! Architecture Invariant: a job's lock is released only after its record
-//! is in place, so a daemon recovering `running/` never mistakes a job
-//! being committed for an orphan.
+//! Architecture Invariant: a job's lock is released, and the submission
+//! taken out of `new/` removed, only after its record is in place, so a
+//! daemon recovering `running/` never mistakes a job being committed for
+//! an orphan, and a crash never loses a submission before its record.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -28,14 +30,12 @@ use std::io::Read;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use crossbeam_channel::{Receiver, Sender};
-use nix::fcntl::Flock;
-
 use crate::mail::Mailer;
 use crate::record::Record;
 use crate::runner::Output;
-use crate::spool::{Spares, Spool};
+use crate::spool::{Hold, Spool};
 use crate::values;
+use crossbeam_channel::{Receiver, Sender};
 
 /// A task's stdout becomes its `result` when it is shorter than this and
 /// it wrote no `RACCOON_RESULT`.
@@ -49,9 +49,10 @@ const BATCH: usize = 256;
 pub struct Finish {
     /// The record as the loop made it; its `result` is filled in here.
     pub record: Record,
-    /// The job file's lock, let go of once the record is in place; `None`
-    /// for a submission that was never claimed (a parked folder or FIFO).
-    pub lock: Option<Flock<File>>,
+    /// What keeps the job from being taken up again (its lock, what was
+    /// taken out of `new/`), released once the record is in place; `None`
+    /// when nothing holds it.
+    pub hold: Option<Hold>,
     /// For a task that ran: where its result may come from.
     pub output: Option<Output>,
     /// Whether to mail the record once written.
@@ -132,7 +133,6 @@ impl Committer {
             mailer,
             mailing: HashSet::new(),
             batch: Vec::new(),
-            spares: Spares::default(),
         };
         let thread = std::thread::Builder::new()
             .name("commit".into())
@@ -189,9 +189,6 @@ struct Writer {
     mailing: HashSet<String>,
     /// Finished jobs waiting for the next group commit.
     batch: Vec<Finish>,
-    /// Files of finished jobs, renamed aside to be written again as the
-    /// next records (see `Spares`).
-    spares: Spares,
 }
 
 impl Writer {
@@ -226,7 +223,7 @@ impl Writer {
         }
     }
 
-    /// Commits the batch, then lets go of the jobs' locks and tells the
+    /// Commits the batch, then lets go of what held the jobs and tells the
     /// sweeper and the mailer.
     fn commit(&mut self) {
         if self.batch.is_empty() {
@@ -242,14 +239,16 @@ impl Writer {
             }
             records.push(rec);
         }
-        let results = spool.finish_all(&records, &mut self.spares);
+        let results = spool.finish_all(&records);
         for ((f, rec), written) in self.batch.drain(..).zip(records).zip(results) {
             if let Err(e) = written {
                 // The job stays in running/; recovery will run it again.
                 crate::log!("{}: cannot write the record: {e}", rec.id);
                 continue;
             }
-            drop(f.lock);
+            if let Some(hold) = f.hold {
+                spool.release(hold);
+            }
             if let Some(exp) = rec.expires_at() {
                 let _ = self.sweeper.send((rec.id.clone(), exp));
             }

@@ -7,7 +7,9 @@
 //! `failed`/`interrupted` past its retries), or is rejected when its text
 //! is no job. Leftovers of jobs already finished or requeued are removed
 //! by the spool; a job held only by the escaped children of a dead
-//! daemon's task has them killed first.
+//! daemon's task has them killed first. An entry of `running/` that no
+//! daemon makes (a folder, a symlink, a hard link) is recorded as
+//! rejected and removed; nothing found there stops recovery.
 //!
 //! Never touches a job another live daemon holds, nor one of ours.
 
@@ -46,7 +48,10 @@ impl Daemon {
                 Leftover::Cleaned(id) => {
                     crate::log!("{id}: recover: removed leftovers of a finished job")
                 }
-                Leftover::Orphan(Claim { id, lock, bytes }) => {
+                Leftover::Odd { name, refused } => {
+                    self.refuse(refused, &format!("running/{name}"), None);
+                }
+                Leftover::Orphan(Claim { id, bytes, hold }) => {
                     if self.running.contains_key(&id) {
                         continue;
                     }
@@ -64,7 +69,7 @@ impl Daemon {
                         started: None,
                         attempt: job.map_or(0, |j| j.attempts + 1),
                     };
-                    self.end(claimed, lock, cause, None);
+                    self.end(claimed, hold, cause, None);
                 }
             }
         }

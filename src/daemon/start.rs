@@ -1,15 +1,15 @@
 //! Starting: the queue into tasks.
 //!
 //! Asks the scheduler what may start under the limits, claims it (the
-//! rename into `running/` under its lock), parses the claimed text again
-//! (what runs is what was claimed) and starts its task. A claimed text that
-//! is no longer a job, and a task that cannot start, end at once through
-//! `finish`.
+//! spool takes it out of `new/` and copies it into `running/` under the
+//! daemon's lock), parses the copied text again (what runs is what was
+//! claimed) and starts its task. A claimed text that is no longer a job,
+//! an entry swapped for something that is no file to read (a folder, a
+//! link), and a task that cannot start, end at once through `finish`.
 //!
 //! Never starts anything while draining, and never waits for a task.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use super::ending::Cause;
@@ -55,12 +55,18 @@ impl Daemon {
 
     /// Claims a queued job and starts its task.
     fn start(&mut self, q: Queued) {
-        let Claim { id, lock, bytes } =
+        let Claim { id, bytes, hold } =
             match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
                 Ok(ClaimOutcome::Claimed(c)) => c,
+                // Swapped since it was queued for what is no file to read.
+                Ok(ClaimOutcome::Refused(r)) => {
+                    let submitted_as = submitted_as(&r.id, &q.name);
+                    self.refuse(r, &format!("new/{}", q.name), submitted_as);
+                    return;
+                }
                 Ok(ClaimOutcome::Gone) => return,
-                // Someone holds its lock (another daemon claiming it, or a
-                // stray reader): look again after the settle time.
+                // Another daemon is claiming it: look again after the
+                // settle time.
                 Ok(ClaimOutcome::Busy) => {
                     self.settling.insert(q.name, Instant::now() + SETTLE);
                     return;
@@ -85,11 +91,25 @@ impl Daemon {
                     started: None,
                     attempt: 0,
                 };
-                self.end(claimed, lock, Cause::Rejected(error), None);
+                self.end(claimed, hold, Cause::Rejected(error), None);
                 return;
             }
         };
-        let Some(ty) = self.config.types.get(&job.kind).cloned() else {
+        // A job that parses has a known type; without one, or without the
+        // lock its task must inherit, it cannot start.
+        let ty = self.config.types.get(&job.kind).cloned();
+        let (Some(ty), Some(lock_fd)) = (ty, hold.lock_fd()) else {
+            let claimed = Claimed {
+                id: &id,
+                job: Some(&job),
+                bytes: &bytes,
+                submitted: Some(q.submitted),
+                submitted_as,
+                started: None,
+                attempt: job.attempts + 1,
+            };
+            let why = Cause::Unstartable("its type or its lock is missing".into());
+            self.end(claimed, hold, why, None);
             return;
         };
         let attempt = job.attempts + 1;
@@ -99,7 +119,7 @@ impl Daemon {
             ty: &ty,
             attempt,
             spool: &self.spool,
-            lock_fd: lock.as_raw_fd(),
+            lock_fd,
             max_output_bytes: self.config.max_output_bytes,
         };
         let started = time::now();
@@ -117,7 +137,7 @@ impl Daemon {
                         job,
                         bytes,
                         task,
-                        lock,
+                        hold,
                         submitted: q.submitted,
                         submitted_as,
                         started,
@@ -139,7 +159,7 @@ impl Daemon {
                     started: Some(started),
                     attempt,
                 };
-                self.end(claimed, lock, Cause::Unstartable(e.to_string()), None);
+                self.end(claimed, hold, Cause::Unstartable(e.to_string()), None);
             }
         }
     }

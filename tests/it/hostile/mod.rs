@@ -16,6 +16,10 @@ use crate::support::*;
 
 // One file per kind of attack; each test ends with `still_serves`.
 
+/// Entries in new/ and running/: open descriptors, hard links, swaps,
+/// planted tmp/ names, shared locks, raw names, links and FIFOs.
+mod entries;
+
 /// The daemon is alive and still runs an ordinary job to success.
 #[track_caller]
 pub fn still_serves(t: &TestSpool, id: &str) {
