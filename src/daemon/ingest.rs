@@ -4,7 +4,8 @@
 //! reads each name the watcher announces or a scan finds: a valid job is
 //! queued (not claimed: the claim happens when it starts), anything else is
 //! rejected at once with a record. A file possibly still being written
-//! waits for the settle time.
+//! waits for the settle time. A name that is not UTF-8 is first renamed to
+//! its escaped form (`spool::escape_name`), then taken like any other.
 //!
 //! Reading a submission to queue it is only a look: through a descriptor
 //! opened without following links or blocking, of a regular file with one
@@ -17,6 +18,7 @@
 //! rejected submission is taken out of `new/` by the spool's claim and
 //! recorded through `finish`).
 
+use std::ffi::OsStr;
 use std::time::Instant;
 
 use super::ending::Cause;
@@ -34,6 +36,14 @@ impl Daemon {
     /// files are taken at once when they have settled; otherwise (and for
     /// later scans) unknown names wait for the settle time.
     pub(super) fn scan_new(&mut self, at_start: bool) {
+        match self.spool.raw_names_in_new() {
+            Ok(raw) => {
+                for name in raw {
+                    self.adopt_raw_name(&name);
+                }
+            }
+            Err(e) => crate::log!("scan: {e}"),
+        }
         let names = match self.spool.names(&self.spool.new_dir()) {
             Ok(n) => n,
             Err(e) => {
@@ -95,8 +105,26 @@ impl Daemon {
         if name.starts_with('.') {
             return;
         }
+        // A name the daemon gave (see `adopt_raw_name`) arrived by its
+        // rename, which says nothing about whether its writer is done.
+        let settle = settle || crate::escape::looks_escaped(name);
         let seen = examine(&self.spool, &self.config, name, settle);
         self.apply(name, seen);
+    }
+
+    /// Gives a name in `new/` that is not UTF-8 its escaped form, and
+    /// looks at it after the settle time.
+    pub(super) fn adopt_raw_name(&mut self, raw: &OsStr) {
+        match self.spool.escape_name(raw) {
+            Ok(Some(name)) => {
+                crate::log!("new/{name}: renamed so (its name was not UTF-8)");
+                self.settling
+                    .entry(name)
+                    .or_insert_with(|| Instant::now() + SETTLE);
+            }
+            Ok(None) => {}
+            Err(e) => crate::log!("{e}"),
+        }
     }
 
     /// Acts on what [`examine`] found.

@@ -362,6 +362,7 @@ impl Daemon {
                         .or_insert_with(|| Instant::now() + SETTLE);
                 }
             }
+            Event::Fs(Fs::RawName(raw)) => self.adopt_raw_name(&raw),
             Event::Fs(Fs::Overflow) => {
                 crate::log!("watch: events were lost; scanning new/ and cancel/");
                 self.scan_new(false);

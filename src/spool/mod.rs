@@ -5,7 +5,8 @@
 //! `submit` (the submitters' side: `tmp/` into `new/`, cancel requests,
 //! the 36-hour rule), `claim` (a submission out of `new/`, into the
 //! daemon's own copy in `running/`), `finish` (records, requeues, report,
-//! deletion), `outputs` (a running task's files), `recovery` (leftovers of a dead daemon, from
+//! deletion), `names` (names in `new/` that are not UTF-8), `outputs` (a
+//! running task's files), `recovery` (leftovers of a dead daemon, from
 //! `/proc`), `private` (the daemon's own folder `.tmp/`: who wrote what,
 //! and a dead writer's leftovers), and [`query`] (the read side).
 //!
@@ -44,6 +45,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -54,6 +56,7 @@ use crate::record::Record;
 
 mod claim;
 mod finish;
+mod names;
 mod outputs;
 mod private;
 pub mod query;
@@ -298,7 +301,8 @@ impl Spool {
     }
 
     /// Names in a folder of the spool, dot-files left out, and names that
-    /// are not UTF-8 too.
+    /// are not UTF-8 too (in `new/` the daemon renames those, see
+    /// [`Spool::escape_name`]; nothing else of the spool has them).
     pub fn names(&self, dir: &Path) -> io::Result<Vec<String>> {
         Ok(list(dir)?
             .into_iter()
@@ -423,6 +427,12 @@ fn remove_any(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_context("remove", path, e)),
         _ => Ok(()),
     }
+}
+
+/// A name as text for logs and records: [`crate::escape::escape_bytes`]
+/// of its bytes.
+fn shown(name: &std::ffi::OsStr) -> String {
+    crate::escape::escape_bytes(name.as_bytes())
 }
 
 /// Whether someone has the file open for writing: `Some(true)` when a

@@ -1,11 +1,12 @@
 //! Entries in `new/` and `running/` as an attacker makes them (SPEC §0,
 //! §2, §7): descriptors kept open on a submitted file, hard links, a
 //! queued job swapped for a folder, odd entries in `running/`, names
-//! planted in `tmp/`, shared locks and locks in `running/`, and
+//! planted in `tmp/`, shared locks, names that are not UTF-8, and
 //! symlinks, FIFOs and sockets in `new/`.
 
 use std::fs;
 use std::io::{Seek, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
@@ -285,6 +286,29 @@ fn a_lock_another_user_takes_in_running_after_a_crash_does_not_hold_the_job() {
     let _ = squatter.kill();
     let _ = squatter.wait();
     still_serves(&t, "after_squat");
+}
+
+// Finding 7: names that are not UTF-8.
+
+#[test]
+fn a_name_that_is_not_utf8_gets_a_record_saying_what_it_was() {
+    let t = ok_spool();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9-\xff.toml");
+    let tmp = t.path("tmp").join("raw.part");
+    fs::write(&tmp, "type = \"ok\"\n").unwrap();
+    fs::rename(&tmp, t.path("new").join(name)).unwrap();
+    let (id, r) = t.wait_logged("a record for the non-UTF-8 name", PROMPT, || {
+        t.records()
+            .into_iter()
+            .find(|(_, r)| text_of(r, "submitted_as").contains("caf"))
+    });
+    let said = text_of(&r, "submitted_as").to_lowercase();
+    assert!(
+        said.contains("\\xe9") && said.contains("\\xff"),
+        "{id}: {said}"
+    );
+    assert!(t.ls("new").is_empty(), "new/: {:?}", t.ls("new"));
+    still_serves(&t, "after_name");
 }
 
 // Finding 9: links, FIFOs and sockets in new/.
