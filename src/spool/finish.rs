@@ -20,7 +20,7 @@ use crate::fsio::io_context;
 use crate::record::Record;
 
 impl Spool {
-    /// Ends jobs: moves each one's output and files into
+    /// Ends jobs: freezes and moves each one's output and files into
     /// `done/`, writes its record (the commit point), then removes what is
     /// left in `running/`. A group commit: with `fsync = true`, one
     /// `syncfs(2)` makes every output and record durable before the
@@ -57,7 +57,7 @@ impl Spool {
         results
     }
 
-    /// Moves a job's output and files into `done/` and writes its
+    /// Moves a job's output and (frozen) files into `done/` and writes its
     /// record into `.tmp/`, ready to be renamed into place.
     fn stage(&self, record: &Record) -> io::Result<PathBuf> {
         let id = record.id.as_str();
@@ -70,6 +70,13 @@ impl Spool {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_context("move output", &from, e)),
             }
+        }
+        let removed = self.freeze_files(id)?;
+        if !removed.is_empty() {
+            crate::log!(
+                "{id}: removed from its files (only regular files and folders are kept): {}",
+                removed.join(", ")
+            );
         }
         let files = self.running_files(id);
         let done_files = self.done_files(id);

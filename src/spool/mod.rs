@@ -5,7 +5,8 @@
 //! `submit` (the submitters' side: `tmp/` into `new/`, cancel requests,
 //! the 36-hour rule), `claim` (a submission out of `new/`, into the
 //! daemon's own copy in `running/`), `finish` (records, requeues, report,
-//! deletion), `names` (names in `new/` that are not UTF-8), `outputs` (a
+//! deletion), `freeze` (a finished job's files made the daemon's and
+//! read-only), `names` (names in `new/` that are not UTF-8), `outputs` (a
 //! running task's files), `recovery` (leftovers of a dead daemon, from
 //! `/proc`), `private` (the daemon's own folder `.tmp/`: who wrote what,
 //! and a dead writer's leftovers), and [`query`] (the read side).
@@ -56,6 +57,7 @@ use crate::record::Record;
 
 mod claim;
 mod finish;
+mod freeze;
 mod names;
 mod outputs;
 mod private;

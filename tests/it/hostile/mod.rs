@@ -19,6 +19,8 @@ use crate::support::*;
 /// Entries in new/ and running/: open descriptors, hard links, swaps,
 /// planted tmp/ names, shared locks, raw names, links and FIFOs.
 mod entries;
+/// A finished job's files against later tasks of the same user.
+mod frozen;
 
 /// The daemon is alive and still runs an ordinary job to success.
 #[track_caller]
