@@ -2,7 +2,7 @@
 //! from one folder to the next.
 //!
 //! Owns the [`Spool`] handle, the paths, and the moves, one concern a file:
-//! `submit` (the submitters' side: `tmp/` into `new/`, cancel requests,
+//! `look` (an entry someone else made, looked at safely), `submit` (the submitters' side: `tmp/` into `new/`, cancel requests,
 //! the 36-hour rule), `claim` (a submission out of `new/`, into the
 //! daemon's own copy in `running/`), `finish` (records, requeues, report,
 //! deletion), `freeze` (a finished job's files made the daemon's and
@@ -44,20 +44,21 @@
 //! folder a submitter or a task can write.
 
 use std::ffi::OsString;
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use crate::fsio::{io_context, open_nofollow, open_regular};
+use crate::fsio::{io_context, open_regular};
 use crate::record::Record;
 
 mod claim;
 mod finish;
 mod freeze;
+mod look;
 mod names;
 mod outputs;
 mod private;
@@ -65,23 +66,10 @@ pub mod query;
 mod recovery;
 mod submit;
 
-pub use claim::{Claim, ClaimOutcome, Hold, Odd, Refused};
+pub use claim::{Claim, ClaimOutcome, Hold, Refused};
+pub use look::{Entry, Odd, irregular};
 pub use outputs::{OutputFile, Outputs};
 pub use recovery::Leftover;
-
-/// What is at a name in `new/`, looked at without following links and
-/// without an open that could block.
-pub enum Entry {
-    /// A regular file with one link, open for reading (the descriptor that
-    /// was checked, so the name cannot be swapped after the look).
-    Regular { file: File, meta: Metadata },
-    /// A symlink, folder, FIFO, socket, device or hard link (a regular file
-    /// with more than one link, which may be someone else's file and is
-    /// never read), by name.
-    Other(&'static str),
-    /// Gone between the event and the look.
-    Gone,
-}
 
 /// One spool on disk. Cheap to clone: each thread keeps its own.
 #[derive(Debug, Clone)]
@@ -260,36 +248,6 @@ impl Spool {
         Ok(())
     }
 
-    /// Looks at a name in `new/` without following it or blocking on it,
-    /// and opens it only when it is a regular file.
-    pub fn open_new(&self, name: &str) -> io::Result<Entry> {
-        let path = self.new_path(name);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
-            Err(e) => return Err(io_context("stat", &path, e)),
-        };
-        if let Some(kind) = irregular(&meta) {
-            return Ok(Entry::Other(kind));
-        }
-        let file = match open_nofollow(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Entry::Other("symlink")),
-            Err(e) => return Err(io_context("open", &path, e)),
-        };
-        // The name may have been replaced between lstat and open.
-        let meta = file.metadata().map_err(|e| io_context("stat", &path, e))?;
-        if let Some(kind) = irregular(&meta) {
-            return Ok(Entry::Other(kind));
-        }
-        // Maybe someone else's file, linked in: never to be read.
-        if meta.nlink() > 1 {
-            return Ok(Entry::Other("hard link"));
-        }
-        Ok(Entry::Regular { file, meta })
-    }
-
     /// Reads `done/<id>.toml`, never through a symlink: a name that is
     /// not a regular file is no record (`NotFound`).
     pub fn read_record(&self, id: &str) -> io::Result<Record> {
@@ -341,26 +299,6 @@ fn list(dir: &Path) -> io::Result<Vec<OsString>> {
         out.push(entry.file_name());
     }
     Ok(out)
-}
-
-/// What a non-regular file is, by name (`None` for a regular file).
-pub fn irregular(meta: &Metadata) -> Option<&'static str> {
-    let ft = meta.file_type();
-    if ft.is_file() {
-        None
-    } else if ft.is_symlink() {
-        Some("symlink")
-    } else if ft.is_dir() {
-        Some("directory")
-    } else if ft.is_fifo() {
-        Some("FIFO")
-    } else if ft.is_socket() {
-        Some("socket")
-    } else if ft.is_char_device() {
-        Some("character device")
-    } else {
-        Some("block device")
-    }
 }
 
 /// A record, read without following a symlink or blocking on a FIFO;
