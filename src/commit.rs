@@ -2,15 +2,16 @@
 //!
 //! Takes the records the main loop decided, in the order it decided them;
 //! for each it reads the task's result (its `RACCOON_RESULT` file, else a
-//! short stdout) through [`spool::query`](crate::spool::query), moves its
-//! output and files into `done/`, writes the record (the commit point: many
-//! at once, see `Spool::finish_all`), then lets go of the job's lock and
-//! hands the record to the sweeper (its expiry) and to the mailer. The
-//! mailer reports each outcome back here, and this thread rewrites the
-//! record's `mail` field; it also re-sends, once, the mail that an earlier
-//! run left `pending`. The main loop frees the job's slot as soon as the
-//! task exits, so the next task starts while this thread does the file
-//! system work of the last one: on two cores, half the work.
+//! short stdout) through [`spool::query`](crate::spool::query), moves its output and (frozen)
+//! files into `done/`, writes the record (the commit point: many at once,
+//! see `Spool::finish_all`), then lets go of what held the job (its lock,
+//! and what was taken out of `new/`: `Spool::release`) and hands the
+//! record to the sweeper (its expiry) and to the mailer. The mailer reports
+//! each outcome back here, and this thread rewrites the record's `mail`
+//! field; it also re-sends, once, the mail that an earlier run left
+//! `pending`. The main loop frees the job's slot as soon as the task
+//! exits, so the next task starts while this thread does the file system
+//! work of the last one: on two cores, half the work.
 //!
 //! A full file system is a state, not an error (SPEC §8): a record that
 //! cannot be written for want of room (`ENOSPC`, `EDQUOT`) stays in memory,
@@ -36,9 +37,10 @@
 //! or a FIFO in their place; the query opens regular files only, never
 //! through a link, never blocking, and each is read up to a bound.
 //!
-//! Architecture Invariant: a job's lock is released only after its record
-//! is in place, so a daemon recovering `running/` never mistakes a job
-//! being committed for an orphan.
+//! Architecture Invariant: a job's lock is released, and the submission
+//! taken out of `new/` removed, only after its record is in place, so a
+//! daemon recovering `running/` never mistakes a job being committed for
+//! an orphan, and a crash never loses a submission before its record.
 
 use std::collections::HashSet;
 use std::fs::{File, Metadata};
@@ -47,14 +49,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use nix::fcntl::Flock;
 
 use crate::mail::Mailer;
 use crate::record::Record;
 use crate::runner::Output;
 use crate::space::{self, Room};
 use crate::spool::query::{Stage, Stream};
-use crate::spool::{Spares, Spool};
+use crate::spool::{Hold, Spool};
 use crate::threads::{Health, Threads};
 use crate::time::format_duration;
 use crate::values;
@@ -71,9 +72,10 @@ const BATCH: usize = 256;
 pub struct Finish {
     /// The record as the loop made it; its `result` is filled in here.
     pub record: Record,
-    /// The job file's lock, let go of once the record is in place; `None`
-    /// for a submission that was never claimed (a parked folder or FIFO).
-    pub lock: Option<Flock<File>>,
+    /// What keeps the job from being taken up again (its lock, what was
+    /// taken out of `new/`), released once the record is in place; `None`
+    /// when nothing holds it.
+    pub hold: Option<Hold>,
     /// For a task that ran: where its result may come from.
     pub output: Option<Output>,
     /// Whether to mail the record once written.
@@ -173,7 +175,6 @@ impl Committer {
             mailer,
             mailing: HashSet::new(),
             batch: Vec::new(),
-            spares: Spares::default(),
             full: None,
             unsaid: Vec::new(),
             on_full,
@@ -248,9 +249,6 @@ struct Writer {
     mailing: HashSet<String>,
     /// Finished jobs waiting for the next group commit.
     batch: Vec<Finish>,
-    /// Files of finished jobs, renamed aside to be written again as the
-    /// next records (see `Spares`).
-    spares: Spares,
     /// Set while the spool's file system is full: records wait in `batch`.
     full: Option<Full>,
     /// Mail outcomes that came while the file system was full, written
@@ -348,7 +346,7 @@ impl Writer {
         }
     }
 
-    /// Commits the batch, then lets go of the jobs' locks and tells the
+    /// Commits the batch, then lets go of what held the jobs and tells the
     /// sweeper and the mailer. Records that could not be written for want
     /// of room stay in the batch, in order, and the file system is taken
     /// to be full.
@@ -367,7 +365,7 @@ impl Writer {
             }
             records.push(rec);
         }
-        let results = spool.finish_all(&records, &mut self.spares);
+        let results = spool.finish_all(&records);
         let mut waiting = Vec::new();
         let mut no_room: Option<String> = None;
         let batch = std::mem::take(&mut self.batch);
@@ -389,7 +387,9 @@ impl Writer {
             if let Some(full) = &mut self.full {
                 full.written += 1;
             }
-            drop(f.lock);
+            if let Some(hold) = f.hold {
+                spool.release(hold);
+            }
             if let Some(exp) = rec.expires_at() {
                 let _ = self.sweeper.send((rec.id.clone(), exp));
             }

@@ -8,7 +8,11 @@
 //!
 //! Invariant: dot-files are never reported (a submitter's drafts, by
 //! convention); a rename within `new/` is reported once, as its arrival.
+//! A name in `new/` that is not UTF-8 is reported as it is ([`Fs::RawName`]),
+//! whatever happened to it: the daemon gives it a name first.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
@@ -22,6 +26,9 @@ pub enum Fs {
     /// A name appeared in `new/` without a close (a hard link, a folder, a
     /// FIFO, or a writer still at work): take it once it has settled.
     Seen(String),
+    /// A name in `new/` that is not UTF-8 was created, closed or renamed
+    /// in: it is renamed to its escaped form before anything else.
+    RawName(OsString),
     /// Events were lost: scan `new/` and `cancel/` again.
     Overflow,
     /// `cancel/<id>` appeared.
@@ -66,12 +73,24 @@ fn translate(event: &notify::Event, new_dir: &Path, cancel_dir: &Path) -> Vec<Fs
     let Some(path) = target else {
         return out;
     };
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+    let (Some(dir), Some(raw)) = (path.parent(), path.file_name()) else {
         return out;
     };
-    if name.starts_with('.') {
+    if raw.as_bytes().first() == Some(&b'.') {
         return out;
     }
+    let Some(name) = raw.to_str() else {
+        let arrived = matches!(
+            event.kind,
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+                | EventKind::Modify(ModifyKind::Name(RenameMode::To))
+                | EventKind::Create(_)
+        );
+        if dir == new_dir && arrived {
+            out.push(Fs::RawName(raw.to_os_string()));
+        }
+        return out;
+    };
     let name = name.to_string();
     if dir == new_dir {
         match event.kind {
@@ -144,6 +163,28 @@ mod tests {
                 vec![],
             ),
         ];
+        let raw = |b: &[u8]| {
+            let mut p = PathBuf::from("/s/new");
+            p.push(std::ffi::OsStr::from_bytes(b));
+            p
+        };
+        let cases = cases.into_iter().chain([
+            (
+                Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::To)))
+                    .add_path(raw(b"caf\xe9.toml")),
+                vec![Fs::RawName(
+                    std::ffi::OsStr::from_bytes(b"caf\xe9.toml").into(),
+                )],
+            ),
+            (
+                Event::new(EventKind::Create(CreateKind::Folder)).add_path(raw(b"\xff")),
+                vec![Fs::RawName(std::ffi::OsStr::from_bytes(b"\xff").into())],
+            ),
+            (
+                Event::new(EventKind::Create(CreateKind::File)).add_path(raw(b".\xff")),
+                vec![],
+            ),
+        ]);
         for (event, want) in cases {
             assert_eq!(translate(&event, n, c), want, "{event:?}");
         }

@@ -58,44 +58,52 @@ impl Daemon {
         {
             self.dirty = true;
             // Claiming it first makes sure no other daemon starts it.
-            if let Ok(ClaimOutcome::Claimed(claim)) =
-                self.spool.claim(&q.name, &q.id, self.config.max_job_bytes)
-            {
-                let now = time::now();
-                match job::parse(&claim.bytes, &self.config) {
-                    Ok(job) => {
-                        let outcome = Outcome {
-                            status: Status::Cancelled,
-                            error: Some("cancelled before it started".into()),
-                            exit_code: None,
-                            signal: None,
-                            attempts: job.attempts,
-                        };
-                        let submitted_as = submitted_as(&claim.id, &q.name);
-                        let rec = Record::of_job(
-                            &claim.id,
-                            &job,
-                            q.submitted,
-                            submitted_as,
-                            outcome,
-                            now,
-                        );
-                        self.conclude(rec, Some(&job), Some(claim.lock), None);
-                    }
-                    Err(_) => {
-                        let keep = self.config.keep;
-                        let rec = Record::of_submission(
-                            &claim.id,
-                            &claim.bytes,
-                            Status::Cancelled,
-                            None,
-                            Some(q.submitted),
-                            keep,
-                            now,
-                        );
-                        self.conclude(rec, None, Some(claim.lock), None);
+            match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
+                Ok(ClaimOutcome::Claimed(claim)) => {
+                    let now = time::now();
+                    match job::parse(&claim.bytes, &self.config) {
+                        Ok(job) => {
+                            let outcome = Outcome {
+                                status: Status::Cancelled,
+                                error: Some("cancelled before it started".into()),
+                                exit_code: None,
+                                signal: None,
+                                attempts: job.attempts,
+                            };
+                            let submitted_as = submitted_as(&claim.id, &q.name);
+                            let rec = Record::of_job(
+                                &claim.id,
+                                &job,
+                                q.submitted,
+                                submitted_as,
+                                outcome,
+                                now,
+                            );
+                            self.conclude(rec, Some(&job), Some(claim.hold), None);
+                        }
+                        Err(_) => {
+                            let keep = self.config.keep;
+                            let rec = Record::of_submission(
+                                &claim.id,
+                                &claim.bytes,
+                                Status::Cancelled,
+                                None,
+                                Some(q.submitted),
+                                keep,
+                                now,
+                            );
+                            self.conclude(rec, None, Some(claim.hold), None);
+                        }
                     }
                 }
+                // Swapped for what is no file to read: rejected as such.
+                Ok(ClaimOutcome::Refused(r)) => {
+                    let submitted_as = submitted_as(&r.id, &q.name);
+                    self.refuse(r, &format!("new/{}", q.name), submitted_as);
+                }
+                // Gone, or another daemon is taking it: theirs to cancel.
+                Ok(ClaimOutcome::Gone | ClaimOutcome::Busy) => {}
+                Err(e) => crate::log!("new/{}: cannot claim to cancel it: {e}", q.name),
             }
             let _ = self.spool.clear_cancel(id);
             return;

@@ -11,10 +11,7 @@
 //! Never writes a record (the commit thread does), and never decides a
 //! retry itself (`ending` does).
 
-use std::fs::File;
 use std::time::SystemTime;
-
-use nix::fcntl::Flock;
 
 use super::Daemon;
 use super::ending::{self, Cause, Ending, Terms};
@@ -24,6 +21,7 @@ use crate::config::{DEFAULT_RETRY_DELAY, Notify};
 use crate::job::Job;
 use crate::record::Record;
 use crate::runner::Output;
+use crate::spool::Hold;
 use crate::status::{FinishedRow, IndexRow, ROWS};
 use crate::time::{self, format_duration};
 
@@ -72,7 +70,7 @@ impl Daemon {
         let RunningJob {
             job,
             bytes,
-            lock,
+            hold,
             submitted,
             submitted_as,
             started,
@@ -89,22 +87,16 @@ impl Daemon {
             started: Some(started),
             attempt,
         };
-        self.end(claimed, lock, cause, Some(output));
+        self.end(claimed, hold, cause, Some(output));
         if stop == Some(Stop::Cancel) {
             let _ = self.spool.clear_cancel(id);
         }
     }
 
     /// Ends an attempt at a claimed job as [`ending::decide`] says: back
-    /// into `new/`, or a record to commit. `lock` is let go of once the
+    /// into `new/`, or a record to commit. `hold` is let go of once the
     /// requeued copy or the record is in place.
-    pub(super) fn end(
-        &mut self,
-        c: Claimed,
-        lock: Flock<File>,
-        cause: Cause,
-        output: Option<Output>,
-    ) {
+    pub(super) fn end(&mut self, c: Claimed, hold: Hold, cause: Cause, output: Option<Output>) {
         let now = time::now();
         let terms = c.job.map_or_else(Terms::default, |job| Terms {
             retries: job.retries,
@@ -134,7 +126,7 @@ impl Daemon {
                     None => crate::log!("{id}: put back in new/ ({})", r.why),
                 }
                 let text = r.text(c.bytes, c.submitted.unwrap_or(now));
-                self.requeue(id, &text, lock);
+                self.requeue(id, text.as_bytes(), hold);
             }
             Ending::Record(outcome) => {
                 let rec = match (c.job, c.started) {
@@ -150,6 +142,10 @@ impl Daemon {
                             now,
                         );
                         rec.submitted_as = c.submitted_as;
+                        if std::str::from_utf8(c.bytes).is_err() {
+                            // Every byte kept, as text that reads back to it.
+                            rec.source = Some(crate::escape::escape_bytes(c.bytes));
+                        }
                         rec
                     }
                     (Some(job), None) => Record::of_job(
@@ -170,19 +166,19 @@ impl Daemon {
                         now,
                     ),
                 };
-                self.conclude(rec, c.job, Some(lock), output);
+                self.conclude(rec, c.job, Some(hold), output);
             }
         }
     }
 
     /// Ends a job with its record: logs it, counts it, decides whether it
     /// is mailed, and hands it to the commit thread (which writes it, then
-    /// lets go of the lock).
+    /// lets go of `hold`).
     pub(super) fn conclude(
         &mut self,
         mut rec: Record,
         job: Option<&Job>,
-        lock: Option<Flock<File>>,
+        hold: Option<Hold>,
         output: Option<Output>,
     ) {
         rec.usage = output.as_ref().and_then(|o| o.usage);
@@ -256,7 +252,7 @@ impl Daemon {
         self.dirty = true;
         self.committer.finish(Finish {
             record: rec,
-            lock,
+            hold,
             output,
             mail,
         });
@@ -266,11 +262,13 @@ impl Daemon {
     /// the commit thread: until it returns, the job's file is in both
     /// `new/` and `running/`, and a claim of the new file then would see
     /// its id taken. Rare (retries, shutdown, recovery), so cheap enough.
-    fn requeue(&self, id: &str, text: &str, lock: Flock<File>) {
-        if let Err(e) = self.spool.requeue(id, text.as_bytes()) {
-            crate::log!("{id}: cannot put back in new/: {e}");
+    /// `hold` is let go of only once the copy is in `new/`: else the job
+    /// stays where it is, for recovery.
+    pub(super) fn requeue(&self, id: &str, text: &[u8], hold: Hold) {
+        match self.spool.requeue(id, text) {
+            Ok(()) => self.spool.release(hold),
+            Err(e) => crate::log!("{id}: cannot put back in new/: {e}"),
         }
-        drop(lock);
     }
 }
 

@@ -3,22 +3,32 @@
 //! Lists `new/` (all of it at start, before READY, read in parallel) and
 //! reads each name the watcher announces or a scan finds: a valid job is
 //! queued (not claimed: the claim happens when it starts), anything else is
-//! rejected at once with a record (a regular file is claimed first; a
-//! symlink, folder, FIFO, socket or device is moved aside whole without
-//! being opened). A file possibly still being written waits for the settle
-//! time.
+//! rejected at once with a record. A file possibly still being written
+//! waits for the settle time. A name that is not UTF-8 is first renamed to
+//! its escaped form (`spool::escape_name`), then taken like any other.
+//!
+//! Reading a submission to queue it is only a look: through a descriptor
+//! opened without following links or blocking, of a regular file with one
+//! link (anything else is rejected, and a hard link is never read). A
+//! lock, a kept descriptor or a rename by the submitter never holds a file
+//! up: only a writer that still has it open for writing does (that is a
+//! file being written, SPEC §1), and only that one submission.
 //!
 //! Never starts a task, and never looks at `running/` or `done/` (a
-//! rejected file is claimed and recorded through the spool and `finish`).
+//! rejected submission is taken out of `new/` by the spool's claim and
+//! recorded through `finish`).
 
+use std::ffi::OsStr;
 use std::time::Instant;
 
+use super::ending::Cause;
+use super::finish::Claimed;
 use super::{Daemon, SETTLE};
 use crate::config::Config;
 use crate::job;
 use crate::record::{Record, Status};
 use crate::scheduler::Queued;
-use crate::spool::{self, ClaimOutcome, Entry, Spool};
+use crate::spool::{self, ClaimOutcome, Entry, Refused, Spool};
 use crate::time;
 
 impl Daemon {
@@ -26,6 +36,14 @@ impl Daemon {
     /// files are taken at once when they have settled; otherwise (and for
     /// later scans) unknown names wait for the settle time.
     pub(super) fn scan_new(&mut self, at_start: bool) {
+        match self.spool.raw_names_in_new() {
+            Ok(raw) => {
+                for name in raw {
+                    self.adopt_raw_name(&name);
+                }
+            }
+            Err(e) => crate::log!("scan: {e}"),
+        }
         let names = match self.spool.names(&self.spool.new_dir()) {
             Ok(n) => n,
             Err(e) => {
@@ -87,8 +105,26 @@ impl Daemon {
         if name.starts_with('.') {
             return;
         }
+        // A name the daemon gave (see `adopt_raw_name`) arrived by its
+        // rename, which says nothing about whether its writer is done.
+        let settle = settle || crate::escape::looks_escaped(name);
         let seen = examine(&self.spool, &self.config, name, settle);
         self.apply(name, seen);
+    }
+
+    /// Gives a name in `new/` that is not UTF-8 its escaped form, and
+    /// looks at it after the settle time.
+    pub(super) fn adopt_raw_name(&mut self, raw: &OsStr) {
+        match self.spool.escape_name(raw) {
+            Ok(Some(name)) => {
+                crate::log!("new/{name}: renamed so (its name was not UTF-8)");
+                self.settling
+                    .entry(name)
+                    .or_insert_with(|| Instant::now() + SETTLE);
+            }
+            Ok(None) => {}
+            Err(e) => crate::log!("{e}"),
+        }
     }
 
     /// Acts on what [`examine`] found.
@@ -98,7 +134,6 @@ impl Daemon {
                 self.queue.remove(name);
             }
             Examined::Unreadable(e) => crate::log!("new/{name}: {e}"),
-            Examined::Irregular(kind) => self.reject_entry(name, kind),
             Examined::Unsettled => {
                 self.settling
                     .insert(name.to_string(), Instant::now() + SETTLE);
@@ -107,77 +142,65 @@ impl Daemon {
                 self.queue.push(queued, time::now());
                 self.dirty = true;
             }
-            Examined::Bad {
-                bytes,
-                error,
-                keep_file,
-            } => self.reject_regular(name, &bytes, error, keep_file),
+            Examined::Reject => self.reject(name),
         }
     }
 
-    /// Rejects a regular file: claims it like any job, then writes a
-    /// `rejected` record holding its text. `keep_file` keeps the file
-    /// itself too (binary or oversized), in `done/<id>.files/`.
-    fn reject_regular(&mut self, name: &str, bytes: &[u8], error: String, keep_file: bool) {
+    /// Rejects a submission that is no job: takes it out of `new/` (the
+    /// spool's claim: a regular file is copied, anything else is not even
+    /// read) and records why. A file that became a valid job since it was
+    /// looked at is put back into `new/` as the daemon's own copy.
+    fn reject(&mut self, name: &str) {
         self.queue.remove(name);
         let want = crate::ids::id_from_name(name).map_or_else(crate::ids::fresh_id, str::to_string);
         let claim = match self.spool.claim(name, &want, self.config.max_job_bytes) {
             Ok(ClaimOutcome::Claimed(c)) => c,
-            Ok(_) => return,
+            Ok(ClaimOutcome::Refused(r)) => {
+                let submitted_as = submitted_as(&r.id, name);
+                self.refuse(r, &format!("new/{name}"), submitted_as);
+                return;
+            }
+            Ok(ClaimOutcome::Gone) => return,
+            Ok(ClaimOutcome::Busy) => {
+                self.settling
+                    .insert(name.to_string(), Instant::now() + SETTLE);
+                return;
+            }
             Err(e) => {
-                crate::log!("new/{name}: cannot claim to reject it: {e}");
+                crate::log!("new/{name}: cannot take it to reject it: {e}");
                 return;
             }
         };
-        let bytes = if bytes.is_empty() {
-            &claim.bytes[..]
-        } else {
-            bytes
-        };
-        let now = time::now();
-        let keep = self.config.keep;
-        let mut rec = Record::of_submission(
-            &claim.id,
-            bytes,
-            Status::Rejected,
-            Some(error),
-            Some(now),
-            keep,
-            now,
-        );
-        rec.submitted_as = submitted_as(&claim.id, name);
-        if keep_file {
-            if let Err(e) = self.spool.keep_claimed(&claim.id, name) {
-                crate::log!("{}: cannot keep the rejected file: {e}", claim.id);
+        match job::parse(&claim.bytes, &self.config) {
+            Err(error) => {
+                let claimed = Claimed {
+                    id: &claim.id,
+                    job: None,
+                    bytes: &claim.bytes,
+                    submitted: Some(time::now()),
+                    submitted_as: submitted_as(&claim.id, name),
+                    started: None,
+                    attempt: 0,
+                };
+                self.end(claimed, claim.hold, Cause::Rejected(error), None);
             }
-            // An oversized file is kept whole, not copied into the record.
-            if std::str::from_utf8(bytes).is_ok() {
-                rec.source = None;
+            Ok(_) => {
+                crate::log!("{}: new/{name} changed into a job; put back", claim.id);
+                self.requeue(&claim.id, &claim.bytes, claim.hold);
             }
         }
-        self.conclude(rec, None, Some(claim.lock), None);
     }
 
-    /// Rejects a symlink, folder, FIFO, socket or device without opening
-    /// it: it is moved whole into `done/<id>.files/`.
-    fn reject_entry(&mut self, name: &str, kind: &str) {
-        self.queue.remove(name);
-        let id = crate::ids::fresh_id();
-        match self.spool.park(name, &id) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                crate::log!("new/{name}: cannot move it aside: {e}");
-                return;
-            }
-        }
-        let error = format!(
-            "not a regular file: new/{name} is a {kind}; it was not opened and is kept in done/{id}.files/"
-        );
+    /// Records a submission the spool refused to read (a hard link, a file
+    /// too large, a symlink, a folder, a FIFO, a socket, a device), found
+    /// at `place`: its kind goes into the record's `source`, and the commit
+    /// thread removes it once the record is written.
+    pub(super) fn refuse(&mut self, r: Refused, place: &str, submitted_as: Option<String>) {
+        let (error, source) = r.what.describe(place);
         let now = time::now();
         let keep = self.config.keep;
         let mut rec = Record::of_submission(
-            &id,
+            &r.id,
             &[],
             Status::Rejected,
             Some(error),
@@ -185,8 +208,9 @@ impl Daemon {
             keep,
             now,
         );
-        rec.submitted_as = Some(name.to_string());
-        self.conclude(rec, None, None, None);
+        rec.source = Some(source);
+        rec.submitted_as = submitted_as;
+        self.conclude(rec, None, Some(r.hold), None);
     }
 }
 
@@ -194,18 +218,12 @@ impl Daemon {
 enum Examined {
     Gone,
     Unreadable(std::io::Error),
-    /// A symlink, folder, FIFO, socket or device.
-    Irregular(&'static str),
-    /// Still being written: look again after the settle time.
+    /// Still being written (or leased by its writer): look again after the
+    /// settle time.
     Unsettled,
     Job(Queued),
-    /// Not a job: the reason, and the bytes for the record's `source`
-    /// (empty when too large to read).
-    Bad {
-        bytes: Vec<u8>,
-        error: String,
-        keep_file: bool,
-    },
+    /// Not a job: take it out of `new/` and record why.
+    Reject,
 }
 
 /// Reads and checks a submission without changing anything: safe to run
@@ -213,9 +231,14 @@ enum Examined {
 fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined {
     use std::io::Read;
     let (mut file, meta) = match spool.open_new(name) {
+        // Its writer holds a lease on it: the kernel breaks it within
+        // lease-break-time, so look again later.
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Examined::Unsettled,
+        // Only for a daemon that is not root: rejected, as what it is.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Examined::Reject,
         Err(e) => return Examined::Unreadable(e),
         Ok(Entry::Gone) => return Examined::Gone,
-        Ok(Entry::Other(kind)) => return Examined::Irregular(kind),
+        Ok(Entry::Other(_)) => return Examined::Reject,
         Ok(Entry::Regular { file, meta }) => (file, meta),
     };
     let mtime = meta.modified().unwrap_or_else(|_| time::now());
@@ -227,16 +250,10 @@ fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined
             return Examined::Unsettled;
         }
     }
+    // Too large: not read (a hard link is no `Entry::Regular`).
     let max = config.max_job_bytes;
     if meta.len() > max {
-        return Examined::Bad {
-            bytes: Vec::new(),
-            error: format!(
-                "too large: {} bytes, more than max_job_bytes = {max}",
-                meta.len()
-            ),
-            keep_file: true,
-        };
+        return Examined::Reject;
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     if let Err(e) = (&mut file).take(max + 1).read_to_end(&mut bytes) {
@@ -251,11 +268,7 @@ fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined
             submitted: job.submitted.unwrap_or(mtime),
             not_before: job.not_before,
         }),
-        Err(error) => Examined::Bad {
-            keep_file: std::str::from_utf8(&bytes).is_err() || bytes.len() as u64 > max,
-            bytes,
-            error,
-        },
+        Err(_) => Examined::Reject,
     }
 }
 

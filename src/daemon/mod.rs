@@ -36,12 +36,10 @@
 //! `runner`), and only this thread decides that a job moves.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use nix::fcntl::Flock;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
@@ -54,7 +52,7 @@ use crate::record::Status;
 use crate::runner::{self, Output};
 use crate::scheduler::Queue;
 use crate::sdnotify::Notifier;
-use crate::spool::Spool;
+use crate::spool::{Hold, Spool};
 use crate::status::{Board, FinishedRow, Histogram};
 use crate::sweeper::{self, FirstScan};
 use crate::threads::{Stopped, Threads};
@@ -128,9 +126,10 @@ struct RunningJob {
     /// The task's first process, leader of its process group: what
     /// timeouts, cancels and shutdown signal, and what is reaped at exit.
     task: runner::Task,
-    /// The job file, locked: held until the record (or the requeued copy)
-    /// is in place, it is how recovery knows the job is alive.
-    lock: Flock<File>,
+    /// The daemon's copy of the job file, locked, and the submission taken
+    /// out of `new/`: held until the record (or the requeued copy) is in
+    /// place, the lock is how recovery knows the job is alive.
+    hold: Hold,
     /// When the job was submitted (its file says, else its mtime): the
     /// record's `submitted`.
     submitted: SystemTime,
@@ -439,6 +438,7 @@ impl Daemon {
                         .or_insert_with(|| Instant::now() + SETTLE);
                 }
             }
+            Event::Fs(Fs::RawName(raw)) => self.adopt_raw_name(&raw),
             Event::Fs(Fs::Overflow) => {
                 crate::log!("watch: events were lost; scanning new/ and cancel/");
                 self.scan_new(false);

@@ -7,7 +7,9 @@
 //! `failed`/`interrupted` past its retries), or is rejected when its text
 //! is no job. Leftovers of jobs already finished or requeued are removed
 //! by the spool; a job held only by the escaped children of a dead
-//! daemon's task has them killed first.
+//! daemon's task has them killed first. An entry of `running/` that no
+//! daemon makes (a folder, a symlink, a hard link) is recorded as
+//! rejected and removed; nothing found there stops recovery.
 //!
 //! A recovered job keeps the `submitted` it had: its file's own, else the
 //! job file's modification time (when it was written into `new/`; the
@@ -50,7 +52,10 @@ impl Daemon {
                 Leftover::Cleaned(id) => {
                     crate::log!("{id}: recover: removed leftovers of a finished job")
                 }
-                Leftover::Orphan(Claim { id, lock, bytes }) => {
+                Leftover::Odd { name, refused } => {
+                    self.refuse(refused, &format!("running/{name}"), None);
+                }
+                Leftover::Orphan(Claim { id, bytes, hold }) => {
                     if self.running.contains_key(&id) {
                         continue;
                     }
@@ -59,7 +64,7 @@ impl Daemon {
                         Ok(job) => (Some(job), Cause::Interrupted),
                         Err(error) => (None, Cause::Rejected(error.clone())),
                     };
-                    let written = lock.metadata().and_then(|m| m.modified()).ok();
+                    let written = hold.written();
                     let claimed = Claimed {
                         id: &id,
                         job,
@@ -69,7 +74,7 @@ impl Daemon {
                         started: None,
                         attempt: job.map_or(0, |j| j.attempts + 1),
                     };
-                    self.end(claimed, lock, cause, None);
+                    self.end(claimed, hold, cause, None);
                 }
             }
         }

@@ -1,10 +1,11 @@
 //! Starting: the queue into tasks.
 //!
 //! Asks the scheduler what may start under the limits, claims it (the
-//! rename into `running/` under its lock), parses the claimed text again
-//! (what runs is what was claimed) and starts its task. A claimed text that
-//! is no longer a job, and a task that cannot start, end at once through
-//! `finish`.
+//! spool takes it out of `new/` and copies it into `running/` under the
+//! daemon's lock), parses the copied text again (what runs is what was
+//! claimed) and starts its task. A claimed text that is no longer a job,
+//! an entry swapped for something that is no file to read (a folder, a
+//! link), and a task that cannot start, end at once through `finish`.
 //!
 //! A full file system stops starting, never ends a job: before the first
 //! start of a batch the room left on the spool's file system is looked at
@@ -18,11 +19,7 @@
 //! never waits for a task.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::time::{Instant, SystemTime};
-
-use nix::fcntl::Flock;
 
 use super::ending::Cause;
 use super::finish::Claimed;
@@ -32,7 +29,7 @@ use crate::job::{self, Job};
 use crate::runner;
 use crate::scheduler::{Queued, Slots};
 use crate::space::{self, Room};
-use crate::spool::{Claim, ClaimOutcome};
+use crate::spool::{Claim, ClaimOutcome, Hold};
 use crate::time;
 
 /// A claimed job whose task has not started: what starting it needs, kept
@@ -44,8 +41,9 @@ pub(super) struct Stalled {
     job: Job,
     /// The claimed text (for a requeue at shutdown).
     bytes: Vec<u8>,
-    /// Its file in `running/`, locked: it stays ours while it waits.
-    lock: Flock<File>,
+    /// What holds it (its file in `running/`, locked, and what was taken
+    /// out of `new/`): it stays ours while it waits.
+    hold: Hold,
     /// When it was submitted: its record's `submitted`.
     submitted: SystemTime,
     /// The name it had in `new/` when that is not `<id>.toml`.
@@ -124,12 +122,18 @@ impl Daemon {
 
     /// Claims a queued job and starts its task.
     fn start(&mut self, q: Queued) {
-        let Claim { id, lock, bytes } =
+        let Claim { id, bytes, hold } =
             match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
                 Ok(ClaimOutcome::Claimed(c)) => c,
+                // Swapped since it was queued for what is no file to read.
+                Ok(ClaimOutcome::Refused(r)) => {
+                    let submitted_as = submitted_as(&r.id, &q.name);
+                    self.refuse(r, &format!("new/{}", q.name), submitted_as);
+                    return;
+                }
                 Ok(ClaimOutcome::Gone) => return,
-                // Someone holds its lock (another daemon claiming it, or a
-                // stray reader): look again after the settle time.
+                // Another daemon is claiming it: look again after the
+                // settle time.
                 Ok(ClaimOutcome::Busy) => {
                     self.settling.insert(q.name, Instant::now() + SETTLE);
                     return;
@@ -154,7 +158,7 @@ impl Daemon {
                     started: None,
                     attempt: 0,
                 };
-                self.end(claimed, lock, Cause::Rejected(error), None);
+                self.end(claimed, hold, Cause::Rejected(error), None);
                 return;
             }
         };
@@ -162,7 +166,7 @@ impl Daemon {
             id,
             job,
             bytes,
-            lock,
+            hold,
             submitted: q.submitted,
             submitted_as,
         });
@@ -171,7 +175,21 @@ impl Daemon {
     /// Starts the task of a claimed job. When the disk is full it is kept
     /// for later, claimed; any other failure ends the attempt.
     fn launch(&mut self, s: Stalled) {
-        let Some(ty) = self.config.types.get(&s.job.kind).cloned() else {
+        // A job that parses has a known type; without one, or without the
+        // lock its task must inherit, it cannot start.
+        let ty = self.config.types.get(&s.job.kind).cloned();
+        let (Some(ty), Some(lock_fd)) = (ty, s.hold.lock_fd()) else {
+            let claimed = Claimed {
+                id: &s.id,
+                job: Some(&s.job),
+                bytes: &s.bytes,
+                submitted: Some(s.submitted),
+                submitted_as: s.submitted_as.clone(),
+                started: None,
+                attempt: s.job.attempts + 1,
+            };
+            let why = Cause::Unstartable("its type or its lock is missing".into());
+            self.end(claimed, s.hold, why, None);
             return;
         };
         let attempt = s.job.attempts + 1;
@@ -181,7 +199,7 @@ impl Daemon {
             ty: &ty,
             attempt,
             spool: &self.spool,
-            lock_fd: s.lock.as_raw_fd(),
+            lock_fd,
             max_output_bytes: self.config.max_output_bytes,
         };
         let started = time::now();
@@ -191,7 +209,7 @@ impl Daemon {
                     id,
                     job,
                     bytes,
-                    lock,
+                    hold,
                     submitted,
                     submitted_as,
                 } = s;
@@ -207,7 +225,7 @@ impl Daemon {
                         job,
                         bytes,
                         task,
-                        lock,
+                        hold,
                         submitted,
                         submitted_as,
                         started,
@@ -237,7 +255,7 @@ impl Daemon {
                     started: Some(started),
                     attempt,
                 };
-                self.end(claimed, s.lock, Cause::Unstartable(e.to_string()), None);
+                self.end(claimed, s.hold, Cause::Unstartable(e.to_string()), None);
             }
         }
     }
@@ -255,7 +273,7 @@ impl Daemon {
                 started: None,
                 attempt: s.job.attempts + 1,
             };
-            self.end(claimed, s.lock, Cause::Drained, None);
+            self.end(claimed, s.hold, Cause::Drained, None);
         }
     }
 }

@@ -5,19 +5,17 @@
 //! (the client), and telling whether the process that wrote it still runs.
 //! Never decides what the description says.
 //!
-//! Invariant: the file is replaced in one rename from `.spares/`, a folder
+//! Invariant: the file is replaced in one rename from `.tmp/`, a folder
 //! only the daemon can write: a submitter can neither plant nor swap the
 //! temporary file, and a reader sees the old description or the new one,
 //! never half of one. It is read without following a symlink, never from
 //! a FIFO, and at most [`catalog::MAX_BYTES`] of it.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read};
 use std::path::PathBuf;
 
 use super::Spool;
-use super::tmpname::{process_start, tmp_name};
+use super::private::process_start;
 use crate::catalog::{self, Writer};
 use crate::fsio::{io_context, open_regular};
 
@@ -26,30 +24,10 @@ impl Spool {
         self.root.join(catalog::FILE)
     }
 
-    /// Replaces `types.json` with `bytes`.
+    /// Replaces `types.json` with `bytes`, in one rename from the
+    /// daemon's own folder.
     pub fn write_catalog(&self, bytes: &[u8]) -> io::Result<()> {
-        let tmp = self.spares_dir().join(tmp_name("types"));
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(bytes)?;
-                if self.fsync {
-                    f.sync_all()?;
-                }
-                Ok(())
-            });
-        let dest = self.catalog_path();
-        let renamed = written
-            .map_err(|e| io_context("write", &tmp, e))
-            .and_then(|()| fs::rename(&tmp, &dest).map_err(|e| io_context("rename", &dest, e)));
-        if let Err(e) = renamed {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        self.sync_dir(&self.root)
+        self.write_replacing(&self.catalog_path(), bytes)
     }
 
     /// The bytes of `types.json`; `None` when there is none (or it is not
@@ -108,10 +86,10 @@ mod tests {
         spool.write_catalog(b"{\"two\": 2}").unwrap();
         assert_eq!(spool.read_catalog().unwrap().unwrap(), b"{\"two\": 2}");
         assert!(
-            spool.names(&spool.spares_dir()).unwrap().is_empty(),
+            spool.names(&spool.private_dir()).unwrap().is_empty(),
             "no temporary file is left"
         );
-        fs::remove_file(spool.catalog_path()).unwrap();
+        std::fs::remove_file(spool.catalog_path()).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", spool.catalog_path()).unwrap();
         assert_eq!(spool.read_catalog().unwrap(), None);
     }

@@ -42,13 +42,16 @@ pub struct Outputs {
 pub struct OutputFile(PathBuf);
 
 impl OutputFile {
-    /// Creates the file empty (or empties one a previous attempt left).
+    /// Creates the file empty (or empties one a previous attempt left),
+    /// the daemon's own: `running/` is the daemon's folder, and the task
+    /// only ever gets a pipe to it.
     pub fn create(&self) -> io::Result<File> {
         OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&self.0)
             .map_err(|e| io_context("create", &self.0, e))
     }

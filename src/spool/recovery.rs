@@ -1,24 +1,36 @@
 //! Jobs left in `running/` by a daemon that is gone, and the processes
 //! that hold them: everything the spool learns from `/proc`.
 //!
-//! Owns reading `/proc/locks` (who took a job's `flock`) and `/proc/*/fd`
-//! (who still has a job file open), [`Spool::recover`] and
-//! [`Spool::kill_orphans`]. Never touches a job a live process holds,
-//! never kills the daemon's own process group, never decides what happens
-//! to an orphan (the daemon requeues or ends it).
+//! Owns reading `/proc/locks` (who took a job's `flock`), `/proc/*/fd`
+//! and `/proc/*/fdinfo` (who shares that lock), [`Spool::recover`] and
+//! [`Spool::kill_orphans`]. Never touches a job a live daemon holds, never
+//! kills the daemon's own process group, never kills a process that merely
+//! has a job file open, never decides what happens to an orphan (the
+//! daemon requeues or ends it).
 //!
-//! Invariant: "alive" means some process still has the locked job file
-//! open; a pid alone is never trusted, since pids are reused.
+//! Invariant: "alive" means a live process of the daemon's own user took
+//! the lock and still has the file open, or the task of a dead daemon still
+//! shares the lock it inherited (recovery kills those). A lock taken by a
+//! process of another user (a group member can open a job file in
+//! `running/` for reading, and `flock` needs no more) holds nothing: the
+//! job file is replaced by a new copy of the daemon's own, and the job is
+//! recovered. A pid alone is never trusted, since pids are reused.
+//!
+//! Recovery skips nothing silently and stops at nothing: an entry no
+//! daemon makes in `running/` (a folder, a symlink, a file with several
+//! links) is taken out, to be recorded as rejected, and an entry that
+//! cannot be read is logged and looked at again next time.
 
-use std::fs::{self, Metadata};
-use std::io;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::{Claim, Spool, read_limited, same_file};
-use crate::fsio::{io_context, open_nofollow};
+use super::{Claim, Hold, Refused, Spool, read_limited, remove_any, same_file};
+use crate::fsio::{io_context, open_nofollow, open_regular};
+use crate::ids::{fresh_id, valid_id};
 
 /// What recovery found in `running/`.
 pub enum Leftover {
@@ -28,47 +40,41 @@ pub enum Leftover {
     Alive(String),
     /// A record or a requeued copy exists: the leftovers were removed.
     Cleaned(String),
+    /// `running/<name>` was no job file of a daemon's: taken out of
+    /// `running/`, to be recorded as rejected.
+    Odd { name: String, refused: Refused },
+}
+
+/// Who holds the lock on a job file that cannot be locked.
+#[derive(Debug, PartialEq, Eq)]
+enum Holder {
+    /// A live process of the daemon's user took it: another daemon.
+    Daemon,
+    /// Its taker is gone, but processes that inherited it (a dead
+    /// daemon's task) still share it.
+    Escaped,
+    /// Only live processes of other users took it.
+    Squatters(Vec<i32>),
+    /// `/proc/locks` does not show it (a network file system).
+    Unknown,
 }
 
 impl Spool {
     /// Looks at each job left in `running/` by an earlier run: removes the
     /// leftovers of jobs that already have a record or a requeued copy,
-    /// leaves alone those a live process holds, and hands back the rest.
+    /// leaves alone those a live daemon holds, takes out what is no job
+    /// file, and hands back the rest.
     pub fn recover(&self, max_bytes: u64) -> io::Result<Vec<Leftover>> {
         let mut out = Vec::new();
         for name in self.names(&self.running_dir())? {
-            let Some(id) = name.strip_suffix(".toml") else {
+            let Some(stem) = name.strip_suffix(".toml") else {
                 continue;
             };
-            let path = self.running_job(id);
-            let file = match open_nofollow(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_context("open", &path, e)),
-            };
-            let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(l) => l,
-                Err((_, Errno::EWOULDBLOCK)) => {
-                    out.push(Leftover::Alive(id.to_string()));
-                    continue;
-                }
-                Err((_, e)) => return Err(io_context("lock", &path, e.into())),
-            };
-            if !same_file(&lock, &path) {
-                continue;
+            match self.recover_one(&name, stem, max_bytes) {
+                Ok(Some(left)) => out.push(left),
+                Ok(None) => {}
+                Err(e) => crate::log!("recover: running/{name}: {e}"),
             }
-            if self.done_record(id).exists() || self.new_path(&format!("{id}.toml")).exists() {
-                self.remove_running(id);
-                out.push(Leftover::Cleaned(id.to_string()));
-                continue;
-            }
-            let bytes =
-                read_limited(&mut lock, max_bytes).map_err(|e| io_context("read", &path, e))?;
-            out.push(Leftover::Orphan(Claim {
-                id: id.to_string(),
-                lock,
-                bytes,
-            }));
         }
         // Outputs whose job file is gone (a crash between the steps of
         // finish or requeue) belong to no one.
@@ -76,44 +82,130 @@ impl Spool {
             let Some((id, _)) = name.rsplit_once('.') else {
                 continue;
             };
-            if !self.running_job(id).exists() {
-                let p = self.running_dir().join(&name);
-                let _ = if p.is_dir() {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
+            if self.running_job(id).symlink_metadata().is_err()
+                && let Err(e) = remove_any(&self.running_dir().join(&name))
+            {
+                crate::log!("recover: {e}");
             }
         }
         Ok(out)
     }
 
-    /// Kills what is left of a job whose daemon died: processes that still
-    /// hold its file in `running/` (background children of its task that
-    /// escaped the death signal) while the process that took the lock is
-    /// gone. A job held for a live daemon is left alone. Returns how many
-    /// processes were killed. Linux only (`/proc/locks`, `/proc/*/fd`).
+    /// Recovery of `running/<name>` (`<stem>.toml`).
+    fn recover_one(&self, name: &str, stem: &str, max_bytes: u64) -> io::Result<Option<Leftover>> {
+        let path = self.running_dir().join(name);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_context("stat", &path, e)),
+        };
+        if !valid_id(stem) || !meta.is_file() || meta.nlink() > 1 {
+            let id = if valid_id(stem) && self.done_record(stem).symlink_metadata().is_err() {
+                stem.to_string()
+            } else {
+                fresh_id()
+            };
+            let refused = self.refuse_running(name, &id)?;
+            return Ok(refused.map(|refused| Leftover::Odd {
+                name: name.to_string(),
+                refused,
+            }));
+        }
+        let id = stem;
+        let file = match open_nofollow(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_context("open", &path, e)),
+        };
+        let opened = file.metadata().map_err(|e| io_context("stat", &path, e))?;
+        if opened.ino() != meta.ino() || opened.dev() != meta.dev() {
+            // Changed under us: looked at again next time.
+            return Ok(None);
+        }
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((file, Errno::EWOULDBLOCK)) => {
+                return match holder(&opened) {
+                    Holder::Squatters(pids) => {
+                        crate::log!(
+                            "{id}: recover: its job file is locked by pid {pids:?}, not a daemon; replaced by a new copy"
+                        );
+                        self.take_over(id, file, max_bytes)
+                            .map(|c| Some(Leftover::Orphan(c)))
+                    }
+                    _ => Ok(Some(Leftover::Alive(id.to_string()))),
+                };
+            }
+            Err((_, e)) => return Err(io_context("lock", &path, e.into())),
+        };
+        if !same_file(&lock, &path) {
+            return Ok(None);
+        }
+        let bytes = read_limited(&mut lock, max_bytes).map_err(|e| io_context("read", &path, e))?;
+        if self.done_record(id).symlink_metadata().is_ok() || self.still_in_new(id, &bytes) {
+            self.remove_running(id);
+            return Ok(Some(Leftover::Cleaned(id.to_string())));
+        }
+        Ok(Some(Leftover::Orphan(Claim {
+            id: id.to_string(),
+            bytes,
+            hold: Hold::locked(lock),
+        })))
+    }
+
+    /// Whether the job is (still, or again) in `new/<id>.toml`: a copy the
+    /// daemon put back (its own file), or the very text of the copy in
+    /// `running/` (a claim cut short between its copy and its rename).
+    fn still_in_new(&self, id: &str, bytes: &[u8]) -> bool {
+        let path = self.new_path(&format!("{id}.toml"));
+        if Spool::is_own_file(&path) {
+            return true;
+        }
+        let Ok(Some((file, meta))) = open_regular(&path) else {
+            return false;
+        };
+        if meta.nlink() > 1 || meta.len() != bytes.len() as u64 {
+            return false;
+        }
+        let mut theirs = Vec::with_capacity(bytes.len());
+        file.take(bytes.len() as u64 + 1)
+            .read_to_end(&mut theirs)
+            .is_ok_and(|_| theirs == bytes)
+    }
+
+    /// Replaces a job file someone else has locked with a new, locked copy
+    /// of the daemon's own: the old inode, lock and all, is left to them.
+    fn take_over(&self, id: &str, mut file: File, max_bytes: u64) -> io::Result<Claim> {
+        let path = self.running_job(id);
+        let bytes = read_limited(&mut file, max_bytes).map_err(|e| io_context("read", &path, e))?;
+        let (copy, lock) = self.write_locked_copy(&bytes)?;
+        fs::rename(&copy, &path).map_err(|e| {
+            let _ = fs::remove_file(&copy);
+            io_context("replace", &path, e)
+        })?;
+        Ok(Claim {
+            id: id.to_string(),
+            bytes,
+            hold: Hold::locked(lock),
+        })
+    }
+
+    /// Kills what is left of a job whose daemon died: the processes that
+    /// still share its lock (background children of its task that escaped
+    /// the death signal), once the process that took the lock is gone. A
+    /// job held by a live daemon is left alone, and so is a process that
+    /// has the file open without sharing the lock. Returns how many
+    /// processes were killed. Linux only (`/proc`).
     pub fn kill_orphans(&self, id: &str) -> usize {
         let path = self.running_job(id);
         let Ok(meta) = fs::symlink_metadata(&path) else {
             return 0;
         };
-        let Some(owner) = flock_owner(&meta) else {
-            return 0;
-        };
-        // The taker is alive only if it still has the file open: its pid
-        // may have been reused by an unrelated process since it died.
-        let alive = match holds(owner, &meta) {
-            Some(h) => h,
-            None => {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner), None).is_ok_or_eperm()
-            }
-        };
-        if alive {
+        if holder(&meta) != Holder::Escaped {
             return 0;
         }
         let mut killed = 0;
-        for pid in holders(&meta) {
+        for pid in sharers(&meta) {
             // The whole group: the task's leftovers share it.
             let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
                 .unwrap_or(nix::unistd::Pid::from_raw(pid));
@@ -128,18 +220,71 @@ impl Spool {
     }
 }
 
-/// The process that took the `flock` on a file, from `/proc/locks`.
-fn flock_owner(meta: &Metadata) -> Option<i32> {
-    let text = fs::read_to_string("/proc/locks").ok()?;
+/// Who holds the lock on a file that could not be locked.
+fn holder(meta: &Metadata) -> Holder {
+    let takers = flock_takers(meta);
+    if takers.is_empty() {
+        return Holder::Unknown;
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let mut squatters = Vec::new();
+    let mut escaped = false;
+    for pid in takers {
+        match holds(pid, meta) {
+            Some(true) if euid_of(pid) == Some(me) => return Holder::Daemon,
+            Some(true) => squatters.push(pid),
+            Some(false) => escaped = true,
+            // Alive, but its descriptors cannot be read: assume the worst.
+            None if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                .is_ok_or_eperm() =>
+            {
+                return Holder::Daemon;
+            }
+            None => escaped = true,
+        }
+    }
+    if escaped {
+        Holder::Escaped
+    } else {
+        Holder::Squatters(squatters)
+    }
+}
+
+/// The effective user of a process, from `/proc/<pid>/status`.
+fn euid_of(pid: i32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// The processes that took a `flock` on a file, from `/proc/locks`.
+fn flock_takers(meta: &Metadata) -> Vec<i32> {
+    let Ok(text) = fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    let want = lock_key(meta);
+    text.lines()
+        .filter_map(|line| flock_taker(line, &want))
+        .collect()
+}
+
+/// `MAJOR:MINOR:INODE` as `/proc/locks` and fdinfo spell a file.
+fn lock_key(meta: &Metadata) -> String {
     let dev = meta.dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
-    text.lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // "1: FLOCK  ADVISORY  WRITE 12345 fd:00:1234567 0 EOF"
-        let i = f.iter().position(|w| *w == "FLOCK")?;
-        (f.get(i + 4) == Some(&want.as_str())).then(|| f.get(i + 3)?.parse().ok())?
-    })
+    format!("{major:02x}:{minor:02x}:{}", meta.ino())
+}
+
+/// The taker's pid in a lock line ("1: FLOCK  ADVISORY  WRITE 12345
+/// fd:00:1234567 0 EOF", also after "lock:\t" in fdinfo) about the file
+/// `want`.
+fn flock_taker(line: &str, want: &str) -> Option<i32> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let i = f.iter().position(|w| *w == "FLOCK")?;
+    if f.get(i + 4) != Some(&want) {
+        return None;
+    }
+    f.get(i + 3)?.parse().ok()
 }
 
 /// Whether a process has the file open: `None` when its descriptors
@@ -151,17 +296,37 @@ fn holds(pid: i32, meta: &Metadata) -> Option<bool> {
     }))
 }
 
-/// Processes with the file open, from `/proc/*/fd`.
-fn holders(meta: &Metadata) -> Vec<i32> {
+/// Processes that share a lock on the file (their descriptor's fdinfo
+/// shows it, which only the descriptors of the locked open file do), from
+/// `/proc/*/fd` and `/proc/*/fdinfo`; never this process.
+fn sharers(meta: &Metadata) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(procs) = fs::read_dir("/proc") else {
         return out;
     };
+    let want = lock_key(meta);
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        if holds(pid, meta) == Some(true) && pid != std::process::id() as i32 {
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let shares = fds.flatten().any(|fd| {
+            fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+                && fs::read_to_string(format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                ))
+                .is_ok_and(|info| {
+                    info.lines()
+                        .any(|l| l.starts_with("lock:") && flock_taker(l, &want).is_some())
+                })
+        });
+        if shares {
             out.push(pid);
         }
     }

@@ -263,9 +263,9 @@ fn a_full_disk_is_waited_out(fill: Fill) {
     assert!(!log.contains("interrupted"), "{log}");
     assert_eq!(t.ls("tmp"), Vec::<String>::new(), "files left in tmp/");
     assert_eq!(
-        t.ls(".spares"),
+        t.ls(".tmp"),
         Vec::<String>::new(),
-        "files left in .spares/"
+        "files left in the daemon's own .tmp/"
     );
 }
 

@@ -486,7 +486,7 @@ fn hostile_input_does_not_disturb_the_daemon() {
     assert_eq!(status_of(&t.wait_record("after")), "succeeded");
     assert_eq!(status_of(&t.wait_record("huge")), "rejected");
     assert_eq!(status_of(&t.wait_record("rand")), "rejected");
-    wait_for("the socket to be moved aside", PROMPT, || {
+    wait_for("the socket to be removed", PROMPT, || {
         (!sock.exists()).then_some(())
     });
 }

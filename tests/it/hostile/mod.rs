@@ -16,6 +16,11 @@ use crate::support::*;
 
 // One file per kind of attack; each test ends with `still_serves`.
 
+/// Entries in new/ and running/: open descriptors, hard links, swaps,
+/// planted tmp/ names, shared locks, raw names, links and FIFOs.
+mod entries;
+/// A finished job's files against later tasks of the same user.
+mod frozen;
 /// Finding 1 (values past their range) and 10 (a token file others can read).
 mod values;
 

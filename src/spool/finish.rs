@@ -1,0 +1,262 @@
+//! Ending jobs on disk: records, requeued copies, the report, and deleting
+//! a finished job.
+//!
+//! Owns [`Spool::finish_all`] (a group of records with their outputs and
+//! files), [`Spool::requeue`], [`Spool::rewrite_record`],
+//! [`Spool::write_report`] and [`Spool::delete_finished`]. Every file it
+//! publishes is written first in `.tmp/` (the daemon's own folder) and
+//! renamed into place; nothing it writes was ever a submitter's or a
+//! task's file.
+//!
+//! Never decides how a job ends (the daemon did), and never writes through
+//! `tmp/`, which submitters share.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{Spool, private, remove_any, rename_noreplace};
+use crate::fsio::io_context;
+use crate::record::Record;
+
+impl Spool {
+    /// Ends jobs: freezes and moves each one's output and files into
+    /// `done/`, writes its record (the commit point), then removes what is
+    /// left in `running/`. A group commit: with `fsync = true`, one
+    /// `syncfs(2)` makes every output and record durable before the
+    /// renames that publish the records, and one fsync of `done/` makes
+    /// the renames durable, however many jobs are in the batch. Returns,
+    /// per record, whether it was written.
+    pub fn finish_all(&self, records: &[Record]) -> Vec<io::Result<()>> {
+        let staged: Vec<io::Result<PathBuf>> = records.iter().map(|r| self.stage(r)).collect();
+        if self.fsync {
+            self.sync_fs();
+        }
+        let results: Vec<io::Result<()>> = records
+            .iter()
+            .zip(staged)
+            .map(|(rec, tmp)| {
+                let tmp = tmp?;
+                let dest = self.done_record(&rec.id);
+                fs::rename(&tmp, &dest).map_err(|e| {
+                    let _ = fs::remove_file(&tmp);
+                    io_context("rename into place", &dest, e)
+                })
+            })
+            .collect();
+        if let Err(e) = self.sync_dir(&self.done_dir()) {
+            crate::log!("{e}");
+        }
+        for (rec, r) in records.iter().zip(&results) {
+            if r.is_ok() {
+                // Output and files were moved: only these can be left.
+                let _ = fs::remove_file(self.running_result(&rec.id));
+                let _ = fs::remove_file(self.running_job(&rec.id));
+            }
+        }
+        results
+    }
+
+    /// Moves a job's output and (frozen) files into `done/` and writes its
+    /// record into `.tmp/`, ready to be renamed into place.
+    fn stage(&self, record: &Record) -> io::Result<PathBuf> {
+        let id = record.id.as_str();
+        for (from, to) in [
+            (self.running_out(id), self.done_out(id)),
+            (self.running_err(id), self.done_err(id)),
+        ] {
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_context("move output", &from, e)),
+            }
+        }
+        let removed = self.freeze_files(id)?;
+        if !removed.is_empty() {
+            crate::log!(
+                "{id}: removed from its files (only regular files and folders are kept): {}",
+                removed.join(", ")
+            );
+        }
+        let files = self.running_files(id);
+        let done_files = self.done_files(id);
+        match fs::rename(&files, &done_files) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) if done_files.symlink_metadata().is_ok() => {
+                // Left by an earlier attempt that crashed before its record.
+                remove_any(&done_files)?;
+                fs::rename(&files, &done_files)
+                    .map_err(|e| io_context("move files folder", &files, e))?;
+            }
+            Err(e) => return Err(io_context("move files folder", &files, e)),
+        }
+        let text = record.to_toml().map_err(io::Error::other)?;
+        // Not fsynced here: the group's syncfs covers every record at once.
+        self.write_private(text.as_bytes(), "rec", false)
+    }
+
+    /// Flushes the whole file system the spool is on (`syncfs(2)`).
+    fn sync_fs(&self) {
+        let dir = self.private_dir();
+        match File::open(&dir) {
+            // SAFETY: syncfs on a descriptor we own.
+            Ok(d) => unsafe {
+                use std::os::fd::AsRawFd;
+                if libc::syncfs(d.as_raw_fd()) < 0 {
+                    crate::log!(
+                        "syncfs {}: {}",
+                        self.root.display(),
+                        io::Error::last_os_error()
+                    );
+                }
+            },
+            Err(e) => crate::log!("syncfs: cannot open {}: {e}", dir.display()),
+        }
+    }
+
+    /// Replaces `dest` (a path only the daemon writes) with `bytes` in one
+    /// rename from `.tmp/`.
+    pub(super) fn write_replacing(&self, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.write_private(bytes, "rec", self.fsync)?;
+        fs::rename(&tmp, dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_context("rename into place", dest, e)
+        })?;
+        if let Some(dir) = dest.parent() {
+            self.sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces `report.html`. Never fsynced: it is rebuilt from state.
+    pub fn write_report(&self, html: &[u8]) -> io::Result<()> {
+        self.with_fsync(false)
+            .write_replacing(&self.report_path(), html)
+    }
+
+    /// Rewrites an existing record (its `mail` field changes after mail).
+    pub fn rewrite_record(&self, record: &Record) -> io::Result<()> {
+        let path = self.done_record(&record.id);
+        if path.symlink_metadata().is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("rewrite {}: the record is gone", path.display()),
+            ));
+        }
+        let text = record.to_toml().map_err(io::Error::other)?;
+        self.write_replacing(&path, text.as_bytes())
+    }
+
+    /// Puts a job back into `new/<id>.toml` with the given text (a copy of
+    /// the daemon's own), then removes its leftovers from `running/`. A
+    /// requeued copy already there (another daemon's, or an earlier try's)
+    /// is replaced; a submitter's file squatting the name is renamed aside
+    /// (`<id>.toml~<random>`), where it is still a submission.
+    pub fn requeue(&self, id: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.write_private(bytes, "job", self.fsync)?;
+        let name = format!("{id}.toml");
+        let dest = self.new_path(&name);
+        let mut placed = Err(io::Error::other("requeue: no free name"));
+        for _ in 0..10 {
+            placed = match rename_noreplace(&tmp, &dest) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if Spool::is_own_file(&dest) {
+                        fs::rename(&tmp, &dest)
+                    } else {
+                        self.move_aside(&name);
+                        continue;
+                    }
+                }
+                other => other,
+            };
+            break;
+        }
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_context("rename into new/", &dest, e));
+        }
+        self.sync_dir(&self.new_dir())?;
+        self.remove_running(id);
+        Ok(())
+    }
+
+    /// Renames `new/<name>`, someone else's file, to `new/<name>~<random>`:
+    /// out of the way of a job the daemon puts back under that name, and
+    /// still a submission.
+    fn move_aside(&self, name: &str) {
+        let from = self.new_path(name);
+        let aside = format!("{name}~{}", &private::random_hex()[..8]);
+        match rename_noreplace(&from, &self.new_path(&aside)) {
+            Ok(()) => crate::log!("new/{name}: moved aside to new/{aside}"),
+            Err(e) => crate::log!("new/{name}: cannot move it aside: {e}"),
+        }
+    }
+
+    /// Removes a job's files from `running/`, the job file last.
+    pub(super) fn remove_running(&self, id: &str) {
+        let _ = fs::remove_file(self.running_out(id));
+        let _ = fs::remove_file(self.running_err(id));
+        let _ = fs::remove_file(self.running_result(id));
+        let _ = remove_any(&self.running_files(id));
+        let _ = fs::remove_file(self.running_job(id));
+    }
+
+    /// Deletes a finished job: its record, output and files.
+    pub fn delete_finished(&self, id: &str) -> io::Result<()> {
+        let _ = fs::remove_file(self.done_out(id));
+        let _ = fs::remove_file(self.done_err(id));
+        remove_any(&self.done_files(id))?;
+        match fs::remove_file(self.done_record(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_context("remove", &self.done_record(id), e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Status;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn records_and_requeued_copies_are_new_files_of_the_daemons_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), false).unwrap();
+        fs::write(spool.running_job("a"), "type = \"x\"\n").unwrap();
+        let job_ino = fs::metadata(spool.running_job("a")).unwrap().ino();
+        fs::write(spool.running_out("a"), "out").unwrap();
+        let results = spool.finish_all(&[Record::new("a", "x", Status::Succeeded)]);
+        assert!(results[0].is_ok());
+        assert!(spool.names(&spool.running_dir()).unwrap().is_empty());
+        assert_eq!(fs::read_to_string(spool.done_out("a")).unwrap(), "out");
+        let rec = fs::metadata(spool.done_record("a")).unwrap();
+        assert_ne!(rec.ino(), job_ino);
+        assert_eq!(spool.read_record("a").unwrap().status, Status::Succeeded);
+
+        // A requeue replaces a copy of the daemon's own; a file of someone
+        // else under the name is moved aside, not lost. (As root, files
+        // made here are the daemon's own: make one that is not.)
+        fs::write(spool.running_job("b"), "type = \"x\"\n").unwrap();
+        spool.requeue("b", b"type = \"x\"\nattempts = 1\n").unwrap();
+        spool.requeue("b", b"type = \"x\"\nattempts = 2\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(spool.new_path("b.toml")).unwrap(),
+            "type = \"x\"\nattempts = 2\n"
+        );
+        fs::remove_file(spool.new_path("b.toml")).unwrap();
+        fs::write(spool.new_path("b.toml"), "theirs").unwrap();
+        fs::hard_link(spool.new_path("b.toml"), dir.path().join("second-link")).unwrap();
+        spool.requeue("b", b"ours").unwrap();
+        assert_eq!(
+            fs::read_to_string(spool.new_path("b.toml")).unwrap(),
+            "ours"
+        );
+        let names = spool.names(&spool.new_dir()).unwrap();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(spool.names(&spool.private_dir()).unwrap().is_empty());
+    }
+}
