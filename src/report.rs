@@ -685,6 +685,7 @@ mod tests {
             finished_counts: BTreeMap::new(),
             durations: BTreeMap::new(),
             history: Default::default(),
+            schedules: Vec::new(),
         }
     }
 
@@ -794,6 +795,7 @@ mod props {
                 queued_total: queued,
                 draining: true,
                 history: Default::default(),
+                schedules: Vec::new(),
                 types: vec![TypeRow { name: "t".into(), limit: total, running, queued }],
                 running: vec![RunningRow { id: "r".into(), kind: "t".into(), started, pid: 1, attempt }],
                 queued: vec![QueuedRow { id: "q".into(), kind: "t".into(), priority, submitted, not_before }],

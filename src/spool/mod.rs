@@ -8,7 +8,8 @@
 //! `outputs` (a running task's files), `recovery` (leftovers of a dead
 //! daemon, from `/proc`), `tmpname` (who wrote a temporary file),
 //! `catalog` (`types.json`, the daemon's description of what it
-//! accepts, and whether its writer still runs).
+//! accepts, and whether its writer still runs), `ticks` (`.ticks/`, which
+//! schedule ticks were fired, and the `O_EXCL` claim of a tick).
 //!
 //! The daemon's side of the spool is written here only: no other module
 //! of raccoond creates, renames, writes or deletes a spool path, except the
@@ -56,6 +57,7 @@ mod catalog;
 mod outputs;
 pub mod query;
 mod recovery;
+mod ticks;
 mod tmpname;
 
 pub use catalog::{this_writer, writer_alive};
