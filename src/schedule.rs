@@ -79,8 +79,14 @@ pub struct FileSchedule {
 }
 
 /// One instant a schedule fires at: a whole second within the range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Tick(i64);
+
+impl std::fmt::Debug for Tick {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "Tick({})", self.stamp())
+    }
+}
 
 impl Tick {
     /// The tick at `secs` after the epoch, when that is within 1970 to 9999.
