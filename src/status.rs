@@ -48,6 +48,7 @@ pub struct Snapshot {
 /// A schedule as the report shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleRow {
+    /// Its name in `[schedules.NAME]`.
     pub name: String,
     /// `cron "0 3 * * *" (Europe/Paris)` or `every 1h`.
     pub when: String,

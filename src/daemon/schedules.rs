@@ -66,8 +66,11 @@ struct Plan {
 /// A tick to try again.
 #[derive(Clone, Copy)]
 struct Retry {
+    /// The tick whose claim or submission failed.
     tick: Tick,
+    /// When to try it again.
     at: SystemTime,
+    /// Failed tries so far: only the first is logged.
     tries: u32,
 }
 
@@ -183,10 +186,12 @@ impl Daemon {
 
     /// Fires every tick that is due, and retries that are.
     pub(super) fn fire_schedules(&mut self) {
-        if self.ticker.plans.is_empty() {
+        let now = time::now();
+        // The loop ticks after every batch of events: most of the time
+        // nothing is due.
+        if self.ticker.wakeup().is_none_or(|t| t > now) {
             return;
         }
-        let now = time::now();
         let names: Vec<String> = self.ticker.plans.keys().cloned().collect();
         for name in names {
             let Some(plan) = self.ticker.plans.get_mut(&name) else {

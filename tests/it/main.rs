@@ -25,8 +25,9 @@ mod regression;
 mod report;
 /// Crash recovery, signals, timeouts, retries, cancel, expiry, hostile input.
 mod robust;
-/// Schedules: one job per tick across three daemons, catch_up after a
-/// SIGKILL, `raccoon schedules` and the report's card, errors that stop the daemon.
+/// Schedules: one job per tick across three daemons, one claim per tick
+/// through two bindfs "hosts", catch_up after a SIGKILL, `raccoon
+/// schedules` and the report's card, errors that stop the daemon.
 mod schedules;
 /// The harness: TestSpool, waits with deadlines.
 mod support;

@@ -1,5 +1,6 @@
 //! Schedules: each tick submits one job, exactly once across the daemons
-//! sharing a spool; `catch_up` after a crash; what the client and the
+//! sharing a spool (and one claim per tick through two mounts standing in
+//! for two hosts); `catch_up` after a crash; what the client and the
 //! report say; configuration errors.
 
 use std::collections::BTreeMap;
@@ -333,5 +334,70 @@ fn a_bad_schedule_stops_the_daemon_with_exit_78_naming_the_key() {
             "{body}: {}",
             ran.stderr
         );
+    }
+}
+
+/// Two bindfs mounts of one folder stand in for two hosts on a shared
+/// file system (FACTS.md: no inotify across them, `flock` not shared,
+/// `RENAME_NOREPLACE` refused): the `O_EXCL` claim of a tick still has
+/// exactly one winner, tick after tick, with both racing for each.
+#[test]
+fn through_two_mounts_of_one_spool_each_tick_is_claimed_once() {
+    require_root("mounting bindfs");
+    let bindfs = tool("bindfs", "bindfs");
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("spool");
+    raccoond::spool::Spool::open(&real, true).unwrap();
+    let mounts: Vec<Mount> = ["a", "b"]
+        .iter()
+        .map(|m| {
+            let at = dir.path().join(m);
+            std::fs::create_dir(&at).unwrap();
+            let ran = run(Command::new(&bindfs).arg(&real).arg(&at));
+            assert!(ran.status.success(), "bindfs: {}", ran.stderr);
+            Mount(at)
+        })
+        .collect();
+    let hosts: Vec<raccoond::spool::Spool> = mounts
+        .iter()
+        .map(|m| raccoond::spool::Spool::open(&m.0, true).unwrap())
+        .collect();
+    let ticks: Vec<Tick> = (0..200).map(|i| tick_at(1_800_000_000 + i)).collect();
+    let barrier = std::sync::Barrier::new(hosts.len());
+    let wins: Vec<Vec<bool>> = std::thread::scope(|s| {
+        let racers: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let (ticks, barrier) = (&ticks, &barrier);
+                s.spawn(move || {
+                    ticks
+                        .iter()
+                        .map(|t| {
+                            barrier.wait();
+                            h.claim_tick("race", *t).unwrap()
+                        })
+                        .collect::<Vec<bool>>()
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (i, t) in ticks.iter().enumerate() {
+        let winners = wins.iter().filter(|w| w[i]).count();
+        assert_eq!(winners, 1, "{t:?}: {winners} winners");
+    }
+    // Both views, and the folder itself, list the same markers.
+    let real_view = raccoond::spool::Spool::open(&real, false).unwrap();
+    for h in hosts.iter().chain([&real_view]) {
+        assert_eq!(h.fired_ticks("race").unwrap(), ticks);
+    }
+}
+
+/// A bindfs mount, unmounted when the test ends (passed or not).
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount").arg("-u").arg(&self.0).status();
     }
 }
