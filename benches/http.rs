@@ -572,6 +572,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
         finished_counts,
         durations,
         history: std::sync::Arc::new(history),
+        schedules: Vec::new(),
     };
     let mut total = Duration::ZERO;
     let mut max = Duration::ZERO;

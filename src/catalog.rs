@@ -20,6 +20,13 @@
 //! daemon `max_job_bytes` and the mail allow-list. A type check that
 //! `job::parse` gains must add what it reads to the catalog, or the client
 //! and the daemon disagree.
+//!
+//! The daemon's schedules are here too, for `raccoon schedules`: when each
+//! ticks (`cron` and `tz`, or `every`), `catch_up` and its jobs' type, but
+//! not its next tick, which changes at every tick: the client computes it
+//! from these with the daemon's code ([`ScheduleEntry::when`]), and reads
+//! the last tick fired from the spool. A schedule's job params are not
+//! written down.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -28,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Overrides, ParamKind};
 use crate::job;
+use crate::schedule::{self, When, Zone};
 use crate::time;
 
 /// The file's name in the spool folder.
@@ -65,6 +73,45 @@ pub struct Catalog {
     pub recipients: Vec<String>,
     /// Every configured type, by name.
     pub types: Vec<TypeEntry>,
+    /// Every configured schedule, by name (absent when there is none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleEntry>,
+}
+
+/// One schedule as `raccoon schedules` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleEntry {
+    pub name: String,
+    /// The cron expression, for a `cron` schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// Its zone's IANA name (the daemon's own when `tz` was not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+    /// The interval, as `1h 30m`, for an `every` schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    pub catch_up: bool,
+    /// The type of its jobs.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl ScheduleEntry {
+    /// When it ticks, read back through the daemon's own parsers.
+    pub fn when(&self) -> Result<When, String> {
+        match (&self.cron, &self.every) {
+            (Some(expr), None) => {
+                let zone = Zone::named(self.tz.as_deref().unwrap_or("UTC"))?;
+                When::cron(expr, zone)
+            }
+            (None, Some(every)) => When::every(time::parse_duration(every)?),
+            _ => Err(format!(
+                "schedule {}: neither cron nor every, or both",
+                self.name
+            )),
+        }
+    }
 }
 
 /// One type as a submitter needs to know it.
@@ -156,6 +203,26 @@ impl Catalog {
                 .map(|m| m.recipients.clone())
                 .unwrap_or_default(),
             types,
+            schedules: config
+                .schedules
+                .values()
+                .map(|s| {
+                    let (cron, tz, every) = match &s.when {
+                        When::Cron { expr, zone, .. } => {
+                            (Some(expr.clone()), Some(zone.name().to_string()), None)
+                        }
+                        When::Every(secs) => (None, None, Some(schedule::format_every(*secs))),
+                    };
+                    ScheduleEntry {
+                        name: s.name.clone(),
+                        cron,
+                        tz,
+                        every,
+                        catch_up: s.catch_up,
+                        kind: s.kind.clone(),
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -297,6 +364,14 @@ params = {{ num = "integer", title = "string?" }}
 command = ["echo", "{{word}}"]
 user = "{me}"
 accept_args = true
+[schedules.nightly]
+cron = "0 3 * * *"
+tz = "Europe/Paris"
+catch_up = true
+job = {{ type = "report", params = {{ num = 1, title = "s3cr3t" }} }}
+[schedules.often]
+every = "90m"
+job = {{ type = "free", params = {{ word = "w" }} }}
 "#,
             me = crate::config::current_user()
         );
@@ -398,6 +473,48 @@ accept_args = true
                 assert!(why.contains("pid 42 on h1"), "{why}");
             }
         }
+    }
+
+    #[test]
+    fn schedules_are_described_and_read_back_to_the_same_ticks_without_their_params() {
+        let daemon = config();
+        let c = Catalog::of(&daemon, &writer(), at(0));
+        let json = c.to_json();
+        assert!(!json.contains("s3cr3t"), "a schedule's params: {json}");
+        let back = Catalog::parse(json.as_bytes()).unwrap();
+        assert_eq!(
+            back.schedules,
+            [
+                ScheduleEntry {
+                    name: "nightly".into(),
+                    cron: Some("0 3 * * *".into()),
+                    tz: Some("Europe/Paris".into()),
+                    every: None,
+                    catch_up: true,
+                    kind: "report".into(),
+                },
+                ScheduleEntry {
+                    name: "often".into(),
+                    cron: None,
+                    tz: None,
+                    every: Some("1h 30m".into()),
+                    catch_up: false,
+                    kind: "free".into(),
+                },
+            ]
+        );
+        let now = crate::schedule::Tick::floor(at(0));
+        for entry in &back.schedules {
+            let when = entry.when().unwrap();
+            let theirs = &daemon.schedules[&entry.name].when;
+            assert_eq!(when.describe(), theirs.describe());
+            assert_eq!(when.first_at_or_after(now), theirs.first_at_or_after(now));
+        }
+        // A description without schedules (an older daemon's) reads as none.
+        let mut plain: serde_json::Value = serde_json::from_str(&json).unwrap();
+        plain.as_object_mut().unwrap().remove("schedules");
+        let plain = Catalog::parse(plain.to_string().as_bytes()).unwrap();
+        assert!(plain.schedules.is_empty());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! paths are absolute, whose durations are `Duration`s and whose users are
 //! resolved to ids. Every error names the file, the key and what is wrong;
 //! an unknown key is an error, never ignored. This module reads the token
-//! and password files it names but touches nothing else on disk.
+//! and password files it names, and for a `cron` schedule without `tz`
+//! the daemon's time zone (`schedule::zone`), but touches nothing else on
+//! disk.
 //!
 //! Invariant: every value of a [`Config`] is within its range (SPEC §3,
 //! raccoond.toml(5): durations up to a century, counts, sizes and limits
@@ -23,6 +25,7 @@ use serde::Deserialize;
 use crate::bounds::{
     AttachmentBytes, Count, JobBytes, MemoryBytes, Nice, OutputBytes, Processes, Slots,
 };
+use crate::schedule::{self, FileSchedule, Schedule};
 use crate::time::Dur;
 
 /// What the daemon runs with. Built once at start and again on SIGHUP.
@@ -45,6 +48,9 @@ pub struct Config {
     pub http: HttpConfig,
     pub mail: Option<MailConfig>,
     pub types: BTreeMap<String, TypeConfig>,
+    /// `[schedules.NAME]`: jobs submitted on a clock, each checked at load
+    /// against the types above (see [`crate::schedule`]).
+    pub schedules: BTreeMap<String, Schedule>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +208,8 @@ struct FileConfig {
     mail: Option<FileMail>,
     #[serde(default)]
     types: BTreeMap<String, FileType>,
+    #[serde(default)]
+    schedules: BTreeMap<String, FileSchedule>,
 }
 
 #[derive(Deserialize)]
@@ -373,7 +381,7 @@ impl Config {
             t.limit = Some(n);
         }
 
-        Ok(Config {
+        let mut config = Config {
             path: file.map(Path::to_path_buf),
             spool,
             total,
@@ -387,7 +395,14 @@ impl Config {
             http,
             mail,
             types,
-        })
+            schedules: BTreeMap::new(),
+        };
+        // Last: a schedule's job is checked against everything above.
+        for (sname, raw) in raw.schedules {
+            let s = Schedule::load(&sname, raw, &config, &schedule::zone::local).map_err(err)?;
+            config.schedules.insert(sname, s);
+        }
+        Ok(config)
     }
 
     /// The limit of a type, or the total when it has none.

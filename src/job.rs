@@ -38,6 +38,11 @@ struct JobFile {
     params: Option<toml::Table>,
     attempts: Option<Count>,
     submitted: Option<Stamp>,
+    /// SPEC §13: at most one queued or running job per (type, unique).
+    /// Accepted here so that schedules' jobs (which carry it) parse; its
+    /// enforcement is not in this module yet.
+    #[allow(dead_code, reason = "read by the uniqueness check, not yet here")]
+    unique: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,6 +38,7 @@ pub mod mime;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod schedule;
 pub mod scheduler;
 pub mod sdnotify;
 pub mod space;

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::history::{self, History, Outcomes};
 use crate::record::Status;
-use crate::status::{FinishedRow, QueuedRow, RunningRow, Snapshot, TypeRow};
+use crate::status::{FinishedRow, QueuedRow, RunningRow, ScheduleRow, Snapshot, TypeRow};
 use crate::time;
 
 /// Seconds between the page's own reloads.
@@ -64,6 +64,7 @@ fn page(h: &mut String, s: &Snapshot, now: SystemTime) -> std::fmt::Result {
     finished(h, &s.finished, now)?;
     failures(h, &s.history, now)?;
     h.push_str("</div>\n");
+    schedules(h, &s.schedules, now)?;
     queued(h, &s.queued, s.queued_total, now)?;
     write!(
         h,
@@ -200,6 +201,42 @@ fn queued(h: &mut String, rows: &[QueuedRow], total: usize, now: SystemTime) -> 
         )?;
     }
     more(h, total, rows.len(), "queued")?;
+    h.push_str("</tbody>\n</table>\n</section>\n");
+    Ok(())
+}
+
+/// The schedules: when each ticks, its next tick, the job of the newest
+/// tick fired on the spool. No card when none is configured.
+fn schedules(h: &mut String, rows: &[ScheduleRow], now: SystemTime) -> std::fmt::Result {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    write!(
+        h,
+        "<section id=\"schedules\">\n<h2>Schedules <span class=\"count\">{}</span></h2>\n\
+         <table>\n<thead><tr><th>Schedule</th><th>When</th><th>Type</th><th>Next tick</th>\
+         <th>Last fired</th></tr></thead>\n<tbody>\n",
+        rows.len()
+    )?;
+    for r in rows {
+        let next = match r.next.map(|t| (t, time::until(now, t).as_secs())) {
+            Some((t, 0)) => format!("{} (due now)", stamp(t)),
+            Some((t, secs)) => format!(
+                "{} (in {})",
+                stamp(t),
+                escape(&time::format_duration(Duration::from_secs(secs)))
+            ),
+            None => "none".to_string(),
+        };
+        writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{next}</td><td class=\"id\">{}</td></tr>",
+            escape(&r.name),
+            escape(&r.when),
+            escape(&r.kind),
+            r.last.as_deref().map_or_else(|| "—".to_string(), escape)
+        )?;
+    }
     h.push_str("</tbody>\n</table>\n</section>\n");
     Ok(())
 }
@@ -685,6 +722,7 @@ mod tests {
             finished_counts: BTreeMap::new(),
             durations: BTreeMap::new(),
             history: Default::default(),
+            schedules: Vec::new(),
         }
     }
 
@@ -751,6 +789,53 @@ mod tests {
     }
 
     #[test]
+    fn schedules_show_when_they_tick_next_and_their_last_job_escaped() {
+        let html = render(&snapshot(0), at(100));
+        assert!(
+            !html.contains("id=\"schedules\""),
+            "no card without schedules"
+        );
+        let mut s = snapshot(0);
+        s.schedules = vec![
+            ScheduleRow {
+                name: "nightly".into(),
+                when: "cron \"0 3 * * *\" (Europe/Paris)".into(),
+                kind: "make_report".into(),
+                next: Some(at(190)),
+                last: Some("nightly-20270115T080000Z".into()),
+            },
+            ScheduleRow {
+                name: "<b>x</b>".into(),
+                when: "every 1h".into(),
+                kind: "t".into(),
+                next: None,
+                last: None,
+            },
+        ];
+        let html = render(&s, at(100));
+        assert!(
+            html.contains("<h2>Schedules <span class=\"count\">2</span></h2>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td>nightly</td><td>cron &quot;0 3 * * *&quot; (Europe/Paris)</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("(in 1m30s)</td><td class=\"id\">nightly-20270115T080000Z</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td>&lt;b&gt;x&lt;/b&gt;</td>") && !html.contains("<b>x"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td>none</td><td class=\"id\">—</td>"),
+            "{html}"
+        );
+    }
+
+    #[test]
     fn an_empty_snapshot_still_makes_a_page() {
         let html = render(&Snapshot::default(), at(0));
         assert!(html.contains("published nothing yet") && html.contains("The queue is empty"));
@@ -794,6 +879,13 @@ mod props {
                 queued_total: queued,
                 draining: true,
                 history: Default::default(),
+                schedules: vec![crate::status::ScheduleRow {
+                    name: "s".into(),
+                    when: "every 1s".into(),
+                    kind: "t".into(),
+                    next: not_before,
+                    last: Some("s-99991231T235959Z".into()),
+                }],
                 types: vec![TypeRow { name: "t".into(), limit: total, running, queued }],
                 running: vec![RunningRow { id: "r".into(), kind: "t".into(), started, pid: 1, attempt }],
                 queued: vec![QueuedRow { id: "q".into(), kind: "t".into(), priority, submitted, not_before }],

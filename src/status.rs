@@ -49,6 +49,24 @@ pub struct Snapshot {
     /// The last hour of finishes and the latest failures, for the report:
     /// shared with the loop until its next finish.
     pub history: Arc<History>,
+    /// The configured schedules, by name: the report's Schedules card.
+    pub schedules: Vec<ScheduleRow>,
+}
+
+/// A schedule as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRow {
+    /// Its name in `[schedules.NAME]`.
+    pub name: String,
+    /// `cron "0 3 * * *" (Europe/Paris)` or `every 1h`.
+    pub when: String,
+    /// The type of its jobs.
+    pub kind: String,
+    /// The tick this daemon waits for; `None`: the schedule has no more.
+    pub next: Option<SystemTime>,
+    /// The id of the job of the newest tick fired on the spool (by this
+    /// daemon or another); `None` before the first.
+    pub last: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

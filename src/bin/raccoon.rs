@@ -32,6 +32,7 @@ use raccoond::client::waiting::{Pending, Waits, waits};
 use raccoond::ids;
 use raccoond::job;
 use raccoond::record::{Record, Status};
+use raccoond::schedule::{self, Tick};
 use raccoond::spool::query::{Filter, Located, Stream};
 use raccoond::spool::{self, Spool};
 use raccoond::time;
@@ -103,6 +104,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Output { id, stderr } => output(&spool, &id, stderr),
         Command::Types => types(&spool, json),
+        Command::Schedules => schedules(&spool, json),
         Command::Show { id, lines } => show(&spool, json, &id, lines),
         Command::Retry { id, wait } => retry(&spool, json, &id, wait),
         Command::Completions { shell } => {
@@ -471,6 +473,85 @@ fn types(spool: &Spool, json: bool) -> Result<(), Fail> {
         printable(&cat.host),
         printable(&cat.written)
     );
+    Ok(())
+}
+
+/// The daemon's schedules, from its description, with their next tick
+/// (computed here by the daemon's code, as of now) and the job of the
+/// newest tick fired on the spool (from the daemon's markers).
+fn schedules(spool: &Spool, json: bool) -> Result<(), Fail> {
+    let (cat, fresh) = described(spool).map_err(Fail::Job)?;
+    if let Freshness::Stale(why) = &fresh {
+        eprintln!("raccoon: warning: the types description is stale: {why}");
+    }
+    let now = time::now();
+    let mut rows = Vec::new();
+    for s in &cat.schedules {
+        let when = s
+            .when()
+            .map_err(|e| Fail::Job(format!("types.json: {e}")))?;
+        // Unreadable markers (another user's spool) only hide "last".
+        let fired = schedule::valid_name(&s.name)
+            .then(|| spool.fired_ticks(&s.name).ok())
+            .flatten()
+            .and_then(|f| f.last().copied());
+        // The tick of this very second may have fired already.
+        let next = match (when.first_at_or_after(Tick::floor(now)), fired) {
+            (Some(t), Some(f)) if t <= f => when.first_after(f),
+            (next, _) => next,
+        };
+        let last = fired.map(|t| schedule::job_id(&s.name, t));
+        rows.push((s, when, next, last));
+    }
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(s, _, next, last)| {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert(
+                        "next".into(),
+                        next.map(|t| time::format_rfc3339(t.time())).into(),
+                    );
+                    o.insert("last".into(), last.clone().into());
+                }
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".into())
+        );
+        return Ok(());
+    }
+    let mut table = Table::new(&["SCHEDULE", "WHEN", "TYPE", "CATCH_UP", "NEXT", "LAST"]);
+    for (s, when, next, last) in &rows {
+        let next = next.map_or("none".to_string(), |t| {
+            let t = t.time();
+            match time::until(now, t).as_secs() {
+                0 => format!("{} (due now)", time::format_rfc3339(t)),
+                secs => format!(
+                    "{} (in {})",
+                    time::format_rfc3339(t),
+                    time::format_duration(Duration::from_secs(secs))
+                ),
+            }
+        });
+        table.row(&[
+            s.name.clone(),
+            when.describe(),
+            s.kind.clone(),
+            if s.catch_up { "yes" } else { "no" }.to_string(),
+            next,
+            last.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut out = std::io::stdout().lock();
+    if table.is_empty() {
+        let _ = writeln!(out, "The daemon has no schedule.");
+    } else {
+        let _ = out.write_all(table.render(colour()).as_bytes());
+    }
     Ok(())
 }
 

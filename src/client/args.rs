@@ -85,6 +85,9 @@ pub enum Command {
     },
     /// List the types the daemon accepts: limit, params, accept_args
     Types,
+    /// List the daemon's schedules: when each ticks, its next tick, and
+    /// the job of the last tick fired
+    Schedules,
     /// Show a job in full: its record or its place in the queue, and the
     /// last lines of its output
     Show {

@@ -172,6 +172,7 @@ impl Daemon {
                 self.spool = self.spool.with_fsync(self.config.fsync);
                 self.committer.set_spool(self.spool.clone());
                 self.describe_types();
+                self.replan_schedules();
                 self.dirty = true;
             }
             Err(e) => crate::log!("reload: {e}; the old configuration stays in force"),

@@ -6,7 +6,8 @@
 //! sends events into one channel; the loop `recv`s them with a deadline computed from the next
 //! thing that must happen (a settle check, a `not_before`, a timeout, a
 //! kill after the grace, the drain deadline, the rescan, the report, the
-//! watchdog, the next look at jobs held by another daemon). Nothing here
+//! watchdog, the next look at jobs held by another daemon, a schedule's
+//! next tick). Nothing here
 //! sleeps. One thing is looked at again on a timer rather than on an
 //! event: while a job in `running/` is held by a process that is not ours,
 //! recovery runs again every `RECHECK_HELD` (no event says that a lock
@@ -16,8 +17,9 @@
 //! the files beside it, one concern each: `ingest` (new/ into the queue),
 //! `start` (the queue into tasks), `ending` (the pure decision of how an
 //! attempt ends), `finish` (carrying it out), `recover` (`running/` after a
-//! crash), `control` (cancel, signals, reload) and `publish` (the snapshot,
-//! systemd's status, the report, HTTP).
+//! crash), `control` (cancel, signals, reload), `publish` (the snapshot,
+//! systemd's status, the report, HTTP) and `schedules` (each tick's job,
+//! claimed on the spool so that one daemon submits it).
 //!
 //! Every thread the daemon starts is started through [`Threads`], which
 //! reports its end ([`Event::ThreadDied`]): the loop then logs it and
@@ -65,6 +67,7 @@ mod finish;
 mod ingest;
 mod publish;
 mod recover;
+mod schedules;
 mod start;
 
 /// How long a file found by a scan (not announced by a close or a rename)
@@ -243,6 +246,8 @@ pub struct Daemon {
     history: Arc<History>,
     /// The last `STATUS=` sent to systemd, not to send it again unchanged.
     last_status_line: String,
+    /// Every schedule's next tick and last fired job (`schedules`).
+    ticker: schedules::Ticker,
     /// Never read: inotify watches `new/` and `cancel/` while it lives.
     _watcher: notify::RecommendedWatcher,
 }
@@ -268,6 +273,7 @@ impl Daemon {
         // Bound only now, so that an answer means the spool has been read.
         let _http = daemon.start_http()?;
 
+        daemon.start_schedules();
         daemon.tick();
         daemon.publish();
         crate::log!(
@@ -385,6 +391,7 @@ impl Daemon {
             durations: BTreeMap::new(),
             history: Arc::default(),
             last_status_line: String::new(),
+            ticker: schedules::Ticker::default(),
             _watcher: watcher,
         })
     }
@@ -468,8 +475,8 @@ impl Daemon {
     }
 
     /// Everything that is due: settled files, rescans, held jobs, timeouts,
-    /// kills, the drain deadline, then starting what may start, the
-    /// watchdog and the report.
+    /// kills, the drain deadline, schedules' ticks, then starting what may
+    /// start, the watchdog and the report.
     fn tick(&mut self) {
         let now = Instant::now();
         if !self.settling.is_empty() {
@@ -516,6 +523,7 @@ impl Daemon {
                 r.term(Stop::Drain);
             }
         }
+        self.fire_schedules();
         self.start_ready();
         if let Some(t) = self.next_watchdog
             && t <= now
@@ -547,6 +555,11 @@ impl Daemon {
         consider(self.next_held_check);
         consider(self.next_watchdog);
         consider(self.report_due);
+        consider(
+            self.ticker
+                .wakeup()
+                .map(|t| time::instant_at(Instant::now(), time::now(), t)),
+        );
         if self.draining.is_none() {
             consider(
                 self.queue

@@ -106,6 +106,7 @@ impl Daemon {
             finished_counts: self.finished_counts.clone(),
             durations: self.durations.clone(),
             history: self.history.clone(),
+            schedules: self.schedule_rows(),
         }
     }
 

@@ -361,6 +361,7 @@ pub(crate) fn everything_with(
         queued_total: 1,
         draining: false,
         history: Default::default(),
+        schedules: Vec::new(),
         types: vec![TypeRow {
             name: job.kind.clone(),
             limit: config.limit_of(&job.kind),

@@ -11,7 +11,8 @@
 //! `/proc`), `private` (the daemon's own folder `.tmp/`: who wrote what,
 //! and a dead writer's leftovers), `catalog` (`types.json`, the daemon's
 //! description of what it accepts, and whether its writer still runs),
-//! and [`query`] (the read side).
+//! `ticks` (`.ticks/`, which schedule ticks were fired, and the `O_EXCL`
+//! claim of a tick), and [`query`] (the read side).
 //!
 //! The daemon's side of the spool is written here only: no other module
 //! of raccoond creates, renames, writes or deletes a spool path.
@@ -68,6 +69,7 @@ mod private;
 pub mod query;
 mod recovery;
 mod submit;
+mod ticks;
 
 pub use catalog::{this_writer, writer_alive};
 pub use claim::{Claim, ClaimOutcome, Hold, Refused};

@@ -28,6 +28,10 @@ mod regression;
 mod report;
 /// Crash recovery, signals, timeouts, retries, cancel, expiry, hostile input.
 mod robust;
+/// Schedules: one job per tick across three daemons, one claim per tick
+/// through two bindfs "hosts", catch_up after a SIGKILL, `raccoon
+/// schedules` and the report's card, errors that stop the daemon.
+mod schedules;
 /// The harness: TestSpool, waits with deadlines.
 mod support;
 /// Tasks and their processes: the death signal as another user, per-job

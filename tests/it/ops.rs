@@ -622,6 +622,7 @@ fn raccoond_toml_5_documents_every_key() {
         "[http]\n",
         "[mail]\n",
         "[types.a]\ncommand = [\"/bin/true\"]\n",
+        "[schedules.a]\n",
     ] {
         let text = format!("{table}zz_not_a_key = 1\nuser = \"{me}\"\n");
         let err = raccoond::config::Config::from_text(None, &text, Path::new("/"), &over)
@@ -629,7 +630,7 @@ fn raccoond_toml_5_documents_every_key() {
             .unwrap_or_else(|| panic!("{text:?} was accepted"))
             .0;
         for key in expected_fields(&err) {
-            if ["http", "mail", "types"].contains(&key.as_str()) {
+            if ["http", "mail", "types", "schedules"].contains(&key.as_str()) {
                 let section = format!(".SH THE [{key}");
                 assert!(
                     page.contains(&section),
