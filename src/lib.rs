@@ -26,6 +26,7 @@ pub mod client;
 pub mod commit;
 pub mod config;
 pub mod daemon;
+pub mod follow;
 pub mod fsio;
 pub mod history;
 pub mod http;

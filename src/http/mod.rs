@@ -26,6 +26,7 @@
 //! - `compat`: Raccoon's and flask-tasks' request and answer shapes.
 //! - `auth`: the bearer token, CORS and preflights.
 //! - `files`: job output and the files a task left.
+//! - `follow`: a job's output streamed as it is written (`?follow=1`).
 //! - `shape`: what a job looks like as JSON.
 //!
 //! Architecture Invariant: nothing in the daemon waits on an HTTP thread.
@@ -84,6 +85,7 @@
 mod auth;
 mod compat;
 mod files;
+mod follow;
 mod front;
 mod keeper;
 mod request;
