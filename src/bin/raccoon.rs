@@ -319,6 +319,11 @@ fn print_record(rec: &Record, json: bool) {
     if let Some(d) = rec.duration() {
         line.push_str(&format!(" {}", time::format_duration(d)));
     }
+    if let Some(u) = &rec.usage {
+        let cpu = u.cpu().map_or_else(|| "?".into(), time::format_duration);
+        let rss = raccoond::bounds::rough_bytes(u.max_rss_bytes).replace(' ', "");
+        line.push_str(&format!(" cpu={cpu} max_rss={rss}"));
+    }
     if let Some(e) = &rec.error {
         line.push_str(&format!(" error={e:?}"));
     }
@@ -657,6 +662,9 @@ fn record_fields(rec: &Record, fields: &mut Vec<(&str, String)>) {
     }
     if let Some(d) = rec.duration() {
         fields.push(("ran", time::format_duration(d)));
+    }
+    if let Some(u) = &rec.usage {
+        fields.push(("used", u.summary()));
     }
     fields.push(("attempts", rec.attempts.to_string()));
     if let Some(t) = rec.expires_at() {
