@@ -47,6 +47,9 @@ impl Event {
 #[derive(Debug)]
 pub struct Inotify {
     fd: File,
+    /// Where events are read into, kept from one read to the next: room
+    /// for at least one event with the longest name.
+    buf: Vec<u8>,
 }
 
 impl Inotify {
@@ -61,7 +64,10 @@ impl Inotify {
         }
         // SAFETY: a descriptor just returned to us and owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Inotify { fd: File::from(fd) })
+        Ok(Inotify {
+            fd: File::from(fd),
+            buf: vec![0; 16 * 1024],
+        })
     }
 
     /// Watches a folder for names coming and going; never through a
@@ -101,10 +107,8 @@ impl Inotify {
     /// Every event queued now (none when there is none: never blocks).
     pub fn drain(&mut self) -> io::Result<Vec<Event>> {
         let mut out = Vec::new();
-        // Room for at least one event with the longest name.
-        let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let n = match self.fd.read(&mut buf) {
+            let n = match self.fd.read(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -113,7 +117,7 @@ impl Inotify {
             if n == 0 {
                 return Ok(out);
             }
-            out.extend(parse(&buf[..n]));
+            out.extend(parse(&self.buf[..n]));
         }
     }
 
