@@ -178,6 +178,36 @@ fn following_a_queued_job_waits_for_it_to_start() {
     assert_eq!(f.exit().0, 0);
 }
 
+#[test]
+fn a_retried_job_is_followed_into_its_next_attempt() {
+    let t = TestSpool::builder()
+        .ty(
+            "flaky",
+            &format!(
+                "command = [\"/bin/sh\", \"-c\", {}]\nretries = 1\nretry_delay = \"500ms\"",
+                toml_str(
+                    "echo \"attempt $RACCOON_ATTEMPT\"; \
+                     while [ ! -e \"$RACCOON_PARAM_GO\" ]; do sleep 0.02; done; \
+                     [ \"$RACCOON_ATTEMPT\" -ge 2 ]"
+                )
+            ),
+        )
+        .start();
+    let gate = go_file(&t);
+    let id = submitted(&t, &["submit", "flaky", &format!("go={}", gate.display())]);
+    let f = Follow::start(&t, &[&id]);
+    assert_eq!(f.line("the first attempt's line"), "attempt 1");
+    go(&gate);
+    assert_eq!(f.line("the second attempt's line"), "attempt 2");
+    let (code, rest) = f.exit();
+    assert_eq!((code, rest), (0, Vec::<String>::new()));
+    let r = t.wait_record(&id);
+    assert_eq!(
+        (status_of(&r), r["attempts"].as_integer()),
+        ("succeeded", Some(2))
+    );
+}
+
 /// A follow request on a fresh connection: the head read, the body left
 /// to read chunk by chunk.
 struct Stream {
