@@ -521,6 +521,12 @@ fn render_cost(queued: usize, pages: usize) -> Render {
             exit_code: Some(1),
             signal: None,
             error: Some("exited with status 1".to_string()),
+            usage: Some(raccoond::record::Usage {
+                cpu_seconds: (i % 900) as f64 / 100.0,
+                max_rss_bytes: (i % 512) << 20,
+                memory_peak_bytes: None,
+                oom_killed: None,
+            }),
         };
         history.observe(&row.kind.clone(), &row, now);
     }
@@ -567,6 +573,12 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                 exit_code: Some((i % 2) as i32),
                 signal: None,
                 error: (i % 2 == 1).then(|| "exited with status 1".to_string()),
+                usage: Some(raccoond::record::Usage {
+                    cpu_seconds: i as f64 * 0.1,
+                    max_rss_bytes: (i as u64 + 1) << 20,
+                    memory_peak_bytes: None,
+                    oom_killed: None,
+                }),
             })
             .collect(),
         finished_counts,

@@ -187,6 +187,33 @@ pub fn show_bytes(n: u64) -> String {
     }
 }
 
+/// `34 MiB`, `1.5 GiB`, `900 bytes`: a size as people read it, in the
+/// largest binary unit it reaches, with one decimal below 10 of it (what
+/// a task used, shown; [`show_bytes`] is exact, for limits).
+pub fn rough_bytes(n: u64) -> String {
+    for (unit, name) in [
+        (PIB, "PiB"),
+        (TIB, "TiB"),
+        (GIB, "GiB"),
+        (MIB, "MiB"),
+        (KIB, "KiB"),
+    ] {
+        if n >= unit {
+            let v = n as f64 / unit as f64;
+            return if v < 9.95 {
+                format!("{v:.1} {name}")
+            } else {
+                format!("{v:.0} {name}")
+            };
+        }
+    }
+    if n == 1 {
+        "1 byte".into()
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -244,5 +271,22 @@ mod tests {
         assert_eq!(MemoryBytes::range(), "1 MiB to 1 PiB");
         assert_eq!(OutputBytes::range(), "0 bytes to 1 TiB");
         assert_eq!(show_bytes(1536), "1536 bytes");
+    }
+
+    #[test]
+    fn rough_sizes_have_two_or_three_figures() {
+        for (n, want) in [
+            (0, "0 bytes"),
+            (1, "1 byte"),
+            (1023, "1023 bytes"),
+            (1536, "1.5 KiB"),
+            (35_651_584, "34 MiB"),
+            (10 * MIB - 1, "10 MiB"),
+            (9 * MIB + MIB / 2, "9.5 MiB"),
+            (GIB + GIB / 2, "1.5 GiB"),
+            (u64::MAX, "16384 PiB"),
+        ] {
+            assert_eq!(rough_bytes(n), want, "{n}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The last hour, as the report draws it: jobs finished per minute by
-//! outcome, per type how long jobs ran and how often they failed, and the
-//! latest failures.
+//! outcome, per type how long jobs ran, what they used (CPU time, max
+//! RSS) and how often they failed, and the latest failures.
 //!
 //! The main loop owns a [`History`] and tells it of every job that ends
 //! ([`History::observe`], from the one place every record passes); each
@@ -10,8 +10,8 @@
 //! ([`History::absorb_failures`]).
 //!
 //! Pure: `now` is an argument, no clock, no IO. Bounded whatever the
-//! history: [`MINUTES`] buckets of counts, at most [`SAMPLE`] durations
-//! per type, [`FAILURES`] failures. Types are what the caller counts
+//! history: [`MINUTES`] buckets of counts, at most [`SAMPLE`] runs (run
+//! time and usage) per type, [`FAILURES`] failures. Types are what the caller counts
 //! them under (the loop counts a type no configuration names under "",
 //! as `/metrics` does), so junk cannot grow it; a type that has had no
 //! finish for an hour is dropped.
@@ -22,12 +22,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::record::Status;
+use crate::record::{Status, Usage};
 use crate::status::FinishedRow;
 
 /// Minutes the chart covers, the current one included.
 pub const MINUTES: usize = 60;
-/// Durations kept per type for its percentiles: the latest ones.
+/// Runs kept per type for its percentiles and usage: the latest ones.
 pub const SAMPLE: usize = 256;
 /// Failures kept for the report's list.
 pub const FAILURES: usize = 20;
@@ -76,11 +76,24 @@ pub struct History {
     /// Counts per minute, oldest first, none older than [`MINUTES`]
     /// minutes before the latest finish observed.
     minutes: VecDeque<Minute>,
-    /// Per type, the latest run times with when each job finished, oldest
-    /// first, at most [`SAMPLE`].
-    durations: BTreeMap<String, VecDeque<(SystemTime, Duration)>>,
+    /// Per type, the latest runs (run time, usage) with when each job
+    /// finished, oldest first, at most [`SAMPLE`].
+    runs: BTreeMap<String, VecDeque<Run>>,
     /// The latest failures, newest first, at most [`FAILURES`].
     failures: VecDeque<FinishedRow>,
+}
+
+/// What one job of a type took, for the type's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    finished: SystemTime,
+    /// How long it ran; `None` when that is not known.
+    ran: Option<Duration>,
+    /// Its CPU time; `None` without `[usage]` (or with a figure that is no
+    /// duration).
+    cpu: Option<Duration>,
+    /// Its largest resident set; `None` without `[usage]`.
+    rss: Option<u64>,
 }
 
 /// A type's last hour, for the report's table.
@@ -91,6 +104,30 @@ pub struct TypeHour {
     /// Median run time of the sampled jobs that ran; `None` when none did.
     pub p50: Option<Duration>,
     pub p95: Option<Duration>,
+    /// CPU time of the sampled jobs that have a `[usage]`: median and
+    /// largest.
+    pub cpu: Option<Spread<Duration>>,
+    /// Max RSS of the same jobs, in bytes: median and largest.
+    pub rss: Option<Spread<u64>>,
+}
+
+/// The middle and the top of some figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spread<T> {
+    /// The nearest-rank median.
+    pub median: T,
+    pub max: T,
+}
+
+impl<T: Ord + Copy> Spread<T> {
+    /// Of the values, in any order; `None` when there are none.
+    fn of(mut values: Vec<T>) -> Option<Spread<T>> {
+        values.sort();
+        Some(Spread {
+            median: percentile(&values, 50)?,
+            max: *values.last()?,
+        })
+    }
 }
 
 fn minute_of(t: SystemTime) -> u64 {
@@ -135,16 +172,22 @@ impl History {
         while self.minutes.front().is_some_and(|m| m.at < first) {
             self.minutes.pop_front();
         }
-        if let Some(d) = row.duration {
-            let sample = self.durations.entry(kind.to_string()).or_default();
-            sample.push_back((row.finished, d));
+        let run = Run {
+            finished: row.finished,
+            ran: row.duration,
+            cpu: row.usage.as_ref().and_then(Usage::cpu),
+            rss: row.usage.as_ref().map(|u| u.max_rss_bytes),
+        };
+        if run.ran.is_some() || run.cpu.is_some() || run.rss.is_some() {
+            let sample = self.runs.entry(kind.to_string()).or_default();
+            sample.push_back(run);
             if sample.len() > SAMPLE {
                 sample.pop_front();
             }
         }
         let since = now.checked_sub(HOUR).unwrap_or(UNIX_EPOCH);
-        self.durations
-            .retain(|_, s| s.back().is_some_and(|(t, _)| *t >= since));
+        self.runs
+            .retain(|_, s| s.back().is_some_and(|r| r.finished >= since));
         if row.status.is_failure() {
             self.failures.retain(|f| f.id != row.id);
             self.failures.push_front(row.clone());
@@ -204,20 +247,22 @@ impl History {
         counts
             .into_iter()
             .map(|(name, outcomes)| {
-                let mut ran: Vec<Duration> = self
-                    .durations
+                let recent: Vec<&Run> = self
+                    .runs
                     .get(name)
                     .into_iter()
                     .flatten()
-                    .filter(|(t, _)| *t >= since)
-                    .map(|(_, d)| *d)
+                    .filter(|r| r.finished >= since)
                     .collect();
+                let mut ran: Vec<Duration> = recent.iter().filter_map(|r| r.ran).collect();
                 ran.sort();
                 TypeHour {
                     name: name.to_string(),
                     outcomes,
                     p50: percentile(&ran, 50),
                     p95: percentile(&ran, 95),
+                    cpu: Spread::of(recent.iter().filter_map(|r| r.cpu).collect()),
+                    rss: Spread::of(recent.iter().filter_map(|r| r.rss).collect()),
                 }
             })
             .collect()
@@ -225,7 +270,7 @@ impl History {
 }
 
 /// The nearest-rank percentile of sorted values.
-fn percentile(sorted: &[Duration], p: usize) -> Option<Duration> {
+fn percentile<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -252,6 +297,7 @@ mod tests {
             exit_code: None,
             signal: None,
             error: None,
+            usage: None,
         }
     }
 
@@ -321,6 +367,56 @@ mod tests {
     }
 
     #[test]
+    fn per_type_usage_is_the_median_and_the_largest_of_the_hour() {
+        let mut h = History::default();
+        let now = at(7200);
+        let used = |cpu_seconds, max_rss_bytes| {
+            Some(Usage {
+                cpu_seconds,
+                max_rss_bytes,
+                memory_peak_bytes: None,
+                oom_killed: None,
+            })
+        };
+        // Ran more than an hour ago: left out.
+        let mut old = row("old", Status::Succeeded, 3000, Some(5));
+        old.usage = used(99.0, 1 << 40);
+        h.observe("t", &old, at(3100));
+        let runs = [(0.5, 10), (2.0, 30), (1.0, 20), (f64::NAN, 40)];
+        for (i, (cpu, rss)) in runs.into_iter().enumerate() {
+            let mut r = row(&format!("j{i}"), Status::Succeeded, 7000 + i as u64, None);
+            r.usage = used(cpu, rss);
+            h.observe("t", &r, now);
+        }
+        // Never ran: nothing to sample.
+        h.observe("t", &row("x", Status::Rejected, 7100, None), now);
+        h.observe("idle", &row("y", Status::Rejected, 7100, None), now);
+        let rows = h.per_type(&["t"], now);
+        let secs = Duration::from_secs_f64;
+        assert_eq!(rows[1].name, "t");
+        assert_eq!(
+            rows[1].cpu,
+            Some(Spread {
+                median: secs(1.0),
+                max: secs(2.0)
+            }),
+            "a NaN is no figure"
+        );
+        assert_eq!(
+            rows[1].rss,
+            Some(Spread {
+                median: 20,
+                max: 40
+            })
+        );
+        assert_eq!((rows[1].p50, rows[1].p95), (None, None));
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].cpu, rows[0].rss),
+            ("idle", None, None)
+        );
+    }
+
+    #[test]
     fn everything_kept_is_bounded_whatever_the_history() {
         let mut h = History::default();
         for i in 0..10_000u64 {
@@ -337,8 +433,8 @@ mod tests {
             );
         }
         assert!(h.minutes.len() <= MINUTES);
-        assert!(h.durations.values().all(|s| s.len() <= SAMPLE));
-        assert_eq!(h.durations.len(), 3);
+        assert!(h.runs.values().all(|s| s.len() <= SAMPLE));
+        assert_eq!(h.runs.len(), 3);
         assert_eq!(h.failures.len(), FAILURES);
         assert_eq!(h.failures().next().unwrap().id, "j9998", "newest first");
     }

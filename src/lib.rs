@@ -27,6 +27,7 @@ pub mod commit;
 pub mod config;
 pub mod daemon;
 pub mod escape;
+pub mod follow;
 pub mod fsio;
 pub mod history;
 pub mod http;

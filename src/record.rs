@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use toml::value::Datetime;
 
+use crate::bounds;
 use crate::job::Job;
 use crate::time;
 
@@ -139,6 +140,46 @@ pub struct Usage {
     /// (`memory.events`): only with the memory controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_killed: Option<bool>,
+}
+
+impl Usage {
+    /// The CPU time as a duration; `None` for a figure no duration is (a
+    /// record edited by hand: negative, not a number).
+    pub fn cpu(&self) -> Option<Duration> {
+        Duration::try_from_secs_f64(self.cpu_seconds).ok()
+    }
+
+    /// `520ms CPU, 34 MiB max RSS, 40 MiB memory peak`, and `, killed by
+    /// the OOM killer` when it was: in words, for the mail, `raccoon
+    /// show` and the report's titles.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} CPU, {} max RSS",
+            self.cpu_text(),
+            bounds::rough_bytes(self.max_rss_bytes)
+        );
+        if let Some(peak) = self.memory_peak_bytes {
+            s.push_str(&format!(", {} memory peak", bounds::rough_bytes(peak)));
+        }
+        if self.oom_killed == Some(true) {
+            s.push_str(", killed by the OOM killer");
+        }
+        s
+    }
+
+    /// `520ms · 34 MiB`: CPU time and max RSS, for a table's cell.
+    pub fn brief(&self) -> String {
+        format!(
+            "{} · {}",
+            self.cpu_text(),
+            bounds::rough_bytes(self.max_rss_bytes)
+        )
+    }
+
+    fn cpu_text(&self) -> String {
+        self.cpu()
+            .map_or_else(|| "?".to_string(), time::format_duration)
+    }
 }
 
 impl Record {
@@ -378,6 +419,53 @@ mod tests {
         assert!(text.contains("memory_peak_bytes = 41943040\n"), "{text}");
         assert!(text.contains("oom_killed = true\n"), "{text}");
         assert_eq!(Record::from_toml(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn usage_reads_in_words_and_in_a_cell() {
+        let u = |cpu_seconds, max_rss_bytes, memory_peak_bytes, oom_killed| Usage {
+            cpu_seconds,
+            max_rss_bytes,
+            memory_peak_bytes,
+            oom_killed,
+        };
+        let cases = [
+            (
+                u(0.61, 35_651_584, None, None),
+                "610ms CPU, 34 MiB max RSS",
+                "610ms · 34 MiB",
+            ),
+            (
+                u(1.5, 1024, Some(41_943_040), Some(false)),
+                "1.5s CPU, 1.0 KiB max RSS, 40 MiB memory peak",
+                "1.5s · 1.0 KiB",
+            ),
+            (
+                u(125.0, 3 << 30, Some(3 << 30), Some(true)),
+                "2m05s CPU, 3.0 GiB max RSS, 3.0 GiB memory peak, killed by the OOM killer",
+                "2m05s · 3.0 GiB",
+            ),
+            // Edited by hand: no panic, a question mark.
+            (
+                u(f64::NAN, 0, None, None),
+                "? CPU, 0 bytes max RSS",
+                "? · 0 bytes",
+            ),
+            (
+                u(-1.0, 1, None, None),
+                "? CPU, 1 byte max RSS",
+                "? · 1 byte",
+            ),
+            (
+                u(1e300, 1, None, None),
+                "? CPU, 1 byte max RSS",
+                "? · 1 byte",
+            ),
+        ];
+        for (usage, summary, brief) in cases {
+            assert_eq!(usage.summary(), summary);
+            assert_eq!(usage.brief(), brief);
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
+use crate::bounds;
 use crate::history::{self, History, Outcomes};
 use crate::record::Status;
 use crate::status::{FinishedRow, QueuedRow, RunningRow, ScheduleRow, Snapshot, TypeRow};
@@ -249,7 +250,8 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
     }
     h.push_str(
         "<table>\n<thead><tr><th>Job</th><th>Type</th><th>Status</th><th>Finished</th>\
-         <th class=\"num\">Duration</th><th class=\"num\">Exit</th><th>Output</th></tr></thead>\n<tbody>\n",
+         <th class=\"num\">Duration</th><th class=\"num\" title=\"CPU time · max RSS\">Used</th>\
+         <th class=\"num\">Exit</th><th>Output</th></tr></thead>\n<tbody>\n",
     );
     for f in rows {
         let exit = match (&f.exit_code, &f.signal) {
@@ -258,6 +260,15 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
             (None, None) => String::new(),
         };
         let duration = f.duration.map(time::format_duration).unwrap_or_default();
+        // CPU time and max RSS, compact; the words in its title.
+        let used = match &f.usage {
+            Some(u) => format!(
+                "<span title=\"{}\">{}</span>",
+                escape(&u.summary()),
+                escape(&u.brief())
+            ),
+            None => String::new(),
+        };
         // Why it failed, shortened (the whole text is in the record), on
         // a line of its own under the row: in a cell it widened its
         // column, or ran under the next one.
@@ -266,7 +277,7 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
                 let short: String = e.chars().take(90).collect();
                 let cut = if short.len() < e.len() { "…" } else { "" };
                 format!(
-                    "<tr class=\"why-row\"><td colspan=\"7\"><div class=\"why\">{}{cut}</div></td></tr>\n",
+                    "<tr class=\"why-row\"><td colspan=\"8\"><div class=\"why\">{}{cut}</div></td></tr>\n",
                     escape(&short)
                 )
             }
@@ -283,7 +294,8 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
         write!(
             h,
             "<tr{}><td class=\"id\">{}</td><td>{}</td><td><span class=\"st {}\">{}</span></td>\
-             <td><span title=\"{}\">{}</span></td><td class=\"num\">{}</td><td class=\"num\">{exit}</td><td>{}</td></tr>\n{why}",
+             <td><span title=\"{}\">{}</span></td><td class=\"num\">{}</td><td class=\"num used\">{used}</td>\
+             <td class=\"num\">{exit}</td><td>{}</td></tr>\n{why}",
             if why.is_empty() {
                 ""
             } else {
@@ -398,8 +410,9 @@ fn chart(
     )
 }
 
-/// Per type over the last hour: jobs finished, how many failed, and the
-/// median and 95th percentile of their run times.
+/// Per type over the last hour: jobs finished, how many failed, the
+/// median and 95th percentile of their run times, and the median and
+/// largest of their CPU times and max RSS.
 fn type_hours(h: &mut String, hist: &History, types: &[&str], now: SystemTime) -> std::fmt::Result {
     let rows = hist.per_type(types, now);
     if rows.is_empty() {
@@ -408,7 +421,9 @@ fn type_hours(h: &mut String, hist: &History, types: &[&str], now: SystemTime) -
     }
     h.push_str(
         "<table class=\"per-type\">\n<thead><tr><th>Type</th><th class=\"num\">Finished</th>\
-         <th class=\"num\">Failed</th><th class=\"num\">p50</th><th class=\"num\">p95</th></tr></thead>\n<tbody>\n",
+         <th class=\"num\">Failed</th><th class=\"num\">p50</th><th class=\"num\">p95</th>\
+         <th class=\"num\" title=\"CPU time: median / largest\">CPU (med / max)</th>\
+         <th class=\"num\" title=\"max RSS: median / largest\">RSS (med / max)</th></tr></thead>\n<tbody>\n",
     );
     for r in rows {
         let total = r.outcomes.total();
@@ -417,9 +432,30 @@ fn type_hours(h: &mut String, hist: &History, types: &[&str], now: SystemTime) -
             (t, f) => format!("{f} ({}%)", (f * 100 + t / 2) / t),
         };
         let d = |v: Option<Duration>| v.map_or_else(|| "—".to_string(), time::format_duration);
+        let cpu = r.cpu.map_or_else(
+            || "—".to_string(),
+            |s| {
+                format!(
+                    "{} / {}",
+                    time::format_duration(s.median),
+                    time::format_duration(s.max)
+                )
+            },
+        );
+        let rss = r.rss.map_or_else(
+            || "—".to_string(),
+            |s| {
+                format!(
+                    "{} / {}",
+                    bounds::rough_bytes(s.median),
+                    bounds::rough_bytes(s.max)
+                )
+            },
+        );
         writeln!(
             h,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num used\">{}</td><td class=\"num used\">{}</td></tr>",
             if r.name.is_empty() {
                 "<i>unknown types</i>".to_string()
             } else {
@@ -433,7 +469,9 @@ fn type_hours(h: &mut String, hist: &History, types: &[&str], now: SystemTime) -
             },
             escape(&failed),
             escape(&d(r.p50)),
-            escape(&d(r.p95))
+            escape(&d(r.p95)),
+            escape(&cpu),
+            escape(&rss)
         )?;
     }
     h.push_str("</tbody>\n</table>\n");
@@ -644,7 +682,7 @@ tr.has-why td{border-bottom:0}.why-row td{padding-top:0}
 .row2{display:grid;grid-template-columns:minmax(0,1fr) 19em;gap:0 14px;align-items:start}
 @media (max-width:1150px){.row2{grid-template-columns:minmax(0,1fr)}}
 .hour{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:10px 20px;align-items:start}
-@media (max-width:1000px){.hour{grid-template-columns:minmax(0,1fr)}}
+@media (max-width:1400px){.hour{grid-template-columns:minmax(0,1fr)}}
 .chart{margin:0}
 .chart svg{display:block;width:100%;height:110px;background:#fafbfc;border-bottom:1px solid var(--line)}
 rect.slot{fill:transparent}g.minute:hover rect.slot{fill:#e9ecf5}
@@ -665,9 +703,9 @@ rect.ok{fill:#2f9e44}rect.bad{fill:#e03131}rect.meh{fill:#adb5bd}
 body{padding:12px 10px}
 .id{max-width:36vw}
 #running th:nth-child(3),#running td:nth-child(3),#running th:nth-child(5),#running td:nth-child(5),#running th:nth-child(6),#running td:nth-child(6),
-#finished th:nth-child(2),#finished td:nth-child(2),#finished th:nth-child(4),#finished td:nth-child(4),#finished th:nth-child(5),#finished td:nth-child(5),#finished th:nth-child(6),#finished td:nth-child(6),
+#finished th:nth-child(2),#finished td:nth-child(2),#finished th:nth-child(4),#finished td:nth-child(4),#finished th:nth-child(5),#finished td:nth-child(5),#finished th:nth-child(6),#finished td:nth-child(6),#finished th:nth-child(7),#finished td:nth-child(7),
 #queued th:nth-child(4),#queued td:nth-child(4),#queued th:nth-child(5),#queued td:nth-child(5),
-.per-type th:nth-child(4),.per-type td:nth-child(4){display:none}
+.per-type th:nth-child(4),.per-type td:nth-child(4),.per-type th:nth-child(n+6),.per-type td:nth-child(n+6){display:none}
 }
 ";
 
@@ -718,6 +756,12 @@ mod tests {
                 exit_code: Some(3),
                 signal: None,
                 error: Some("exited with <b>status</b> 3".into()),
+                usage: Some(crate::record::Usage {
+                    cpu_seconds: 0.61,
+                    max_rss_bytes: 35_651_584,
+                    memory_peak_bytes: None,
+                    oom_killed: Some(true),
+                }),
             }],
             finished_counts: BTreeMap::new(),
             durations: BTreeMap::new(),
@@ -758,6 +802,34 @@ mod tests {
         );
         assert_eq!(escape("a&\"'<>"), "a&amp;&quot;&#39;&lt;&gt;");
         assert_eq!(href_path("../x"), "%2E.%2Fx");
+    }
+
+    #[test]
+    fn what_jobs_used_shows_in_their_rows_and_per_type() {
+        let mut s = snapshot(0);
+        let mut history = History::default();
+        history.observe("make_report", &s.finished[0], at(100));
+        s.history = std::sync::Arc::new(history);
+        let html = render(&s, at(100));
+        let fin = &html[html.find("<section id=\"finished\">").unwrap()..];
+        assert!(
+            fin.contains(
+                "<td class=\"num used\"><span title=\"610ms CPU, 34 MiB max RSS, \
+                 killed by the OOM killer\">610ms · 34 MiB</span></td>"
+            ),
+            "{fin}"
+        );
+        let hour = &html[html.find("<section id=\"hour\">").unwrap()..];
+        assert!(
+            hour.contains(
+                "<td class=\"num used\">610ms / 610ms</td><td class=\"num used\">34 MiB / 34 MiB</td>"
+            ),
+            "{hour}"
+        );
+        // A job that never ran shows no figures.
+        s.finished[0].usage = None;
+        let html = render(&s, at(100));
+        assert!(html.contains("<td class=\"num used\"></td>"), "{html}");
     }
 
     #[test]
@@ -866,6 +938,8 @@ mod props {
             counts in (any::<usize>(), any::<usize>(), any::<usize>(), any::<u64>()),
             priority in any::<i64>(),
             attempt in any::<u32>(),
+            cpu_seconds in any::<f64>(),
+            max_rss_bytes in any::<u64>(),
         ) {
             let (total, running, queued, n) = counts;
             let mut h = Histogram::default();
@@ -898,6 +972,12 @@ mod props {
                     exit_code: Some(0),
                     signal: None,
                     error: None,
+                    usage: Some(crate::record::Usage {
+                        cpu_seconds,
+                        max_rss_bytes,
+                        memory_peak_bytes: None,
+                        oom_killed: None,
+                    }),
                 }],
                 finished_counts: BTreeMap::from([(("t".to_string(), Status::Succeeded), n)]),
                 durations: BTreeMap::from([("t".to_string(), h)]),

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
 use crate::history::History;
-use crate::record::Status;
+use crate::record::{Status, Usage};
 
 /// How many rows of each kind a snapshot carries: the report shows these
 /// and counts for the rest, whatever the queue's length.
@@ -106,6 +106,10 @@ pub struct FinishedRow {
     pub signal: Option<String>,
     /// Why it failed or was rejected, in words.
     pub error: Option<String>,
+    /// What its task used (the record's `[usage]`): the report shows it
+    /// in the row and, per type, over the last hour. `None` for a job
+    /// that never ran.
+    pub usage: Option<Usage>,
 }
 
 /// How many finished jobs the [`FinishedIndex`] holds: `GET /jobs` shows

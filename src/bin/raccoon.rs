@@ -29,6 +29,7 @@ use raccoond::catalog::{self, Catalog, Freshness};
 use raccoond::client::args::{Cli, Command, Submit};
 use raccoond::client::table::{Table, Tone, printable, tone_of};
 use raccoond::client::waiting::{Pending, Waits, waits};
+use raccoond::follow::Follower;
 use raccoond::ids;
 use raccoond::job;
 use raccoond::record::{Record, Status};
@@ -102,7 +103,14 @@ fn run(cli: Cli) -> Result<(), Fail> {
             };
             list(&spool, json, &filter)
         }
-        Command::Output { id, stderr } => output(&spool, &id, stderr),
+        Command::Output { id, stderr, follow } => {
+            let stream = if stderr { Stream::Err } else { Stream::Out };
+            if follow {
+                follow_output(&spool, &id, stream)
+            } else {
+                output(&spool, &id, stream)
+            }
+        }
         Command::Types => types(&spool, json),
         Command::Schedules => schedules(&spool, json),
         Command::Show { id, lines } => show(&spool, json, &id, lines),
@@ -313,6 +321,11 @@ fn print_record(rec: &Record, json: bool) {
     if let Some(d) = rec.duration() {
         line.push_str(&format!(" {}", time::format_duration(d)));
     }
+    if let Some(u) = &rec.usage {
+        let cpu = u.cpu().map_or_else(|| "?".into(), time::format_duration);
+        let rss = raccoond::bounds::rough_bytes(u.max_rss_bytes).replace(' ', "");
+        line.push_str(&format!(" cpu={cpu} max_rss={rss}"));
+    }
     if let Some(e) = &rec.error {
         line.push_str(&format!(" error={e:?}"));
     }
@@ -414,8 +427,7 @@ fn list(spool: &Spool, json: bool, filter: &Filter) -> Result<(), Fail> {
 
 /// What the task printed: while it runs, then from `done/`; nothing for a
 /// job that has not printed (yet).
-fn output(spool: &Spool, id: &str, stderr: bool) -> Result<(), Fail> {
-    let stream = if stderr { Stream::Err } else { Stream::Out };
+fn output(spool: &Spool, id: &str, stream: Stream) -> Result<(), Fail> {
     let opened = spool
         .query(WHOLE)
         .output(id, stream)
@@ -428,6 +440,33 @@ fn output(spool: &Spool, id: &str, stderr: bool) -> Result<(), Fail> {
     match find(spool, id)? {
         Some(_) => Ok(()),
         None => Err(Fail::Job(format!("{id}: no such job"))),
+    }
+}
+
+/// What the task writes, as it writes it, until the job ends (a queued
+/// job is waited for); then the exit status of `wait`: 0 when the job
+/// succeeded, 1 otherwise.
+fn follow_output(spool: &Spool, id: &str, stream: Stream) -> Result<(), Fail> {
+    let mut follower = Follower::start(spool, id, stream)
+        .map_err(|e| Fail::Usage(e.to_string()))?
+        .ok_or_else(|| Fail::Job(format!("{id}: no such job")))?;
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = follower
+            .read(&mut buf)
+            .map_err(|e| Fail::Usage(format!("{id}: output: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        // Flushed at once: a reader waits for each line as it comes.
+        out.write_all(&buf[..n])
+            .and_then(|()| out.flush())
+            .map_err(|e| Fail::Usage(format!("{id}: output: {e}")))?;
+    }
+    match follower.record() {
+        Some(rec) => outcome(rec),
+        None => Err(Fail::Job(format!("{id}: gone without a record"))),
     }
 }
 
@@ -704,6 +743,9 @@ fn record_fields(rec: &Record, fields: &mut Vec<(&str, String)>) {
     }
     if let Some(d) = rec.duration() {
         fields.push(("ran", time::format_duration(d)));
+    }
+    if let Some(u) = &rec.usage {
+        fields.push(("used", u.summary()));
     }
     fields.push(("attempts", rec.attempts.to_string()));
     if let Some(t) = rec.expires_at() {

@@ -82,6 +82,10 @@ pub enum Command {
         /// Print its standard error instead
         #[arg(long)]
         stderr: bool,
+        /// Go on printing what the task writes until the job ends (waiting
+        /// for a queued job to start), then exit as wait does
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// List the types the daemon accepts: limit, params, accept_args
     Types,

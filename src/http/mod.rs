@@ -26,6 +26,7 @@
 //! - `compat`: Raccoon's and flask-tasks' request and answer shapes.
 //! - `auth`: the bearer token, CORS and preflights.
 //! - `files`: job output and the files a task left.
+//! - `follow`: a job's output streamed as it is written (`?follow=1`).
 //! - `shape`: what a job looks like as JSON.
 //!
 //! Architecture Invariant: nothing in the daemon waits on an HTTP thread.
@@ -69,6 +70,12 @@
 //!   `GET /jobs/<id>` and `raccoon list` read the folders and always
 //!   show it.
 //! - The output of a job that has none yet (queued, rejected) is empty.
+//! - `?follow=1` (or `follow`, `true`, `yes`; `0`, `false`, `no` turn it
+//!   off, anything else is a 400) streams the output as it is written,
+//!   chunked (to HTTP/1.0: until the close), with `Cache-Control:
+//!   no-store`; the stream ends with the job, when the client goes away,
+//!   when the server stops, or after 24 h. At most six at once; past that
+//!   503 with `Retry-After: 5`, not logged. See `follow`.
 //! - `GET /done/<id>.out|.err` and `/running/<id>.out|.err` serve those
 //!   files, so that the report's relative links (`done/<id>.out`) work over
 //!   HTTP exactly as they do from `file://`.
@@ -84,6 +91,7 @@
 mod auth;
 mod compat;
 mod files;
+mod follow;
 mod front;
 mod keeper;
 mod request;

@@ -17,6 +17,9 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// How long one write may wait for a client that does not read.
@@ -36,14 +39,17 @@ pub enum Body {
     File(File, u64),
     /// Bytes whose end is not known when the answer starts (a job's output
     /// as it is written): sent chunked to HTTP/1.1 clients.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the body of streamed answers (follow), not served yet"
-        )
-    )]
-    Stream(Box<dyn Read + Send>),
+    Stream(Box<dyn Source>),
+}
+
+/// What a [`Body::Stream`] reads from. A source may wait between reads
+/// (for a task to write more); it is told which connection it goes to
+/// and the server's stop flag, so that its wait ends when the client
+/// goes away or the server stops, not at its next write.
+pub trait Source: Read + Send {
+    /// The connection the stream is written to (a duplicate descriptor)
+    /// and the flag raised when the server stops.
+    fn attach(&mut self, _peer: OwnedFd, _stopping: Arc<AtomicBool>) {}
 }
 
 impl Body {
@@ -216,6 +222,8 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Source for io::Cursor<Vec<u8>> {}
 
     fn text(status: u16, body: Body, manner: Manner) -> (String, bool) {
         let mut out = Vec::new();

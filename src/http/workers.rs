@@ -11,7 +11,9 @@
 //!
 //! Never reads a request off a socket (the front does) and never waits on
 //! a client except in a write, which [`WRITE_TIMEOUT`](super::response::WRITE_TIMEOUT)
-//! bounds. A handler that panics costs its request (answered 500), never
+//! bounds. A sender writing a stream (a followed output) also waits for
+//! the stream between writes: the stream is handed the connection, and
+//! ends when its client goes away or the server stops. A handler that panics costs its request (answered 500), never
 //! the thread.
 
 use std::net::TcpStream;
@@ -94,6 +96,14 @@ fn deliver(link: &Link, sending: Sending) {
         reader,
         buf,
     } = sending;
+    let mut body = body;
+    // A stream that waits between reads (a followed output) watches the
+    // connection, so that a client that leaves ends it at once.
+    if let Body::Stream(source) = &mut body
+        && let Ok(peer) = stream.try_clone()
+    {
+        source.attach(peer.into(), link.stopping.clone());
+    }
     match response::send(&mut stream, status, &headers, body, manner) {
         Ok(keep) if keep || reader.discarding() => link.give_back(Back {
             stream,

@@ -391,6 +391,12 @@ pub(crate) fn everything_with(
             exit_code: None,
             signal: Some("SIGKILL".into()),
             error: Some(format!("timed out after {}", time::format_duration(ran))),
+            usage: Some(crate::record::Usage {
+                cpu_seconds: ran.as_secs_f64(),
+                max_rss_bytes: u64::MAX,
+                memory_peak_bytes: Some(u64::MAX),
+                oom_killed: Some(true),
+            }),
         }],
         finished_counts: BTreeMap::from([((job.kind.clone(), Status::TimedOut), u64::MAX)]),
         durations,

@@ -1,5 +1,6 @@
 //! The message for a finished job: who it is to, its subject, a plain
-//! text body (status, times, result, the tails of stdout and stderr) and
+//! text body (status, times, what the task used, result, the tails of
+//! stdout and stderr) and
 //! the files the task left as attachments, within a budget.
 //!
 //! Reads only: the record it is given and the job's output and files in
@@ -364,6 +365,9 @@ fn body(rec: &Record, out: &Outputs, plan: &Plan, budget: u64) -> String {
     if let Some(d) = rec.duration() {
         field("Duration", &format_duration(d));
     }
+    if let Some(u) = &rec.usage {
+        field("Used", &u.summary());
+    }
     field("Attempts", &rec.attempts.to_string());
 
     if let Some(result) = &rec.result {
@@ -525,6 +529,12 @@ mod tests {
         let mut res = toml::Table::new();
         res.insert("rows".into(), toml::Value::Integer(10));
         r.result = Some(toml::Value::Table(res));
+        r.usage = Some(crate::record::Usage {
+            cpu_seconds: 1.25,
+            max_rss_bytes: 35_651_584,
+            memory_peak_bytes: Some(41_943_040),
+            oom_killed: Some(false),
+        });
         r
     }
 
@@ -577,6 +587,7 @@ mod tests {
             "Submitted:  2026-11-22T10:00:00.125Z",
             "Finished:   2026-11-22T10:00:03.402Z",
             "Duration:   3.3s",
+            "Used:       1.2s CPU, 34 MiB max RSS, 40 MiB memory peak\n",
             "Attempts:   2",
             "Result:\n  rows = 10\n",
             "Standard output (all of it; 8 bytes in /spool/done/report-42.out):\n  one\n  two\n",

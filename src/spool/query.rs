@@ -6,8 +6,9 @@
 //!
 //! Owns finding a job by id (record first, then `running/`, then `new/`),
 //! listing jobs by status and type, opening `<id>.out`, `<id>.err`,
-//! `<id>.result` and `<id>.files/<name>` for reading, and listing a
-//! job's files folder. Callers get values and open files, never paths to
+//! `<id>.result` and `<id>.files/<name>` for reading, listing a job's
+//! files folder, and saying which folders a follower watches
+//! ([`Query::trail`]). Callers get values and open files, never paths to
 //! open: how a question is answered (today a look at the folders) can
 //! change without them. (Where a file is, to tell a person, is a value:
 //! [`Query::output_path`], [`FileEntry::path`].)
@@ -159,6 +160,23 @@ pub struct FileEntry {
     /// `None` for a regular file; else what it is ("symlink",
     /// "directory", "FIFO", "socket", "device"), never followed or opened.
     pub other: Option<&'static str>,
+}
+
+/// What [`Query::trail`] gives a follower: where a job's files move, by
+/// folder and name. The folders are to be watched, never opened as a way
+/// into the job; the names are single components, built from a valid id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trail {
+    /// `running/`: the job is claimed into it (`<id>.toml`), and its
+    /// output is created there (`<id>.out`), then moved away or removed.
+    pub running: PathBuf,
+    /// `done/`: the output moves in, then the record (`<id>.toml`) is
+    /// renamed into place, the end of the job.
+    pub done: PathBuf,
+    /// `<id>.toml`: the job file in `running/`, the record in `done/`.
+    pub job: String,
+    /// `<id>.out` or `<id>.err`: the output followed.
+    pub output: String,
 }
 
 /// Questions about the jobs of one spool. Cheap to make: borrow one per
@@ -393,6 +411,37 @@ impl Query<'_> {
             }
         }
         Ok(Vec::new())
+    }
+
+    /// The job's record, when it has ended: one look at `done/` only,
+    /// cheaper than [`Query::find`] for a reader that asks again and again
+    /// whether a job it knows is running has ended (a follower). `None`
+    /// for an invalid id or a job without a record (yet).
+    pub fn record(&self, id: &str) -> io::Result<Option<Record>> {
+        if !ids::valid_id(id) {
+            return Ok(None);
+        }
+        load_record(&self.spool.done_record(id))
+    }
+
+    /// Where a follower sees a job move and its output appear: the two
+    /// folders its files pass through, and their names there. For an
+    /// inotify watch on the folders, never to open: the output is opened
+    /// through [`Query::output_in`]. `None` for an invalid id.
+    pub fn trail(&self, id: &str, stream: Stream) -> Option<Trail> {
+        if !ids::valid_id(id) {
+            return None;
+        }
+        let ext = match stream {
+            Stream::Out => "out",
+            Stream::Err => "err",
+        };
+        Some(Trail {
+            running: self.spool.running_dir(),
+            done: self.spool.done_dir(),
+            job: format!("{id}.toml"),
+            output: format!("{id}.{ext}"),
+        })
     }
 
     /// A job file's keys. A file the daemon will reject (not UTF-8, not
@@ -778,6 +827,37 @@ mod tests {
         for id in ["l", "f", "none", "../done/o"] {
             assert_eq!(q.files(id).unwrap(), [], "{id}");
         }
+    }
+
+    #[test]
+    fn a_followers_record_and_trail_come_from_valid_ids_only() {
+        let (d, spool) = spool();
+        let root = spool.root().to_path_buf();
+        put(
+            &root.join("done/f.toml"),
+            &record("f", "d", "failed", 4),
+            at(4),
+        );
+        put(&root.join("running/r.toml"), "type = \"c\"\n", at(3));
+        let outside = d.path().join("outside.toml");
+        put(&outside, &record("s", "secret", "succeeded", 1), at(1));
+        symlink(&outside, root.join("done/s.toml")).unwrap();
+        let q = spool.query(1 << 20);
+        assert_eq!(q.record("f").unwrap().unwrap().status, Status::Failed);
+        for none in ["r", "s", "nope", "../done/f"] {
+            assert!(q.record(none).unwrap().is_none(), "{none}");
+        }
+        let trail = q.trail("r", Stream::Err).unwrap();
+        assert_eq!(
+            trail,
+            Trail {
+                running: root.join("running"),
+                done: root.join("done"),
+                job: "r.toml".into(),
+                output: "r.err".into(),
+            }
+        );
+        assert_eq!(q.trail("../r", Stream::Out), None);
     }
 
     #[test]

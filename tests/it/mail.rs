@@ -234,6 +234,14 @@ head -c 2000 /dev/zero > $RACCOON_FILES/big.bin",
     ] {
         assert!(m.text.contains(want), "missing {want:?} in:\n{}", m.text);
     }
+    // What the task used, from the record's [usage], in words.
+    assert!(
+        m.text.lines().any(|l| l.starts_with("Used:       ")
+            && l.contains(" CPU, ")
+            && l.contains(" max RSS")),
+        "no Used line in:\n{}",
+        m.text
+    );
     let big = t.path("done/r1.files/big.bin");
     assert!(
         m.text.contains(&format!(

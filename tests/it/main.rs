@@ -8,6 +8,9 @@
 mod core;
 /// Faults under the daemon: a full spool (blocks, inodes), a thread that dies.
 mod faults;
+/// Following output as it is written: `raccoon output --follow`, and
+/// `?follow=1` streams over HTTP (chunks, the end, bounds, clients that leave).
+mod follow;
 /// Hostile submitters and tasks: one test per finding of the security review.
 mod hostile;
 /// The HTTP API: every endpoint and error, tokens, traversal, idle clients.

@@ -165,6 +165,103 @@ fn a_real_browser_shows_running_queued_and_finished_jobs_with_working_links() {
     assert_eq!(get(&a, &format!("/running/{running}.out")).status, 200);
 }
 
+#[test]
+fn what_a_task_used_shows_in_its_row_per_type_in_the_api_and_the_client() {
+    let chromium = browser();
+    let t = TestSpool::builder()
+        .ty(
+            "burn",
+            // Half a second of CPU however busy the machine is.
+            "command = [\"python3\", \"-c\", \"import time\\nwhile time.process_time() < 0.5: pass\"]",
+        )
+        .http()
+        .start();
+    let a = addr(&t);
+    let id = submit(&a, &json!({"type": "burn"}));
+    assert_eq!(status_of(&t.wait_record(&id)), "succeeded");
+    let rec = raccoond::record::Record::from_toml(&t.read(&format!("done/{id}.toml"))).unwrap();
+    let used = rec.usage.expect("the record has [usage]");
+    assert!(used.cpu_seconds >= 0.4, "{used:?}");
+
+    // The API: `usage` is an object with the record's figures.
+    let v = get(&a, &format!("/jobs/{id}")).json();
+    assert!(v["usage"].is_object(), "{v}");
+    assert_eq!(v["usage"]["cpu_seconds"].as_f64(), Some(used.cpu_seconds));
+    assert_eq!(
+        v["usage"]["max_rss_bytes"].as_u64(),
+        Some(used.max_rss_bytes)
+    );
+
+    // The report: in the job's row, compact, and per type over the hour.
+    let html = wait_for("the report to list the job as finished", PROMPT, || {
+        let html = std::fs::read_to_string(t.path("report.html")).ok()?;
+        section(&html, "finished").contains(&id).then_some(html)
+    });
+    let fin = section(&html, "finished");
+    let row = fin
+        .split("<tr")
+        .find(|r| r.contains(&id))
+        .unwrap_or_else(|| panic!("no row for {id}:\n{fin}"));
+    let brief = report_text(&used.brief());
+    assert!(row.contains(&brief), "{brief:?} not in its row:\n{row}");
+    assert!(brief.contains("MiB"), "{brief}");
+    let hour = section(&html, "hour");
+    let cpu = raccoond::time::format_duration(used.cpu().unwrap());
+    assert!(hour.contains(&format!(">{cpu} / {cpu}</td>")), "{hour}");
+
+    // The client: one line for status, a line of words for show.
+    let o = t.client(&["status", &id]);
+    let line = String::from_utf8_lossy(&o.stdout);
+    assert!(line.contains(&format!(" cpu={cpu} max_rss=")), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    let o = t.client(&["show", &id]);
+    let shown = String::from_utf8_lossy(&o.stdout);
+    let want = format!(" {}\n", used.summary());
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("used ") && format!("{l}\n").ends_with(&want)),
+        "no used line of {want:?}:\n{shown}"
+    );
+
+    // The new columns widen nothing: no sideways scroll at 1200 pixels or
+    // on a phone.
+    for width in [1200u32, 500] {
+        let l = layout(&chromium, &t, &html, width);
+        assert!(
+            l["page"].as_u64().unwrap() <= u64::from(width),
+            "{width}: the page is wider: {l}"
+        );
+        assert_eq!(l["over"], 0, "{width}: a section overflows: {l}");
+    }
+}
+
+/// Text as the report writes it (the middle dot as it is, markup escaped).
+fn report_text(s: &str) -> String {
+    raccoond::report::escape(s)
+}
+
+/// How a page lays out in Chromium `width` pixels wide: the page's scroll
+/// width (`page`), and how far each section's content overflows its box
+/// (`by`, by id; the most in `over`): what would scroll sideways. The
+/// report runs no script: a copy of it gets a probe that writes these
+/// into its title.
+pub(crate) fn layout(chromium: &Path, t: &TestSpool, html: &str, width: u32) -> serde_json::Value {
+    let probe = "<script>var r={page:document.documentElement.scrollWidth,over:0,by:{}};\
+        document.querySelectorAll('section').forEach(function(s){\
+        var o=s.scrollWidth-s.clientWidth;r.by[s.id]=o;r.over=Math.max(r.over,o);});\
+        document.title='layout '+JSON.stringify(r);</script></body>";
+    let copy = t.dir().join("probe.html");
+    std::fs::write(&copy, html.replace("</body>", probe)).unwrap();
+    let dom = dump_dom_at(chromium, &copy, width);
+    let title = dom
+        .split("<title>layout ")
+        .nth(1)
+        .and_then(|r| r.split("</title>").next())
+        .unwrap_or_else(|| panic!("no layout in the title:\n{dom}"));
+    serde_json::from_str(title).unwrap()
+}
+
 /// Chromium (tests/run installs it; the test fails when it is missing).
 pub(crate) fn browser() -> PathBuf {
     tool("chromium", "chromium")
