@@ -16,11 +16,13 @@
 //! token or mail server; only what a submitter needs to write a valid job.
 //!
 //! Invariant: everything `job::parse` consults is here: of each type its
-//! params, the placeholders its command uses and `accept_args`; of the
-//! daemon `max_job_bytes` and the mail allow-list. A type check that
+//! params, the placeholders its command uses, `accept_args` and `needs`;
+//! of the daemon `max_job_bytes`, the mail allow-list and `[resources]`
+//! (how many units of each). It also says what `pause/` holds. A type check that
 //! `job::parse` gains must add what it reads to the catalog, or the client
 //! and the daemon disagree.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -63,8 +65,24 @@ pub struct Catalog {
     /// The mail allow-list (`[mail] recipients`); empty: any address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+    /// `[resources]`: what a job's `needs` may ask for, and how much of
+    /// each this daemon has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceEntry>,
+    /// Whether `pause/ALL` holds new starts of every type (as of
+    /// `written`: the daemon writes the file again when this changes).
+    #[serde(default)]
+    pub paused: bool,
     /// Every configured type, by name.
     pub types: Vec<TypeEntry>,
+}
+
+/// One counted resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceEntry {
+    pub name: String,
+    /// How many units this daemon has.
+    pub units: usize,
 }
 
 /// One type as a submitter needs to know it.
@@ -81,6 +99,12 @@ pub struct TypeEntry {
     /// (unless declared optional).
     #[serde(default)]
     pub placeholders: Vec<String>,
+    /// The resources each of its jobs needs unless the job says otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub needs: BTreeMap<String, u32>,
+    /// Whether `pause/<type>` holds its new starts.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// One declared param.
@@ -140,6 +164,8 @@ impl Catalog {
                     }
                     seen
                 },
+                needs: t.needs.clone(),
+                paused: false,
             })
             .collect();
         Catalog {
@@ -155,8 +181,27 @@ impl Catalog {
                 .as_ref()
                 .map(|m| m.recipients.clone())
                 .unwrap_or_default(),
+            resources: config
+                .resources
+                .iter()
+                .map(|(name, units)| ResourceEntry {
+                    name: name.clone(),
+                    units: units.len(),
+                })
+                .collect(),
+            paused: false,
             types,
         }
+    }
+
+    /// The same, saying what `pause/` holds: `all` for `pause/ALL`, and
+    /// which types have a file of their own.
+    pub fn paused(mut self, all: bool, own: impl Fn(&str) -> bool) -> Catalog {
+        self.paused = all;
+        for t in &mut self.types {
+            t.paused = own(&t.name);
+        }
+        self
     }
 
     /// The file's text: pretty JSON, one key a line, for people and `jq`.
@@ -222,6 +267,17 @@ impl Catalog {
             );
             top.insert("mail".into(), Value::Table(mail));
         }
+        if !self.resources.is_empty() {
+            let resources: toml::Table = self
+                .resources
+                .iter()
+                .map(|r| {
+                    let n = i64::try_from(r.units).unwrap_or(i64::MAX);
+                    (r.name.clone(), Value::Integer(n))
+                })
+                .collect();
+            top.insert("resources".into(), Value::Table(resources));
+        }
         // As root the reader requires a `user`; root itself needs no
         // switch and no lookup beyond its own.
         let as_root = nix::unistd::geteuid().is_root();
@@ -251,6 +307,14 @@ impl Catalog {
                     })
                     .collect();
                 ty.insert("params".into(), Value::Table(decl));
+            }
+            if !t.needs.is_empty() {
+                let needs: toml::Table = t
+                    .needs
+                    .iter()
+                    .map(|(r, n)| (r.clone(), Value::Integer(i64::from(*n))))
+                    .collect();
+                ty.insert("needs".into(), Value::Table(needs));
             }
             if as_root {
                 ty.insert("user".into(), Value::String("root".into()));

@@ -25,6 +25,9 @@ use crate::bounds::{
 };
 use crate::time::Dur;
 
+pub mod resources;
+pub use resources::Resources;
+
 /// What the daemon runs with. Built once at start and again on SIGHUP.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -44,6 +47,10 @@ pub struct Config {
     pub rescan: Option<Duration>,
     pub http: HttpConfig,
     pub mail: Option<MailConfig>,
+    /// `[resources]`: each counted resource's units, by name (SPEC §13).
+    /// Per daemon, like the limits: two daemons on one spool each have
+    /// their own.
+    pub resources: Resources,
     pub types: BTreeMap<String, TypeConfig>,
 }
 
@@ -135,6 +142,9 @@ pub struct TypeConfig {
     pub max_cpu: Option<Duration>,
     pub max_processes: Option<u64>,
     pub nice: Option<i32>,
+    /// The resources each of its jobs needs (a job's own `needs` replaces
+    /// this); only non-zero counts, each within what `[resources]` has.
+    pub needs: BTreeMap<String, u32>,
 }
 
 /// Values from the command line, which win over the file.
@@ -176,6 +186,7 @@ struct FileConfig {
     rescan: Option<Dur>,
     http: Option<FileHttp>,
     mail: Option<FileMail>,
+    resources: Option<toml::Table>,
     #[serde(default)]
     types: BTreeMap<String, FileType>,
 }
@@ -219,6 +230,7 @@ struct FileType {
     max_cpu: Option<Dur>,
     max_processes: Option<Processes>,
     nice: Option<Nice>,
+    needs: Option<BTreeMap<String, i64>>,
 }
 
 impl Config {
@@ -310,10 +322,15 @@ impl Config {
             Some(m) => Some(mail_config(m, &resolve).map_err(|m| err(format!("[mail] {m}")))?),
         };
 
+        let resources = match &raw.resources {
+            Some(t) => resources::parse(t).map_err(|m| err(format!("[resources] {m}")))?,
+            None => Resources::new(),
+        };
+
         let we_are_root = nix::unistd::geteuid().is_root();
         let mut types = BTreeMap::new();
         for (tname, t) in raw.types {
-            let ty = type_config(&tname, t, &resolve, we_are_root)
+            let ty = type_config(&tname, t, &resolve, we_are_root, &resources)
                 .map_err(|m| err(format!("[types.{tname}] {m}")))?;
             types.insert(tname, ty);
         }
@@ -341,6 +358,7 @@ impl Config {
             rescan,
             http,
             mail,
+            resources,
             types,
         })
     }
@@ -487,10 +505,20 @@ fn type_config(
     t: FileType,
     resolve: &dyn Fn(&Path) -> PathBuf,
     we_are_root: bool,
+    resources: &Resources,
 ) -> Result<TypeConfig, String> {
     if !crate::ids::valid_id(name) {
         return Err("a type name is 1-100 characters of A-Z a-z 0-9 . _ -".into());
     }
+    if name == crate::spool::PAUSE_ALL {
+        return Err(format!(
+            "a type cannot be named {name}: pause/{name} pauses every type"
+        ));
+    }
+    let needs = match &t.needs {
+        Some(n) => resources::check_needs(n, resources)?,
+        None => BTreeMap::new(),
+    };
     let mut command = t.command;
     let Some(program) = command.first_mut() else {
         return Err("command: must name a program".into());
@@ -558,6 +586,7 @@ fn type_config(
         // Within 1..=4_194_304 and -20..=19: both fit.
         max_processes: t.max_processes.and_then(|n| u64::try_from(n.get()).ok()),
         nice: t.nice.and_then(|n| i32::try_from(n.get()).ok()),
+        needs,
     })
 }
 

@@ -103,10 +103,7 @@ impl Daemon {
                 self.settling
                     .insert(name.to_string(), Instant::now() + SETTLE);
             }
-            Examined::Job(queued) => {
-                self.queue.push(queued, time::now());
-                self.dirty = true;
-            }
+            Examined::Job(queued) => self.admit(name, queued),
             Examined::Bad {
                 bytes,
                 error,
@@ -118,7 +115,7 @@ impl Daemon {
     /// Rejects a regular file: claims it like any job, then writes a
     /// `rejected` record holding its text. `keep_file` keeps the file
     /// itself too (binary or oversized), in `done/<id>.files/`.
-    fn reject_regular(&mut self, name: &str, bytes: &[u8], error: String, keep_file: bool) {
+    pub(super) fn reject_regular(&mut self, name: &str, bytes: &[u8], error: String, keep_file: bool) {
         self.queue.remove(name);
         let want = crate::ids::id_from_name(name).map_or_else(crate::ids::fresh_id, str::to_string);
         let claim = match self.spool.claim(name, &want, self.config.max_job_bytes) {
@@ -243,14 +240,13 @@ fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined
         return Examined::Unreadable(e);
     }
     match job::parse(&bytes, config) {
-        Ok(job) => Examined::Job(Queued {
-            name: name.to_string(),
-            id: crate::ids::id_from_name(name).map_or_else(crate::ids::fresh_id, str::to_string),
-            kind: job.kind,
-            priority: job.priority,
-            submitted: job.submitted.unwrap_or(mtime),
-            not_before: job.not_before,
-        }),
+        Ok(job) => Examined::Job(Queued::of(
+            name,
+            crate::ids::id_from_name(name).map_or_else(crate::ids::fresh_id, str::to_string),
+            &job,
+            mtime,
+            std::os::unix::fs::MetadataExt::ino(&meta),
+        )),
         Err(error) => Examined::Bad {
             keep_file: std::str::from_utf8(&bytes).is_err() || bytes.len() as u64 > max,
             bytes,

@@ -28,10 +28,16 @@ impl Daemon {
     pub(super) fn publish(&mut self) {
         self.dirty = false;
         let snapshot = self.snapshot();
+        let paused = self.pauses.describe();
         let line = format!(
-            "STATUS={} running, {} queued{}",
+            "STATUS={} running, {} queued{}{}",
             snapshot.running_total,
             snapshot.queued_total,
+            if paused.is_empty() {
+                String::new()
+            } else {
+                format!(", paused: {paused}")
+            },
             if snapshot.draining { ", stopping" } else { "" }
         );
         self.board.publish(snapshot);
@@ -68,6 +74,7 @@ impl Daemon {
                 limit: self.config.limit_of(name),
                 running: running_by.get(name.as_str()).copied().unwrap_or(0),
                 queued: counts.get(name).copied().unwrap_or(0),
+                paused: self.pauses.held(name),
             })
             .collect();
         let mut running: Vec<RunningRow> = self
@@ -88,6 +95,7 @@ impl Daemon {
             running_total: self.running.len(),
             queued_total: self.queue.len(),
             draining: self.draining.is_some(),
+            paused_all: self.pauses.all,
             types,
             running,
             queued: self
@@ -100,6 +108,7 @@ impl Daemon {
                     priority: q.priority,
                     submitted: q.submitted,
                     not_before: q.not_before,
+                    waiting_for: self.queue.waiting_for(&q.name),
                 })
                 .collect(),
             finished: self.recent.iter().cloned().collect(),
@@ -122,7 +131,8 @@ impl Daemon {
     /// Writes `types.json`: the types this daemon accepts now, for the
     /// client to check a job against before it is queued.
     pub(super) fn describe_types(&self) {
-        let catalog = Catalog::of(&self.config, &spool::this_writer(), time::now());
+        let catalog = Catalog::of(&self.config, &spool::this_writer(), time::now())
+            .paused(self.pauses.all, |t| self.pauses.types.contains(t));
         if let Err(e) = self.spool.write_catalog(catalog.to_json().as_bytes()) {
             crate::log!("types.json: {e}");
         }

@@ -1,10 +1,11 @@
 //! Starting: the queue into tasks.
 //!
-//! Asks the scheduler what may start under the limits, claims it (the
-//! rename into `running/` under its lock), parses the claimed text again
-//! (what runs is what was claimed) and starts its task. A claimed text that
+//! Asks the scheduler what may start under the limits, the pauses and
+//! the free resources, claims it (the rename into `running/` under its
+//! lock), parses the claimed text again (what runs is what was claimed),
+//! grants it its resource units and starts its task. A claimed text that
 //! is no longer a job, and a task that cannot start, end at once through
-//! `finish`.
+//! `finish`; jobs doomed by a failed dependency end first (`depends`).
 //!
 //! A full file system stops starting, never ends a job: before the first
 //! start of a batch the room left on the spool's file system is looked at
@@ -29,6 +30,7 @@ use super::finish::Claimed;
 use super::ingest::submitted_as;
 use super::{Daemon, RunningJob, SETTLE};
 use crate::job::{self, Job};
+use crate::pool::{self, Grant};
 use crate::runner;
 use crate::scheduler::{Queued, Slots};
 use crate::space::{self, Room};
@@ -46,6 +48,8 @@ pub(super) struct Stalled {
     bytes: Vec<u8>,
     /// Its file in `running/`, locked: it stays ours while it waits.
     lock: Flock<File>,
+    /// The resource units granted to it, held while it waits.
+    grant: Grant,
     /// When it was submitted: its record's `submitted`.
     submitted: SystemTime,
     /// The name it had in `new/` when that is not `<id>.toml`.
@@ -64,6 +68,7 @@ impl Daemon {
         if self.disk_full {
             return;
         }
+        self.end_doomed();
         for s in std::mem::take(&mut self.stalled) {
             if self.disk_full {
                 self.stalled.push(s);
@@ -83,13 +88,18 @@ impl Daemon {
             let config = self.config.clone();
             let limit = |k: &str| config.limit_of(k);
             let running = |k: &str| by_type.get(k).copied().unwrap_or(0);
+            let paused = |k: &str| self.pauses.held(k);
+            let (free, capacity) = (self.pool.free(), self.pool.capacity());
             let slots = Slots {
                 total: config.total,
                 running_total: self.running.len() + self.stalled.len(),
                 limit: &limit,
                 running: &running,
+                paused: &paused,
+                free: &free,
+                capacity: &capacity,
             };
-            let Some(next) = self.queue.next(&slots).cloned() else {
+            let Some(choice) = self.queue.choose(&slots) else {
                 return;
             };
             drop(by_type);
@@ -107,7 +117,9 @@ impl Daemon {
                     return;
                 }
             }
-            self.queue.remove(&next.name);
+            let Some(next) = self.queue.take(choice) else {
+                return;
+            };
             self.dirty = true;
             self.start(next);
         }
@@ -140,6 +152,7 @@ impl Daemon {
                 }
             };
         let submitted_as = submitted_as(&id, &q.name);
+        self.key_claimed(&q, &id);
         // The file may have changed since it was queued: what runs is what
         // is in running/ now, checked again.
         let job = match job::parse(&bytes, &self.config) {
@@ -158,11 +171,28 @@ impl Daemon {
                 return;
             }
         };
+        let Some(grant) = self.pool.take(job.needs.iter().map(|(r, n)| (r, *n))) else {
+            // Its file asks for more than it did when it was queued, and
+            // that is not free: back into new/, the attempt not counted.
+            crate::log!("{id}: its needs changed since it was queued and are not free; put back");
+            let claimed = Claimed {
+                id: &id,
+                job: Some(&job),
+                bytes: &bytes,
+                submitted: Some(q.submitted),
+                submitted_as,
+                started: None,
+                attempt: job.attempts + 1,
+            };
+            self.end(claimed, lock, Cause::Drained, None);
+            return;
+        };
         self.launch(Stalled {
             id,
             job,
             bytes,
             lock,
+            grant,
             submitted: q.submitted,
             submitted_as,
         });
@@ -175,6 +205,7 @@ impl Daemon {
             return;
         };
         let attempt = s.job.attempts + 1;
+        let env = pool::environment(&s.grant);
         let launch = runner::Launch {
             id: &s.id,
             job: &s.job,
@@ -183,6 +214,7 @@ impl Daemon {
             spool: &self.spool,
             lock_fd: s.lock.as_raw_fd(),
             max_output_bytes: self.config.max_output_bytes,
+            env: &env,
         };
         let started = time::now();
         match runner::start(&launch, &self.supervisor) {
@@ -192,11 +224,13 @@ impl Daemon {
                     job,
                     bytes,
                     lock,
+                    grant,
                     submitted,
                     submitted_as,
                 } = s;
+                let held: String = env.iter().map(|(k, v)| format!(" {k}={v}")).collect();
                 crate::log!(
-                    "{id}: started type={} pid={} attempt={attempt}",
+                    "{id}: started type={} pid={} attempt={attempt}{held}",
                     job.kind,
                     task.id()
                 );
@@ -213,6 +247,7 @@ impl Daemon {
                         started,
                         attempt,
                         deadline,
+                        grant,
                         stop: None,
                         term_sent: None,
                     },
@@ -228,6 +263,7 @@ impl Daemon {
             }
             Err(e) => {
                 crate::log!("{}: cannot start: {e}", s.id);
+                self.pool.give(&s.grant);
                 let claimed = Claimed {
                     id: &s.id,
                     job: Some(&s.job),
@@ -246,6 +282,7 @@ impl Daemon {
     /// `new/`, their attempt not counted.
     pub(super) fn release_stalled(&mut self) {
         for s in std::mem::take(&mut self.stalled) {
+            self.pool.give(&s.grant);
             let claimed = Claimed {
                 id: &s.id,
                 job: Some(&s.job),

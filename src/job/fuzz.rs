@@ -325,26 +325,24 @@ pub(crate) fn everything_with(
     let submitted = job.submitted.unwrap_or(now);
     let mut q = Queue::default();
     q.push(
-        Queued {
-            name: "j.toml".into(),
-            id: "j".into(),
-            kind: job.kind.clone(),
-            priority: job.priority,
-            submitted,
-            not_before: job.not_before,
-        },
+        Queued::of("j.toml", "j".into(), job, submitted, 1),
         now,
+        &|_| crate::scheduler::Parent::Pending,
     );
     q.promote(now);
     let _ = q.next_wakeup();
-    let (limit, running) = (|_: &str| 1, |_: &str| 0);
+    let (limit, running, paused) = (|_: &str| 1, |_: &str| 0, |_: &str| false);
+    let free = crate::pool::Pool::new(&config.resources).free();
     let slots = Slots {
         total: 1,
         running_total: 0,
         limit: &limit,
         running: &running,
+        paused: &paused,
+        free: &free,
+        capacity: &free,
     };
-    let _ = (q.next(&slots).is_some(), q.first(50).len());
+    let _ = (q.first(50).len(), q.pick(&slots).is_some());
 
     // The report and /metrics with the job queued, running and finished.
     let mut durations = BTreeMap::new();
@@ -360,12 +358,14 @@ pub(crate) fn everything_with(
         running_total: 1,
         queued_total: 1,
         draining: false,
+        paused_all: true,
         history: Default::default(),
         types: vec![TypeRow {
             name: job.kind.clone(),
             limit: config.limit_of(&job.kind),
             running: 1,
             queued: 1,
+            paused: true,
         }],
         running: vec![RunningRow {
             id: "j".into(),
@@ -380,6 +380,7 @@ pub(crate) fn everything_with(
             priority: job.priority,
             submitted,
             not_before: job.not_before,
+            waiting_for: job.after.iter().chain(&job.after_any).cloned().collect(),
         }],
         finished: vec![FinishedRow {
             id: "j".into(),

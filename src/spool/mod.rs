@@ -54,12 +54,15 @@ use crate::record::Record;
 
 mod catalog;
 mod outputs;
+mod pause;
 pub mod query;
 mod recovery;
 mod tmpname;
+pub mod unique;
 
 pub use catalog::{this_writer, writer_alive};
 pub use outputs::{OutputFile, Outputs};
+pub use pause::PAUSE_ALL;
 pub use recovery::Leftover;
 use tmpname::tmp_name;
 
@@ -127,7 +130,9 @@ pub struct Spool {
 impl Spool {
     /// Opens a spool, creating any missing folder.
     pub fn open(root: &Path, fsync: bool) -> io::Result<Spool> {
-        for dir in ["", "tmp", "new", "running", "done", "cancel", ".spares"] {
+        for dir in [
+            "", "tmp", "new", "running", "done", "cancel", "pause", ".spares", ".unique",
+        ] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(|e| io_context("create folder", &p, e))?;
         }
