@@ -132,7 +132,10 @@ pub fn render(s: &Snapshot, config: &Config) -> String {
         "# HELP raccoond_paused_all Whether pause/ALL holds new starts of every type."
     ));
     w(format_args!("# TYPE raccoond_paused_all gauge"));
-    w(format_args!("raccoond_paused_all {}", u8::from(s.paused_all)));
+    w(format_args!(
+        "raccoond_paused_all {}",
+        u8::from(s.paused_all)
+    ));
     w(format_args!(
         "# HELP raccoond_total_limit Jobs that may run at once, all types together."
     ));
@@ -191,7 +194,10 @@ mod tests {
         assert!(!m.contains("raccoond_limit{type=\"junk"), "{m}");
         s.paused_all = true;
         let m = render(&s, &config);
-        for want in ["raccoond_paused{type=\"echo\"} 1\n", "raccoond_paused_all 1\n"] {
+        for want in [
+            "raccoond_paused{type=\"echo\"} 1\n",
+            "raccoond_paused_all 1\n",
+        ] {
             assert!(m.contains(want), "missing {want:?} in:\n{m}");
         }
     }

@@ -68,7 +68,10 @@ impl Pool {
     /// Grants `needs` (resource and count), all or nothing: the first
     /// free units of each, in declared order. `None` when any does not
     /// fit (nothing is taken then).
-    pub fn take<'a>(&mut self, needs: impl IntoIterator<Item = (&'a String, u32)>) -> Option<Grant> {
+    pub fn take<'a>(
+        &mut self,
+        needs: impl IntoIterator<Item = (&'a String, u32)>,
+    ) -> Option<Grant> {
         let mut grant = Grant::new();
         for (r, n) in needs {
             if n == 0 {
@@ -149,7 +152,10 @@ mod tests {
     fn units_are_granted_in_order_all_or_nothing_and_never_twice() {
         let mut pool = Pool::new(&resources());
         let a = take(&mut pool, &[("gpu", 1)]).unwrap();
-        assert_eq!(environment(&a), [("RACCOON_RESOURCE_GPU".into(), "0".into())]);
+        assert_eq!(
+            environment(&a),
+            [("RACCOON_RESOURCE_GPU".into(), "0".into())]
+        );
         let b = take(&mut pool, &[("gpu", 1), ("lic", 2)]).unwrap();
         assert_eq!(
             environment(&b),

@@ -801,7 +801,10 @@ mod tests {
         s.types[0].paused = true;
         let html = render(&s, at(100));
         assert!(html.contains("Paused: make_report."), "{html}");
-        assert!(html.contains("<td class=\"why\">pause</td>"), "q-1 waits for the pause: {html}");
+        assert!(
+            html.contains("<td class=\"why\">pause</td>"),
+            "q-1 waits for the pause: {html}"
+        );
         s.paused_all = true;
         let html = render(&s, at(100));
         assert!(html.contains("<code>pause/ALL</code>"), "{html}");

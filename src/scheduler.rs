@@ -689,8 +689,11 @@ mod tests {
         already: &[(&str, &[(&str, usize)])],
     ) -> Vec<String> {
         let mut running: HashMap<String, usize> = HashMap::new();
-        let capacity: BTreeMap<String, usize> =
-            w.resources.iter().map(|(r, n)| (r.to_string(), *n)).collect();
+        let capacity: BTreeMap<String, usize> = w
+            .resources
+            .iter()
+            .map(|(r, n)| (r.to_string(), *n))
+            .collect();
         let mut free = capacity.clone();
         for (kind, needs) in already {
             *running.entry(kind.to_string()).or_default() += 1;
@@ -840,7 +843,12 @@ mod tests {
         let cases: &[Case] = &[
             (&["p"], &[], &[("p", Ended(Succeeded))], "ready"),
             (&["p"], &[], &[("p", Pending)], "held p"),
-            (&["p"], &[], &[("p", Ended(Failed))], "doomed dependency p failed"),
+            (
+                &["p"],
+                &[],
+                &[("p", Ended(Failed))],
+                "doomed dependency p failed",
+            ),
             (&["p"], &[], &[], "doomed dependency p unknown"),
             (&[], &["p"], &[("p", Ended(Failed))], "ready"),
             (&[], &["p"], &[("p", Gone)], "ready"),
@@ -875,7 +883,10 @@ mod tests {
                 assert!(drain(&mut q, &World::plain(9), 10).is_empty());
                 format!("held {}", q.waiting_for("c.toml").join(" "))
             };
-            assert_eq!(got, *want, "after {after:?} after_any {after_any:?} {table:?}");
+            assert_eq!(
+                got, *want,
+                "after {after:?} after_any {after_any:?} {table:?}"
+            );
             if got.starts_with("doomed") {
                 assert!(q.is_empty(), "a doomed job leaves the queue");
             }
@@ -1022,7 +1033,11 @@ mod tests {
             // Three one-GPU jobs on two GPUs: two start.
             (
                 &[("gpu", 2)],
-                &[("a", &[("gpu", 1)]), ("b", &[("gpu", 1)]), ("c", &[("gpu", 1)])],
+                &[
+                    ("a", &[("gpu", 1)]),
+                    ("b", &[("gpu", 1)]),
+                    ("c", &[("gpu", 1)]),
+                ],
                 &["a", "b"],
             ),
             // A job needing nothing is never held back.
@@ -1034,12 +1049,20 @@ mod tests {
             // A small job behind a big one that does not fit may go by.
             (
                 &[("gpu", 2)],
-                &[("a", &[("gpu", 1)]), ("big", &[("gpu", 2)]), ("b", &[("gpu", 1)])],
+                &[
+                    ("a", &[("gpu", 1)]),
+                    ("big", &[("gpu", 2)]),
+                    ("b", &[("gpu", 1)]),
+                ],
                 &["a", "b"],
             ),
             (
                 &[("gpu", 2), ("lic", 1)],
-                &[("a", &[("gpu", 2), ("lic", 1)]), ("b", &[("lic", 1)]), ("c", &[("gpu", 1)])],
+                &[
+                    ("a", &[("gpu", 2), ("lic", 1)]),
+                    ("b", &[("lic", 1)]),
+                    ("c", &[("gpu", 1)]),
+                ],
                 &["a"],
             ),
         ];
@@ -1098,7 +1121,11 @@ mod tests {
         );
         // Once the busy GPU is free, big starts before any small job.
         let started = drain(&mut q, &w, 0);
-        assert_eq!(started.first().map(String::as_str), Some("big"), "{started:?}");
+        assert_eq!(
+            started.first().map(String::as_str),
+            Some("big"),
+            "{started:?}"
+        );
     }
 
     #[test]

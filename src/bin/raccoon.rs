@@ -236,9 +236,7 @@ fn queue(
     let id = match holder(spool, job)? {
         // Not an error: cron may submit the same unique job again.
         Some(held) => {
-            eprintln!(
-                "raccoon: {held} already holds this key (unique); nothing was queued"
-            );
+            eprintln!("raccoon: {held} already holds this key (unique); nothing was queued");
             held
         }
         None => spool
@@ -319,14 +317,21 @@ fn check_parents(spool: &Spool, job: &toml::Table) -> Result<(), Fail> {
 }
 
 /// The queued or running job that holds a unique job's (type, `unique`)
-/// key, if any. Only a look: the daemon decides (the client cannot take
-/// the key itself), so a submission that loses a race to another is
-/// rejected by the daemon as a duplicate.
+/// key, if any, as the daemon's marker says. Only a look: the daemon
+/// decides (the client cannot take the key itself), so a submission that
+/// loses a race after it is rejected by the daemon as a duplicate. Where
+/// the marker cannot be read (a spool made with other modes), a queued or
+/// running job whose file has the key stands for it.
 fn holder(spool: &Spool, job: &toml::Table) -> Result<Option<String>, Fail> {
     let Some(key) = job.get("unique").and_then(toml::Value::as_str) else {
         return Ok(None);
     };
     let kind = job.get("type").and_then(toml::Value::as_str).unwrap_or("");
+    match spool.unique_holder(kind, key) {
+        Ok(held) => return Ok(held),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(Fail::Usage(format!("unique {key:?}: {e}"))),
+    }
     for status in [Status::Running, Status::Queued] {
         let listed = spool
             .query(WHOLE)

@@ -115,7 +115,13 @@ impl Daemon {
     /// Rejects a regular file: claims it like any job, then writes a
     /// `rejected` record holding its text. `keep_file` keeps the file
     /// itself too (binary or oversized), in `done/<id>.files/`.
-    pub(super) fn reject_regular(&mut self, name: &str, bytes: &[u8], error: String, keep_file: bool) {
+    pub(super) fn reject_regular(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        error: String,
+        keep_file: bool,
+    ) {
         self.queue.remove(name);
         let want = crate::ids::id_from_name(name).map_or_else(crate::ids::fresh_id, str::to_string);
         let claim = match self.spool.claim(name, &want, self.config.max_job_bytes) {

@@ -72,9 +72,7 @@ impl Daemon {
         };
         let now = Pauses::of(&names, &self.config);
         for name in now.ignored.difference(&self.pauses.ignored) {
-            crate::log!(
-                "pause/{name}: not a type of this daemon, nor {PAUSE_ALL}; ignored"
-            );
+            crate::log!("pause/{name}: not a type of this daemon, nor {PAUSE_ALL}; ignored");
         }
         let (before, after) = (&self.pauses, &now);
         if before.all != after.all {
@@ -117,7 +115,9 @@ mod tests {
         );
         let config = Config::from_text(None, &text, Path::new("/"), &Overrides::default()).unwrap();
         let names = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
-        let cases: [(&[&str], &[&str], &[&str], &str); 4] = [
+        // Names in pause/, types held, types free, in words.
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a str);
+        let cases: [Case; 4] = [
             (&[], &[], &[], ""),
             (&["a", "zz"], &["a"], &["b"], "a"),
             (&["ALL"], &["a", "b"], &[], "ALL"),

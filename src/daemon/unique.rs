@@ -54,7 +54,8 @@ impl Daemon {
             name: name.to_string(),
             ino: q.ino,
         };
-        match self.spool.take_unique(&q.kind, &key, &me, false, || Ok(())) {
+        let took = self.spool.take_unique(&q.kind, &key, &me, false, || Ok(()));
+        match took {
             Ok(Take::Taken) => Admitted::Queued(q),
             Ok(Take::Duplicate(id)) => Admitted::Duplicate(id),
             Ok(Take::Busy) => {

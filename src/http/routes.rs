@@ -280,7 +280,11 @@ impl Api {
     /// its file is written, under the key's lock (the daemon, other
     /// daemons and other HTTP threads wait for it or look again later),
     /// so that exactly one submission of a key is queued.
-    fn submit_unique(&self, job: Map<String, Value>, config: &Config) -> Result<Submitted, ApiError> {
+    fn submit_unique(
+        &self,
+        job: Map<String, Value>,
+        config: &Config,
+    ) -> Result<Submitted, ApiError> {
         let text = values::json_job_to_toml(&Value::Object(job)).map_err(|e| fail(422, e))?;
         if text.len() as u64 > config.max_job_bytes {
             return Err(fail(
@@ -352,7 +356,10 @@ impl Api {
             let known: Vec<&str> = config.types.keys().map(String::as_str).collect();
             return Err(fail(
                 422,
-                format!("unknown type {name:?} (this daemon knows: {})", known.join(", ")),
+                format!(
+                    "unknown type {name:?} (this daemon knows: {})",
+                    known.join(", ")
+                ),
             ));
         }
         let spool = self.spool.with_fsync(config.fsync);
@@ -361,7 +368,16 @@ impl Api {
         } else {
             spool.clear_pause(&name)
         }
-        .map_err(|e| write_failed(if pause { "cannot pause" } else { "cannot resume" }, &e))?;
+        .map_err(|e| {
+            write_failed(
+                if pause {
+                    "cannot pause"
+                } else {
+                    "cannot resume"
+                },
+                &e,
+            )
+        })?;
         Ok(Reply::json(
             200,
             &json!({ "type": name, "paused": pause, "changed": changed }),

@@ -22,9 +22,11 @@
 //! and replace it), and renamed to the job's id when a claim gave the job
 //! another id than the one it was queued under.
 //!
-//! `.unique/` is the daemon's (mode 0700): the client, which cannot write
-//! there, looks for a queued or running job with the key through
-//! [`super::query`] instead, and a submission that loses a race is
+//! `.unique/` is the daemon's: only it writes there. Members of the
+//! spool's group may read a marker (folders 0755, markers 0644, inside a
+//! spool only members enter): the client, which cannot take the lock,
+//! asks [`Spool::unique_holder`] who holds a key and submits only when
+//! nobody does; a submission that loses a race after that look is
 //! rejected by the daemon as a duplicate.
 //!
 //! Invariant: the decision ([`decide`]) is pure and tested by table; a
@@ -33,7 +35,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -135,7 +137,11 @@ impl Spool {
         then: impl FnOnce() -> io::Result<()>,
     ) -> io::Result<Take> {
         let dir = self.unique_dir(kind)?;
-        fs::create_dir_all(&dir).map_err(|e| io_context("create folder", &dir, e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(|e| io_context("create folder", &dir, e))?;
         let lock_path = dir.join(".lock");
         let file = OpenOptions::new()
             .read(true)
@@ -174,6 +180,14 @@ impl Spool {
                 Ok(Take::Taken)
             }
         }
+    }
+
+    /// Who holds `(kind, key)` now: the marker's job while it is queued or
+    /// running. A look for readers (the client) who cannot take the lock:
+    /// by the time it returns, the answer may have changed.
+    pub fn unique_holder(&self, kind: &str, key: &str) -> io::Result<Option<String>> {
+        let path = self.unique_dir(kind)?.join(hex(key));
+        Ok(read_marker(&path)?.filter(|h| self.holds(h)).map(|h| h.id))
     }
 
     /// Lets go of the key a job held once it has ended: removes the marker
@@ -241,16 +255,16 @@ impl Spool {
 
     /// Writes a marker whole: into `.<hex>.new`, then renamed over it.
     fn write_marker(&self, dir: &Path, path: &Path, h: &Holder) -> io::Result<()> {
-        let name = path.file_name().map_or_else(String::new, |n| {
-            n.to_string_lossy().into_owned()
-        });
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let tmp = dir.join(format!(".{name}.new"));
         let text = serde_json::to_string(h).map_err(io::Error::other)?;
         let written = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .mode(0o644)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .and_then(|mut f| {
@@ -324,7 +338,11 @@ mod tests {
             (Some(h("a", 0)), h("b", 0), true, Duplicate("a".into())),
         ];
         for (marker, me, alive, want) in cases {
-            assert_eq!(decide(marker.as_ref(), &me, alive), want, "{marker:?} {me:?} {alive}");
+            assert_eq!(
+                decide(marker.as_ref(), &me, alive),
+                want,
+                "{marker:?} {me:?} {alive}"
+            );
         }
     }
 
@@ -337,14 +355,28 @@ mod tests {
         fs::write(root.join("new/a.toml"), "type = \"t\"\n").unwrap();
         let ino = fs::metadata(root.join("new/a.toml")).unwrap().ino();
         let a = h("a", ino);
-        assert_eq!(spool.take_unique("t", "k", &a, true, ok).unwrap(), Take::Taken);
-        assert_eq!(spool.take_unique("t", "k", &a, false, ok).unwrap(), Take::Taken);
+        assert_eq!(
+            spool.take_unique("t", "k", &a, true, ok).unwrap(),
+            Take::Taken
+        );
+        assert_eq!(
+            spool.take_unique("t", "k", &a, false, ok).unwrap(),
+            Take::Taken
+        );
         let b = h("b", 1);
         let dup = Take::Duplicate("a".into());
         assert_eq!(spool.take_unique("t", "k", &b, true, ok).unwrap(), dup);
+        assert_eq!(spool.unique_holder("t", "k").unwrap().as_deref(), Some("a"));
+        assert_eq!(spool.unique_holder("t", "nobody").unwrap(), None);
         // Another key, another type: free.
-        assert_eq!(spool.take_unique("t", "l", &b, true, ok).unwrap(), Take::Taken);
-        assert_eq!(spool.take_unique("s", "k", &b, true, ok).unwrap(), Take::Taken);
+        assert_eq!(
+            spool.take_unique("t", "l", &b, true, ok).unwrap(),
+            Take::Taken
+        );
+        assert_eq!(
+            spool.take_unique("s", "k", &b, true, ok).unwrap(),
+            Take::Taken
+        );
         // Claimed under another id: still held, through the inode, and
         // the marker follows the id.
         fs::rename(root.join("new/a.toml"), root.join("running/fresh.toml")).unwrap();
@@ -356,7 +388,10 @@ mod tests {
         spool.release_unique("t", "k", "a").unwrap();
         assert_eq!(spool.take_unique("t", "k", &b, true, ok).unwrap(), dup);
         spool.release_unique("t", "k", "fresh").unwrap();
-        assert_eq!(spool.take_unique("t", "k", &b, true, ok).unwrap(), Take::Taken);
+        assert_eq!(
+            spool.take_unique("t", "k", &b, true, ok).unwrap(),
+            Take::Taken
+        );
         // A stale marker (its holder finished) is replaced.
         fs::write(
             root.join("done/b.toml"),
@@ -364,14 +399,20 @@ mod tests {
         )
         .unwrap();
         let c = h("c", 3);
-        assert_eq!(spool.take_unique("t", "k", &c, true, ok).unwrap(), Take::Taken);
+        assert_eq!(
+            spool.take_unique("t", "k", &c, true, ok).unwrap(),
+            Take::Taken
+        );
         // A failed write into new/ takes the marker back.
         let d = h("d", 4);
         fs::remove_file(root.join("done/b.toml")).unwrap();
         spool.release_unique("t", "k", "c").unwrap();
         let failed = spool.take_unique("t", "k", &d, true, || Err(io::Error::other("full")));
         assert!(failed.is_err());
-        assert_eq!(spool.take_unique("t", "k", &c, true, ok).unwrap(), Take::Taken);
+        assert_eq!(
+            spool.take_unique("t", "k", &c, true, ok).unwrap(),
+            Take::Taken
+        );
         assert!(spool.take_unique("../x", "k", &c, true, ok).is_err());
     }
 }

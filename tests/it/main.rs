@@ -8,6 +8,8 @@
 mod core;
 /// Faults under the daemon: a full spool (blocks, inodes), a thread that dies.
 mod faults;
+/// Beyond the queue: dependencies, unique jobs, counted resources, pause.
+mod features;
 /// Hostile submitters and tasks: one test per finding of the security review.
 mod hostile;
 /// The HTTP API: every endpoint and error, tokens, traversal, idle clients.
