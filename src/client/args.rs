@@ -159,7 +159,7 @@ pub struct Submit {
     /// there is one, print its id and exit 0 instead
     #[arg(long, value_name = "KEY", value_parser = unique_key)]
     pub unique: Option<String>,
-    /// Needs this many units of a resource of [resources] (repeatable);
+    /// Needs this many units of a resource the daemon declares (repeatable);
     /// replaces the type's needs
     #[arg(long, value_name = "NAME=N", value_parser = need)]
     pub needs: Vec<(String, i64)>,

@@ -44,7 +44,14 @@ fn a_diamond_with_a_failing_branch_cancels_the_right_children_and_runs_the_other
     let t = TestSpool::builder()
         .top("total = 4")
         .sh("step", &script)
+        .http()
         .start();
+    let a = addr(&t);
+    // Paused first, to look at what the queued jobs wait for.
+    t.client(&["pause", "step"]);
+    t.wait_logged("the pause to be seen", PROMPT, || {
+        t.log().contains("pause: step paused").then_some(())
+    });
     // A parent must exist when its child is submitted: a first.
     t.drop_job("a.toml", "type = \"step\"\n");
     let jobs = [
@@ -58,6 +65,22 @@ fn a_diamond_with_a_failing_branch_cancels_the_right_children_and_runs_the_other
     for (id, deps) in jobs {
         t.drop_job(&format!("{id}.toml"), &format!("type = \"step\"\n{deps}\n"));
     }
+    let d = t.wait_logged("d to be read", PROMPT, || {
+        let v = get(&a, "/jobs/d").json();
+        v.get("waiting_for").is_some().then_some(v)
+    });
+    assert_eq!(d["waiting_for"], json!(["b", "c"]), "{d}");
+    let shown = String::from_utf8_lossy(&t.client(&["show", "d"]).stdout).into_owned();
+    assert!(
+        shown.contains("its dependencies: b (queued), c (queued)"),
+        "{shown}"
+    );
+    let html = t.wait_logged("the report to show what d waits for", PROMPT, || {
+        let html = get(&a, "/").text();
+        html.contains("<td class=\"why\">b, c</td>").then_some(html)
+    });
+    assert!(html.contains("Paused: step."), "{html}");
+    t.client(&["resume", "step"]);
     let want = [
         ("a", "succeeded", ""),
         ("b", "succeeded", ""),
