@@ -352,6 +352,8 @@ max_job_bytes = 4096
 [mail]
 sendmail = "/bin/true"
 recipients = ["*@example.com"]
+[resources]
+gpu = ["0", "1"]
 [types.report]
 command = ["report", "--num", "{{num}}", "--title={{title}}", "{{num}}"]
 user = "{me}"
@@ -361,6 +363,7 @@ params = {{ num = "integer", title = "string?" }}
 command = ["echo", "{{word}}"]
 user = "{me}"
 accept_args = true
+needs = {{ gpu = 1 }}
 "#,
             me = crate::config::current_user()
         );
@@ -404,6 +407,21 @@ accept_args = true
         for secret in ["/bin/true", "sendmail", "--num", "user"] {
             assert!(!json.contains(secret), "{secret} in {json}");
         }
+        assert_eq!(
+            c.resources,
+            [ResourceEntry {
+                name: "gpu".into(),
+                units: 2
+            }]
+        );
+        assert_eq!(free.needs, BTreeMap::from([("gpu".to_string(), 1)]));
+        assert!(!c.paused && c.types.iter().all(|t| !t.paused));
+        let p = c.clone().paused(true, |t| t == "report");
+        let p = Catalog::parse(p.to_json().as_bytes()).unwrap();
+        let flags: Vec<(String, bool)> =
+            p.types.iter().map(|t| (t.name.clone(), t.paused)).collect();
+        assert!(p.paused, "pause/ALL");
+        assert_eq!(flags, [("free".into(), false), ("report".into(), true)]);
     }
 
     /// The point of the catalog: a job is refused from it exactly as the
@@ -424,10 +442,15 @@ accept_args = true
             b"type = \"free\"\nparams = { word = 1 }\nemail = \"ann@example.com\"\n",
             b"type = \"report\"\nparams = { num = 3 }\n",
             b"type = \"free\"\ntimout = 1\n",
+            b"type = \"free\"\nparams = { word = 1 }\nneeds = { gpu = 3 }\n",
+            b"type = \"free\"\nparams = { word = 1 }\nneeds = { tpu = 1 }\n",
+            b"type = \"free\"\nparams = { word = 1 }\nneeds = { gpu = 2 }\n",
+            b"type = \"free\"\nparams = { word = 1 }\nafter = [\"a/b\"]\n",
+            b"type = \"free\"\nparams = { word = 1 }\nunique = \"\"\n",
         ];
         for job in jobs {
-            let want = job::parse(job, &daemon).map(|_| ());
-            let got = job::parse(job, &client).map(|_| ());
+            let want = job::parse(job, &daemon).map(|j| j.needs);
+            let got = job::parse(job, &client).map(|j| j.needs);
             assert_eq!(got, want, "{}", String::from_utf8_lossy(job));
         }
         let mut big = b"type = \"free\"\nparams = { word = 1 }\n#".to_vec();

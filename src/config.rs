@@ -892,6 +892,41 @@ mod tests {
     }
 
     #[test]
+    fn resources_and_needs_are_checked_and_all_is_no_type_name() {
+        let u = me();
+        let c = load(&format!(
+            "[resources]\ngpu = [\"0\", \"1\"]\nlicense = 3\n[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nneeds = {{ gpu = 2, license = 0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.resources["license"], ["1", "2", "3"]);
+        assert_eq!(c.types["a"].needs, BTreeMap::from([("gpu".to_string(), 2)]));
+        let cases = [
+            (
+                "[resources]\ngpu = 0\n".to_string(),
+                "/etc/r.toml: [resources] gpu: 0 is out of range (1 to 1000)",
+            ),
+            (
+                format!("[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nneeds = {{ gpu = 1 }}\n"),
+                "[types.a] needs: no resource \"gpu\" (this daemon declares no [resources])",
+            ),
+            (
+                format!(
+                    "[resources]\ngpu = 1\n[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nneeds = {{ gpu = 2 }}\n"
+                ),
+                "[types.a] needs: gpu = 2, more than this daemon has (1)",
+            ),
+            (
+                format!("[types.ALL]\ncommand = [\"x\"]\nuser = \"{u}\"\n"),
+                "[types.ALL] a type cannot be named ALL",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = load(&text).unwrap_err().0;
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn command_line_limits_override_the_file() {
         let over = Overrides {
             total: Some(3),

@@ -422,6 +422,8 @@ mod tests {
 [mail]
 sendmail = "/bin/true"
 recipients = ["*@example.com"]
+[resources]
+gpu = ["0", "1"]
 [types.report]
 command = ["report", "--num", "{{num}}", "--title={{title}}"]
 user = "{me}"
@@ -433,9 +435,38 @@ params = {{ num = "integer", title = "string?" }}
 command = ["echo"]
 user = "{me}"
 accept_args = true
+needs = {{ gpu = 1 }}
 "#
         );
         Config::from_text(None, &text, Path::new("/"), &Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn parents_unique_and_needs_are_read_and_bounded() {
+        let c = config();
+        let j = parse(
+            b"type = \"free\"\nafter = [\"a\", \"b\", \"a\"]\nafter_any = [\"b\", \"c\"]\nunique = \"k\"\n",
+            &c,
+        )
+        .unwrap();
+        assert_eq!(
+            (j.after, j.after_any),
+            (vec!["a".into(), "b".into()], vec!["c".into()])
+        );
+        assert_eq!(j.unique.as_deref(), Some("k"));
+        assert_eq!(j.needs["gpu"], 1, "the type's needs");
+        let own = parse(b"type = \"free\"\nneeds = {}\n", &c).unwrap();
+        assert!(
+            own.needs.is_empty(),
+            "the job's own needs replace the type's"
+        );
+        let many: Vec<String> = (0..=MAX_PARENTS).map(|i| format!("\"j{i}\"")).collect();
+        let text = format!("type = \"free\"\nafter = [{}]\n", many.join(", "));
+        let e = parse(text.as_bytes(), &c).unwrap_err();
+        assert!(e.contains("101 job ids, at most 100"), "{e}");
+        let text = format!("type = \"free\"\nunique = \"{}\"\n", "x".repeat(101));
+        let e = parse(text.as_bytes(), &c).unwrap_err();
+        assert!(e.contains("unique: 101 bytes, at most 100"), "{e}");
     }
 
     #[test]
@@ -495,6 +526,26 @@ title = "a b"
             ),
             (b"type = \"free\"\n\xff\xfe\n", "not UTF-8"),
             (b"type = \"free\"\ntimeout = \"soon\"\n", "invalid duration"),
+            (
+                b"type = \"free\"\nafter = [\"../x\"]\n",
+                "after: \"../x\" is not a job id",
+            ),
+            (
+                b"type = \"free\"\nafter_any = [\"\"]\n",
+                "after_any: \"\" is not a job id",
+            ),
+            (
+                b"type = \"free\"\nunique = \"\"\n",
+                "unique: must not be empty",
+            ),
+            (
+                b"type = \"free\"\nneeds = { tpu = 1 }\n",
+                "needs: no resource \"tpu\" (this daemon has: gpu)",
+            ),
+            (
+                b"type = \"free\"\nneeds = { gpu = 3 }\n",
+                "needs: gpu = 3, more than this daemon has (2)",
+            ),
         ];
         for (input, want) in cases {
             let e = parse(input, &c).unwrap_err();

@@ -34,6 +34,8 @@ fn config() -> Config {
         r#"keep = "100y"
 kill_grace = "100y"
 stop_timeout = "100y"
+[resources]
+gpu = 1000
 [types.t]
 command = ["x", "{{a}}"]
 user = "{me}"
@@ -50,6 +52,7 @@ keep = "100y"
 retries = 1000000
 retry_delay = "100y"
 max_cpu = "100y"
+needs = {{ gpu = 1000 }}
 "#
     );
     Config::from_text(None, &text, Path::new("/"), &Overrides::default())
@@ -139,6 +142,11 @@ fn job_line() -> impl Strategy<Value = String> {
         1 => count_text().prop_map(|v| format!("params = {{ a = \"x\", b = {v} }}")),
         1 => Just("params = { a = \"x\", f = nan, g = inf }".to_string()),
         1 => "[a-z_]{1,10} ?= ?[0-9a-z\"]{0,6}",
+        1 => "[a-z0-9./-]{0,12}".prop_map(|v| format!("after = [\"{v}\", \"p\"]")),
+        1 => "[a-z0-9./-]{0,12}".prop_map(|v| format!("after_any = [\"{v}\"]")),
+        1 => ".{0,120}".prop_map(|v| format!("unique = {}", toml::Value::String(v))),
+        1 => int_within(-2, 1002).prop_map(|n| format!("needs = {{ gpu = {n} }}")),
+        1 => Just("needs = { tpu = 1 }".to_string()),
     ]
 }
 
@@ -262,6 +270,27 @@ fn assert_in_range(job: &Job) {
     assert!(job.keep <= time::MAX_DURATION, "{job:?}");
     assert!(job.not_before.is_none_or(in_time), "{job:?}");
     assert!(job.submitted.is_none_or(in_time), "{job:?}");
+    assert!(
+        job.after.len() + job.after_any.len() <= crate::job::MAX_PARENTS,
+        "{job:?}"
+    );
+    assert!(
+        job.after
+            .iter()
+            .chain(&job.after_any)
+            .all(|p| crate::ids::valid_id(p)),
+        "{job:?}"
+    );
+    assert!(
+        job.unique
+            .as_ref()
+            .is_none_or(|u| (1..=crate::job::MAX_UNIQUE_BYTES).contains(&u.len())),
+        "{job:?}"
+    );
+    assert!(
+        job.needs.values().all(|n| (1..=1000).contains(n)),
+        "{job:?}"
+    );
 }
 
 /// Everything the daemon, the report, `/metrics`, the record and the API
