@@ -23,23 +23,28 @@ use crate::sweeper::FirstScan;
 use crate::threads::Stopped;
 use crate::{http, report, spool, time};
 
+/// systemd's `STATUS=` line: the counts, what is paused (`paused` in
+/// words, empty when nothing is), and whether the daemon is stopping.
+fn status_line(s: &Snapshot, paused: &str) -> String {
+    let mut line = format!(
+        "STATUS={} running, {} queued",
+        s.running_total, s.queued_total
+    );
+    if !paused.is_empty() {
+        line.push_str(&format!(", paused: {paused}"));
+    }
+    if s.draining {
+        line.push_str(", stopping");
+    }
+    line
+}
+
 impl Daemon {
     /// Publishes a snapshot and tells systemd, then schedules the report.
     pub(super) fn publish(&mut self) {
         self.dirty = false;
         let snapshot = self.snapshot();
-        let paused = self.pauses.describe();
-        let line = format!(
-            "STATUS={} running, {} queued{}{}",
-            snapshot.running_total,
-            snapshot.queued_total,
-            if paused.is_empty() {
-                String::new()
-            } else {
-                format!(", paused: {paused}")
-            },
-            if snapshot.draining { ", stopping" } else { "" }
-        );
+        let line = status_line(&snapshot, &self.pauses.describe());
         self.board.publish(snapshot);
         if line != self.last_status_line {
             self.notifier.send(&line);
@@ -187,5 +192,32 @@ impl Daemon {
         .map_err(|e| Fatal::Temporary(format!("[http] listen = {listen:?}: {e}")))?;
         crate::log!("http: listening on {}", server.addr());
         Ok(Some(server))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_says_counts_pauses_and_stopping() {
+        let mut s = Snapshot {
+            running_total: 2,
+            queued_total: 5,
+            ..Snapshot::default()
+        };
+        let cases = [
+            ("", false, "STATUS=2 running, 5 queued"),
+            ("ALL", false, "STATUS=2 running, 5 queued, paused: ALL"),
+            (
+                "a, b",
+                true,
+                "STATUS=2 running, 5 queued, paused: a, b, stopping",
+            ),
+        ];
+        for (paused, draining, want) in cases {
+            s.draining = draining;
+            assert_eq!(status_line(&s, paused), want);
+        }
     }
 }

@@ -222,6 +222,55 @@ fn a_parent_finished_by_another_daemon_on_the_spool_releases_its_child() {
     let _ = other.wait();
 }
 
+/// A child held for a parent when the daemon is killed: after the
+/// restart the parent is recovered (and run again, as it has a retry
+/// left), the child held again, and run once the parent has succeeded.
+#[test]
+fn a_child_still_waits_for_its_parent_after_a_crash_and_runs_after_it() {
+    let keep = tempfile::tempdir().unwrap();
+    let (gate, log) = (keep.path().join("gate"), keep.path().join("ran.log"));
+    let mut t = TestSpool::builder()
+        .top("total = 4")
+        .ty(
+            "parent",
+            &format!(
+                "command = [\"/bin/sh\", \"-c\", {}]\nretries = 1\nretry_delay = \"0s\"",
+                toml_str(&format!(
+                    "while [ ! -e {} ]; do sleep 0.02; done",
+                    gate.display()
+                ))
+            ),
+        )
+        .sh(
+            "child",
+            &format!("echo \"$RACCOON_JOB_ID\" >> {}", log.display()),
+        )
+        .start();
+    t.drop_job("p.toml", "type = \"parent\"\n");
+    t.wait_logged("p to start", PROMPT, || {
+        t.log().contains("p: started").then_some(())
+    });
+    t.drop_job("c.toml", "type = \"child\"\nafter = [\"p\"]\n");
+    t.drop_job("d.toml", "type = \"child\"\n");
+    // d was read after c: once it has run, c was read and held.
+    assert_eq!(status_of(&t.wait_record("d")), "succeeded");
+    assert!(t.ls("new").contains(&"c.toml".to_string()));
+    t.kill9();
+    t.launch();
+    t.wait_logged("p to be recovered and started again", PROMPT, || {
+        (t.log().matches("p: started").count() == 2).then_some(())
+    });
+    assert!(!t.record_path("c").exists(), "c waits for p again");
+    fs::write(&gate, "").unwrap();
+    let p = t.wait_record("p");
+    assert_eq!(
+        (status_of(&p), p["attempts"].as_integer()),
+        ("succeeded", Some(2))
+    );
+    assert_eq!(status_of(&t.wait_record("c")), "succeeded");
+    assert_eq!(lines(&log), ["d", "c"]);
+}
+
 /// How each of the 200 submissions was answered.
 #[derive(Debug)]
 enum Answer {
