@@ -80,6 +80,7 @@ pub struct Catalog {
 /// One counted resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceEntry {
+    /// As `[resources]` names it: what `needs` names.
     pub name: String,
     /// How many units this daemon has.
     pub units: usize,

@@ -34,8 +34,11 @@ pub enum Fs {
 /// The folders watched.
 #[derive(Debug, Clone)]
 pub struct Watched {
+    /// Submissions: closes and renames make a file ready.
     pub new: PathBuf,
+    /// Cancel requests, by id.
     pub cancel: PathBuf,
+    /// Pause requests: any change means the folder is listed again.
     pub pause: PathBuf,
 }
 

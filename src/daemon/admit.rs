@@ -18,7 +18,8 @@ use crate::time;
 impl Daemon {
     /// Queues a valid job read from `new/<name>`, or rejects it.
     pub(super) fn admit(&mut self, name: &str, q: Queued) {
-        if let Err(error) = self.check_parents(&q) {
+        let states = self.parent_states(&q);
+        if let Err(error) = Daemon::check_parents(&q, &states) {
             self.reject_regular(name, &[], error, false);
             return;
         }
@@ -30,7 +31,6 @@ impl Daemon {
             }
             Admitted::Later => return,
         };
-        let states = self.parent_states(&q);
         let parent = |p: &str| states.get(p).copied().unwrap_or(Parent::Gone);
         match self.queue.push(q, time::now(), &parent) {
             Pushed::Queued => self.dirty = true,

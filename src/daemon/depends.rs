@@ -84,12 +84,16 @@ impl Daemon {
     /// Why a fresh submission cannot wait for its parents: one of them is
     /// the job itself, or is nowhere (`unknown dependency <id>`). A job a
     /// daemon put back is not asked: its parents existed when it came.
-    pub(super) fn check_parents(&mut self, q: &Queued) -> Result<(), String> {
+    /// `states` is what [`Daemon::parent_states`] found.
+    pub(super) fn check_parents(
+        q: &Queued,
+        states: &HashMap<String, Parent>,
+    ) -> Result<(), String> {
         for p in q.after.iter().chain(&q.after_any) {
             if *p == q.id {
                 return Err(format!("dependency {p}: a job cannot wait for itself"));
             }
-            if q.fresh && self.parent_state(p) == Parent::Gone {
+            if q.fresh && states.get(p).is_none_or(|s| *s == Parent::Gone) {
                 return Err(format!("unknown dependency {p}"));
             }
         }

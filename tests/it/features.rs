@@ -130,6 +130,20 @@ fn a_diamond_with_a_failing_branch_cancels_the_right_children_and_runs_the_other
     assert_eq!(error_of(&r), "unknown dependency no-such-job");
     let out = t.client(&["submit", "step", "--after", "no-such-job"]);
     assert_eq!(out.status.code(), Some(65), "{out:?}");
+    let r = post(
+        &a,
+        "/jobs",
+        &json!({"type": "step", "after_any": ["no-such-job"]}),
+    );
+    r.expect(422);
+    assert_eq!(r.json()["error"], "unknown dependency no-such-job");
+    // Over HTTP, as a JSON list: a child of a finished parent runs.
+    let r = post(&a, "/jobs", &json!({"type": "step", "after": ["g"]}));
+    r.expect(201);
+    assert_eq!(
+        status_of(&t.wait_record(r.json()["id"].as_str().unwrap())),
+        "succeeded"
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("unknown dependency no-such-job"),
         "{out:?}"
