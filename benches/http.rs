@@ -536,6 +536,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
         running_total: ROWS,
         queued_total: queued,
         draining: false,
+        paused_all: false,
         types: kinds
             .iter()
             .map(|k| TypeRow {
@@ -543,6 +544,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                 limit: 16,
                 running: 10,
                 queued: queued / kinds.len(),
+                paused: false,
             })
             .collect(),
         running: (0..ROWS)
@@ -561,6 +563,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                 priority: (i % 3) as i64,
                 submitted: ago(3600 - i as u64),
                 not_before: (i % 7 == 0).then(|| now + Duration::from_secs(600)),
+                waiting_for: Vec::new(),
             })
             .collect(),
         finished: (0..ROWS)

@@ -16,8 +16,9 @@
 //! token or mail server; only what a submitter needs to write a valid job.
 //!
 //! Invariant: everything `job::parse` consults is here: of each type its
-//! params, the placeholders its command uses and `accept_args`; of the
-//! daemon `max_job_bytes` and the mail allow-list. A type check that
+//! params, the placeholders its command uses, `accept_args` and `needs`;
+//! of the daemon `max_job_bytes`, the mail allow-list and `[resources]`
+//! (how many units of each). It also says what `pause/` holds. A type check that
 //! `job::parse` gains must add what it reads to the catalog, or the client
 //! and the daemon disagree.
 //!
@@ -28,6 +29,7 @@
 //! the last tick fired from the spool. A schedule's job params are not
 //! written down.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -71,6 +73,14 @@ pub struct Catalog {
     /// The mail allow-list (`[mail] recipients`); empty: any address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+    /// `[resources]`: what a job's `needs` may ask for, and how much of
+    /// each this daemon has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceEntry>,
+    /// Whether `pause/ALL` holds new starts of every type (as of
+    /// `written`: the daemon writes the file again when this changes).
+    #[serde(default)]
+    pub paused: bool,
     /// Every configured type, by name.
     pub types: Vec<TypeEntry>,
     /// Every configured schedule, by name (absent when there is none).
@@ -114,6 +124,15 @@ impl ScheduleEntry {
     }
 }
 
+/// One counted resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceEntry {
+    /// As `[resources]` names it: what `needs` names.
+    pub name: String,
+    /// How many units this daemon has.
+    pub units: usize,
+}
+
 /// One type as a submitter needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypeEntry {
@@ -128,6 +147,12 @@ pub struct TypeEntry {
     /// (unless declared optional).
     #[serde(default)]
     pub placeholders: Vec<String>,
+    /// The resources each of its jobs needs unless the job says otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub needs: BTreeMap<String, u32>,
+    /// Whether `pause/<type>` holds its new starts.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// One declared param.
@@ -187,6 +212,8 @@ impl Catalog {
                     }
                     seen
                 },
+                needs: t.needs.clone(),
+                paused: false,
             })
             .collect();
         Catalog {
@@ -202,6 +229,15 @@ impl Catalog {
                 .as_ref()
                 .map(|m| m.recipients.clone())
                 .unwrap_or_default(),
+            resources: config
+                .resources
+                .iter()
+                .map(|(name, units)| ResourceEntry {
+                    name: name.clone(),
+                    units: units.len(),
+                })
+                .collect(),
+            paused: false,
             types,
             schedules: config
                 .schedules
@@ -224,6 +260,16 @@ impl Catalog {
                 })
                 .collect(),
         }
+    }
+
+    /// The same, saying what `pause/` holds: `all` for `pause/ALL`, and
+    /// which types have a file of their own.
+    pub fn paused(mut self, all: bool, own: impl Fn(&str) -> bool) -> Catalog {
+        self.paused = all;
+        for t in &mut self.types {
+            t.paused = own(&t.name);
+        }
+        self
     }
 
     /// The file's text: pretty JSON, one key a line, for people and `jq`.
@@ -289,6 +335,17 @@ impl Catalog {
             );
             top.insert("mail".into(), Value::Table(mail));
         }
+        if !self.resources.is_empty() {
+            let resources: toml::Table = self
+                .resources
+                .iter()
+                .map(|r| {
+                    let n = i64::try_from(r.units).unwrap_or(i64::MAX);
+                    (r.name.clone(), Value::Integer(n))
+                })
+                .collect();
+            top.insert("resources".into(), Value::Table(resources));
+        }
         // As root the reader requires a `user`; root itself needs no
         // switch and no lookup beyond its own.
         let as_root = nix::unistd::geteuid().is_root();
@@ -318,6 +375,14 @@ impl Catalog {
                     })
                     .collect();
                 ty.insert("params".into(), Value::Table(decl));
+            }
+            if !t.needs.is_empty() {
+                let needs: toml::Table = t
+                    .needs
+                    .iter()
+                    .map(|(r, n)| (r.clone(), Value::Integer(i64::from(*n))))
+                    .collect();
+                ty.insert("needs".into(), Value::Table(needs));
             }
             if as_root {
                 ty.insert("user".into(), Value::String("root".into()));
@@ -355,6 +420,8 @@ max_job_bytes = 4096
 [mail]
 sendmail = "/bin/true"
 recipients = ["*@example.com"]
+[resources]
+gpu = ["0", "1"]
 [types.report]
 command = ["report", "--num", "{{num}}", "--title={{title}}", "{{num}}"]
 user = "{me}"
@@ -364,6 +431,7 @@ params = {{ num = "integer", title = "string?" }}
 command = ["echo", "{{word}}"]
 user = "{me}"
 accept_args = true
+needs = {{ gpu = 1 }}
 [schedules.nightly]
 cron = "0 3 * * *"
 tz = "Europe/Paris"
@@ -415,6 +483,21 @@ job = {{ type = "free", params = {{ word = "w" }} }}
         for secret in ["/bin/true", "sendmail", "--num", "user"] {
             assert!(!json.contains(secret), "{secret} in {json}");
         }
+        assert_eq!(
+            c.resources,
+            [ResourceEntry {
+                name: "gpu".into(),
+                units: 2
+            }]
+        );
+        assert_eq!(free.needs, BTreeMap::from([("gpu".to_string(), 1)]));
+        assert!(!c.paused && c.types.iter().all(|t| !t.paused));
+        let p = c.clone().paused(true, |t| t == "report");
+        let p = Catalog::parse(p.to_json().as_bytes()).unwrap();
+        let flags: Vec<(String, bool)> =
+            p.types.iter().map(|t| (t.name.clone(), t.paused)).collect();
+        assert!(p.paused, "pause/ALL");
+        assert_eq!(flags, [("free".into(), false), ("report".into(), true)]);
     }
 
     /// The point of the catalog: a job is refused from it exactly as the
@@ -435,10 +518,15 @@ job = {{ type = "free", params = {{ word = "w" }} }}
             b"type = \"free\"\nparams = { word = 1 }\nemail = \"ann@example.com\"\n",
             b"type = \"report\"\nparams = { num = 3 }\n",
             b"type = \"free\"\ntimout = 1\n",
+            b"type = \"free\"\nparams = { word = 1 }\nneeds = { gpu = 3 }\n",
+            b"type = \"free\"\nparams = { word = 1 }\nneeds = { tpu = 1 }\n",
+            b"type = \"free\"\nparams = { word = 1 }\nneeds = { gpu = 2 }\n",
+            b"type = \"free\"\nparams = { word = 1 }\nafter = [\"a/b\"]\n",
+            b"type = \"free\"\nparams = { word = 1 }\nunique = \"\"\n",
         ];
         for job in jobs {
-            let want = job::parse(job, &daemon).map(|_| ());
-            let got = job::parse(job, &client).map(|_| ());
+            let want = job::parse(job, &daemon).map(|j| j.needs);
+            let got = job::parse(job, &client).map(|j| j.needs);
             assert_eq!(got, want, "{}", String::from_utf8_lossy(job));
         }
         let mut big = b"type = \"free\"\nparams = { word = 1 }\n#".to_vec();

@@ -28,6 +28,9 @@ use crate::bounds::{
 use crate::schedule::{self, FileSchedule, Schedule};
 use crate::time::Dur;
 
+pub mod resources;
+pub use resources::Resources;
+
 /// What the daemon runs with. Built once at start and again on SIGHUP.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -47,6 +50,10 @@ pub struct Config {
     pub rescan: Option<Duration>,
     pub http: HttpConfig,
     pub mail: Option<MailConfig>,
+    /// `[resources]`: each counted resource's units, by name (SPEC §13).
+    /// Per daemon, like the limits: two daemons on one spool each have
+    /// their own.
+    pub resources: Resources,
     pub types: BTreeMap<String, TypeConfig>,
     /// `[schedules.NAME]`: jobs submitted on a clock, each checked at load
     /// against the types above (see [`crate::schedule`]).
@@ -157,6 +164,9 @@ pub struct TypeConfig {
     pub max_cpu: Option<Duration>,
     pub max_processes: Option<u64>,
     pub nice: Option<i32>,
+    /// The resources each of its jobs needs (a job's own `needs` replaces
+    /// this); only non-zero counts, each within what `[resources]` has.
+    pub needs: BTreeMap<String, u32>,
 }
 
 /// Values from the command line, which win over the file.
@@ -206,6 +216,7 @@ struct FileConfig {
     rescan: Option<Dur>,
     http: Option<FileHttp>,
     mail: Option<FileMail>,
+    resources: Option<toml::Table>,
     #[serde(default)]
     types: BTreeMap<String, FileType>,
     #[serde(default)]
@@ -253,6 +264,7 @@ struct FileType {
     max_cpu: Option<Dur>,
     max_processes: Option<Processes>,
     nice: Option<Nice>,
+    needs: Option<BTreeMap<String, i64>>,
 }
 
 impl Config {
@@ -363,10 +375,15 @@ impl Config {
             Some(m) => Some(mail_config(m, &resolve).map_err(|m| err(format!("[mail] {m}")))?),
         };
 
+        let resources = match &raw.resources {
+            Some(t) => resources::parse(t).map_err(|m| err(format!("[resources] {m}")))?,
+            None => Resources::new(),
+        };
+
         let we_are_root = nix::unistd::geteuid().is_root();
         let mut types = BTreeMap::new();
         for (tname, t) in raw.types {
-            let ty = type_config(&tname, t, &resolve, we_are_root)
+            let ty = type_config(&tname, t, &resolve, we_are_root, &resources)
                 .map_err(|m| err(format!("[types.{tname}] {m}")))?;
             types.insert(tname, ty);
         }
@@ -394,6 +411,7 @@ impl Config {
             rescan,
             http,
             mail,
+            resources,
             types,
             schedules: BTreeMap::new(),
         };
@@ -547,10 +565,20 @@ fn type_config(
     t: FileType,
     resolve: &dyn Fn(&Path) -> PathBuf,
     we_are_root: bool,
+    resources: &Resources,
 ) -> Result<TypeConfig, String> {
     if !crate::ids::valid_id(name) {
         return Err("a type name is 1-100 characters of A-Z a-z 0-9 . _ -".into());
     }
+    if name == crate::spool::PAUSE_ALL {
+        return Err(format!(
+            "a type cannot be named {name}: pause/{name} pauses every type"
+        ));
+    }
+    let needs = match &t.needs {
+        Some(n) => resources::check_needs(n, resources)?,
+        None => BTreeMap::new(),
+    };
     let mut command = t.command;
     let Some(program) = command.first_mut() else {
         return Err("command: must name a program".into());
@@ -618,6 +646,7 @@ fn type_config(
         // Within 1..=4_194_304 and -20..=19: both fit.
         max_processes: t.max_processes.and_then(|n| u64::try_from(n.get()).ok()),
         nice: t.nice.and_then(|n| i32::try_from(n.get()).ok()),
+        needs,
     })
 }
 
@@ -950,6 +979,41 @@ mod tests {
             matches!(mail.transport, MailTransport::Smtp { password: Some(ref p), .. } if p == "hunter2"),
             "{mail:?}"
         );
+    }
+
+    #[test]
+    fn resources_and_needs_are_checked_and_all_is_no_type_name() {
+        let u = me();
+        let c = load(&format!(
+            "[resources]\ngpu = [\"0\", \"1\"]\nlicense = 3\n[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nneeds = {{ gpu = 2, license = 0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.resources["license"], ["1", "2", "3"]);
+        assert_eq!(c.types["a"].needs, BTreeMap::from([("gpu".to_string(), 2)]));
+        let cases = [
+            (
+                "[resources]\ngpu = 0\n".to_string(),
+                "/etc/r.toml: [resources] gpu: 0 is out of range (1 to 1000)",
+            ),
+            (
+                format!("[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nneeds = {{ gpu = 1 }}\n"),
+                "[types.a] needs: no resource \"gpu\" (this daemon declares no [resources])",
+            ),
+            (
+                format!(
+                    "[resources]\ngpu = 1\n[types.a]\ncommand = [\"x\"]\nuser = \"{u}\"\nneeds = {{ gpu = 2 }}\n"
+                ),
+                "[types.a] needs: gpu = 2, more than this daemon has (1)",
+            ),
+            (
+                format!("[types.ALL]\ncommand = [\"x\"]\nuser = \"{u}\"\n"),
+                "[types.ALL] a type cannot be named ALL",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = load(&text).unwrap_err().0;
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -38,12 +38,19 @@ struct JobFile {
     params: Option<toml::Table>,
     attempts: Option<Count>,
     submitted: Option<Stamp>,
-    /// SPEC §13: at most one queued or running job per (type, unique).
-    /// Accepted here so that schedules' jobs (which carry it) parse; its
-    /// enforcement is not in this module yet.
-    #[allow(dead_code, reason = "read by the uniqueness check, not yet here")]
+    after: Option<Vec<String>>,
+    after_any: Option<Vec<String>>,
     unique: Option<String>,
+    needs: Option<std::collections::BTreeMap<String, i64>>,
 }
+
+/// The most job ids `after` and `after_any` may name together: each is
+/// looked up when the job is read, and again while it waits.
+pub const MAX_PARENTS: usize = 100;
+
+/// The most bytes of a `unique` key: it names a file (in hex) in the
+/// spool's `.unique/` folder.
+pub const MAX_UNIQUE_BYTES: usize = 100;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -74,6 +81,17 @@ pub struct Job {
     /// The first submission time, when an earlier run wrote it down;
     /// within 1970-01-01 to 9999-12-31.
     pub submitted: Option<SystemTime>,
+    /// Jobs that must end `succeeded` before this one starts: valid ids,
+    /// each once.
+    pub after: Vec<String>,
+    /// Jobs that must end (however) before this one starts.
+    pub after_any: Vec<String>,
+    /// At most one queued or running job per (type, `unique`): 1 to
+    /// [`MAX_UNIQUE_BYTES`] bytes.
+    pub unique: Option<String>,
+    /// The resources it needs (its own `needs`, else its type's): none
+    /// zero, each within what `[resources]` has.
+    pub needs: std::collections::BTreeMap<String, u32>,
 }
 
 /// Checks a submission against the configuration.
@@ -149,6 +167,22 @@ fn parse_text(text: &str, config: &Config) -> Result<Job, String> {
         (None, t) => t,
     }
     .filter(|d| !d.is_zero());
+    let (after, after_any) = parents(raw.after, raw.after_any)?;
+    let unique = match raw.unique {
+        Some(u) if u.is_empty() => return Err("unique: must not be empty".into()),
+        Some(u) if u.len() > MAX_UNIQUE_BYTES => {
+            return Err(format!(
+                "unique: {} bytes, at most {MAX_UNIQUE_BYTES}",
+                u.len()
+            ));
+        }
+        u => u,
+    };
+    // The job's own needs replace its type's.
+    let needs = match &raw.needs {
+        Some(n) => crate::config::resources::check_needs(n, &config.resources)?,
+        None => ty.needs.clone(),
+    };
     let retries = raw.retries.map_or(ty.retries, |r| r.u32().min(ty.retries));
     let type_keep = ty.keep.unwrap_or(config.keep).min(config.keep);
     let keep = raw.keep.map_or(type_keep, |k| k.0.min(type_keep));
@@ -164,7 +198,46 @@ fn parse_text(text: &str, config: &Config) -> Result<Job, String> {
         params,
         attempts: raw.attempts.map_or(0, Count::u32),
         submitted: raw.submitted.map(|t| t.0),
+        after,
+        after_any,
+        unique,
+        needs,
     })
+}
+
+/// Checks `after` and `after_any`: job ids, at most [`MAX_PARENTS`] in
+/// all; a parent named twice counts once (in `after` when in both).
+fn parents(
+    after: Option<Vec<String>>,
+    after_any: Option<Vec<String>>,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let (after, after_any) = (after.unwrap_or_default(), after_any.unwrap_or_default());
+    if after.len() + after_any.len() > MAX_PARENTS {
+        return Err(format!(
+            "after, after_any: {} job ids, at most {MAX_PARENTS}",
+            after.len() + after_any.len()
+        ));
+    }
+    let mut strict: Vec<String> = Vec::new();
+    let mut any: Vec<String> = Vec::new();
+    for (key, ids) in [("after", after), ("after_any", after_any)] {
+        for id in ids {
+            if !crate::ids::valid_id(&id) {
+                return Err(format!(
+                    "{key}: {id:?} is not a job id (1-100 characters of A-Z a-z 0-9 . _ -)"
+                ));
+            }
+            if strict.contains(&id) || any.contains(&id) {
+                continue;
+            }
+            if key == "after" {
+                strict.push(id);
+            } else {
+                any.push(id);
+            }
+        }
+    }
+    Ok((strict, any))
 }
 
 /// Refuses addresses that are not addresses, and those outside the
@@ -349,6 +422,8 @@ mod tests {
 [mail]
 sendmail = "/bin/true"
 recipients = ["*@example.com"]
+[resources]
+gpu = ["0", "1"]
 [types.report]
 command = ["report", "--num", "{{num}}", "--title={{title}}"]
 user = "{me}"
@@ -360,9 +435,38 @@ params = {{ num = "integer", title = "string?" }}
 command = ["echo"]
 user = "{me}"
 accept_args = true
+needs = {{ gpu = 1 }}
 "#
         );
         Config::from_text(None, &text, Path::new("/"), &Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn parents_unique_and_needs_are_read_and_bounded() {
+        let c = config();
+        let j = parse(
+            b"type = \"free\"\nafter = [\"a\", \"b\", \"a\"]\nafter_any = [\"b\", \"c\"]\nunique = \"k\"\n",
+            &c,
+        )
+        .unwrap();
+        assert_eq!(
+            (j.after, j.after_any),
+            (vec!["a".into(), "b".into()], vec!["c".into()])
+        );
+        assert_eq!(j.unique.as_deref(), Some("k"));
+        assert_eq!(j.needs["gpu"], 1, "the type's needs");
+        let own = parse(b"type = \"free\"\nneeds = {}\n", &c).unwrap();
+        assert!(
+            own.needs.is_empty(),
+            "the job's own needs replace the type's"
+        );
+        let many: Vec<String> = (0..=MAX_PARENTS).map(|i| format!("\"j{i}\"")).collect();
+        let text = format!("type = \"free\"\nafter = [{}]\n", many.join(", "));
+        let e = parse(text.as_bytes(), &c).unwrap_err();
+        assert!(e.contains("101 job ids, at most 100"), "{e}");
+        let text = format!("type = \"free\"\nunique = \"{}\"\n", "x".repeat(101));
+        let e = parse(text.as_bytes(), &c).unwrap_err();
+        assert!(e.contains("unique: 101 bytes, at most 100"), "{e}");
     }
 
     #[test]
@@ -422,6 +526,26 @@ title = "a b"
             ),
             (b"type = \"free\"\n\xff\xfe\n", "not UTF-8"),
             (b"type = \"free\"\ntimeout = \"soon\"\n", "invalid duration"),
+            (
+                b"type = \"free\"\nafter = [\"../x\"]\n",
+                "after: \"../x\" is not a job id",
+            ),
+            (
+                b"type = \"free\"\nafter_any = [\"\"]\n",
+                "after_any: \"\" is not a job id",
+            ),
+            (
+                b"type = \"free\"\nunique = \"\"\n",
+                "unique: must not be empty",
+            ),
+            (
+                b"type = \"free\"\nneeds = { tpu = 1 }\n",
+                "needs: no resource \"tpu\" (this daemon has: gpu)",
+            ),
+            (
+                b"type = \"free\"\nneeds = { gpu = 3 }\n",
+                "needs: gpu = 3, more than this daemon has (2)",
+            ),
         ];
         for (input, want) in cases {
             let e = parse(input, &c).unwrap_err();

@@ -36,6 +36,7 @@ pub mod job;
 pub mod mail;
 pub mod metrics;
 pub mod mime;
+pub mod pool;
 pub mod record;
 pub mod report;
 pub mod runner;

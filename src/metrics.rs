@@ -117,6 +117,26 @@ pub fn render(s: &Snapshot, config: &Config) -> String {
         ));
     }
     w(format_args!(
+        "# HELP raccoond_paused Whether new starts of a type are held (pause/TYPE or pause/ALL)."
+    ));
+    w(format_args!("# TYPE raccoond_paused gauge"));
+    for t in &types {
+        let held = s.paused_all || s.types.iter().any(|r| r.name == *t && r.paused);
+        w(format_args!(
+            "raccoond_paused{{type=\"{}\"}} {}",
+            label(t),
+            u8::from(held)
+        ));
+    }
+    w(format_args!(
+        "# HELP raccoond_paused_all Whether pause/ALL holds new starts of every type."
+    ));
+    w(format_args!("# TYPE raccoond_paused_all gauge"));
+    w(format_args!(
+        "raccoond_paused_all {}",
+        u8::from(s.paused_all)
+    ));
+    w(format_args!(
         "# HELP raccoond_total_limit Jobs that may run at once, all types together."
     ));
     w(format_args!("# TYPE raccoond_total_limit gauge"));
@@ -161,6 +181,8 @@ mod tests {
             "raccoond_job_duration_seconds_bucket{type=\"echo\",le=\"+Inf\"} 0\n",
             "raccoond_job_duration_seconds_count{type=\"echo\"} 0\n",
             "raccoond_limit{type=\"echo\"} 2\n",
+            "raccoond_paused{type=\"echo\"} 0\n",
+            "raccoond_paused_all 0\n",
             "raccoond_total_limit 3\n",
         ] {
             assert!(m.contains(want), "missing {want:?} in:\n{m}");
@@ -170,5 +192,13 @@ mod tests {
             "{m}"
         );
         assert!(!m.contains("raccoond_limit{type=\"junk"), "{m}");
+        s.paused_all = true;
+        let m = render(&s, &config);
+        for want in [
+            "raccoond_paused{type=\"echo\"} 1\n",
+            "raccoond_paused_all 1\n",
+        ] {
+            assert!(m.contains(want), "missing {want:?} in:\n{m}");
+        }
     }
 }

@@ -111,6 +111,18 @@ pub struct Record {
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<toml::Table>,
+    /// The jobs it waited for (`after`: to succeed), as its file said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// The jobs it waited for to end, whatever their outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_any: Vec<String>,
+    /// Its (type, `unique`) key, as its file said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<String>,
+    /// The resources it needed (its own `needs`, else its type's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<toml::Table>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<toml::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,6 +215,10 @@ impl Record {
             priority: None,
             args: Vec::new(),
             params: None,
+            after: Vec::new(),
+            after_any: Vec::new(),
+            unique: None,
+            needs: None,
             result: None,
             source: None,
             usage: None,
@@ -257,6 +273,15 @@ impl Record {
         }
         rec.args = job.args.clone();
         rec.params = (!job.params.is_empty()).then(|| job.params.clone());
+        rec.after = job.after.clone();
+        rec.after_any = job.after_any.clone();
+        rec.unique = job.unique.clone();
+        rec.needs = (!job.needs.is_empty()).then(|| {
+            job.needs
+                .iter()
+                .map(|(r, n)| (r.clone(), toml::Value::Integer(i64::from(*n))))
+                .collect()
+        });
         rec
     }
 
@@ -509,6 +534,10 @@ mod tests {
             params: toml::Table::new(),
             attempts: 1,
             submitted: Some(t("2026-11-22T09:00:00Z")),
+            after: vec!["build-17".into()],
+            after_any: Vec::new(),
+            unique: Some("nightly".into()),
+            needs: std::collections::BTreeMap::from([("gpu".into(), 1)]),
         };
         let outcome = Outcome {
             status: Status::Failed,
@@ -530,6 +559,12 @@ mod tests {
         assert_eq!((run.attempts, run.signal.as_deref()), (2, Some("SIGSEGV")));
         assert_eq!(run.email, job.email);
         assert_eq!(run.params, None, "no params, no table");
+        assert_eq!(run.after, ["build-17"]);
+        assert_eq!(run.unique.as_deref(), Some("nightly"));
+        let text = run.to_toml().unwrap();
+        assert!(text.contains("after = [\"build-17\"]\n"), "{text}");
+        assert!(text.contains("[needs]\ngpu = 1\n"), "{text}");
+        assert_eq!(Record::from_toml(&text).unwrap(), run);
 
         let unrun = Record::of_job("r-1", &job, now, Some("x.toml".into()), outcome, now);
         assert_eq!(

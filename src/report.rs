@@ -66,7 +66,7 @@ fn page(h: &mut String, s: &Snapshot, now: SystemTime) -> std::fmt::Result {
     failures(h, &s.history, now)?;
     h.push_str("</div>\n");
     schedules(h, &s.schedules, now)?;
-    queued(h, &s.queued, s.queued_total, now)?;
+    queued(h, s, now)?;
     write!(
         h,
         "<footer>This page reloads itself every {REFRESH_SECS} s. Times are UTC. \
@@ -97,6 +97,25 @@ fn header(h: &mut String, s: &Snapshot, now: SystemTime) -> std::fmt::Result {
             "<p class=\"banner\">Stopping: no new job starts; running jobs may finish.</p>\n",
         );
     }
+    if s.paused_all {
+        h.push_str(
+            "<p class=\"banner\">Paused (<code>pause/ALL</code>): no new job starts until it is removed; running jobs go on.</p>\n",
+        );
+    } else {
+        let paused: Vec<String> = s
+            .types
+            .iter()
+            .filter(|t| t.paused)
+            .map(|t| escape(&t.name))
+            .collect();
+        if !paused.is_empty() {
+            writeln!(
+                h,
+                "<p class=\"banner\">Paused: {}. Their new jobs wait; running jobs go on.</p>",
+                paused.join(", ")
+            )?;
+        }
+    }
     h.push_str("</header>\n");
     Ok(())
 }
@@ -120,9 +139,14 @@ fn types(h: &mut String, rows: &[TypeRow]) -> std::fmt::Result {
             .min(100);
         writeln!(
             h,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+            "<tr><td>{}{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td class=\"load\"><span class=\"bar\"><span style=\"width:{pct}%\"></span></span></td></tr>",
             escape(&t.name),
+            if t.paused {
+                " <span class=\"st warn\">paused</span>"
+            } else {
+                ""
+            },
             t.running,
             t.limit,
             t.queued
@@ -165,7 +189,9 @@ fn running(h: &mut String, rows: &[RunningRow], total: usize, now: SystemTime) -
     Ok(())
 }
 
-fn queued(h: &mut String, rows: &[QueuedRow], total: usize, now: SystemTime) -> std::fmt::Result {
+fn queued(h: &mut String, s: &Snapshot, now: SystemTime) -> std::fmt::Result {
+    let (rows, total): (&[QueuedRow], usize) = (&s.queued, s.queued_total);
+    let paused = |kind: &str| s.paused_all || s.types.iter().any(|t| t.name == kind && t.paused);
     write!(
         h,
         "<section id=\"queued\">\n<h2>Queued <span class=\"count\">{total}</span></h2>\n"
@@ -176,7 +202,7 @@ fn queued(h: &mut String, rows: &[QueuedRow], total: usize, now: SystemTime) -> 
     }
     h.push_str(
         "<table>\n<thead><tr><th class=\"num\">#</th><th>Job</th><th>Type</th><th class=\"num\">Priority</th>\
-         <th>Submitted</th><th>Not before</th></tr></thead>\n<tbody>\n",
+         <th>Submitted</th><th>Not before</th><th>Waits for</th></tr></thead>\n<tbody>\n",
     );
     for (i, q) in rows.iter().enumerate() {
         let not_before = match q.not_before {
@@ -190,10 +216,22 @@ fn queued(h: &mut String, rows: &[QueuedRow], total: usize, now: SystemTime) -> 
             Some(t) => stamp(t),
             None => String::new(),
         };
+        // Its parents first: they are what it waits for even once resumed.
+        let waits = if !q.waiting_for.is_empty() {
+            q.waiting_for
+                .iter()
+                .map(|p| escape(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else if paused(&q.kind) {
+            "pause".to_string()
+        } else {
+            String::new()
+        };
         writeln!(
             h,
             "<tr><td class=\"num\">{}</td><td class=\"id\">{}</td><td>{}</td><td class=\"num\">{}</td>\
-             <td>{}</td><td>{not_before}</td></tr>",
+             <td>{}</td><td>{not_before}</td><td class=\"why\">{waits}</td></tr>",
             i + 1,
             escape(&q.id),
             escape(&q.kind),
@@ -725,11 +763,13 @@ mod tests {
             running_total: 1,
             queued_total,
             draining: false,
+            paused_all: false,
             types: vec![TypeRow {
                 name: "make_report".into(),
                 limit: 2,
                 running: 1,
                 queued: queued_total,
+                paused: false,
             }],
             running: vec![RunningRow {
                 id: "run-1".into(),
@@ -745,6 +785,7 @@ mod tests {
                     priority: 0,
                     submitted: at(i as u64),
                     not_before: None,
+                    waiting_for: Vec::new(),
                 })
                 .collect(),
             finished: vec![FinishedRow {
@@ -908,6 +949,25 @@ mod tests {
     }
 
     #[test]
+    fn what_is_paused_and_what_a_queued_job_waits_for_are_shown() {
+        let mut s = snapshot(2);
+        s.queued[0].waiting_for = vec!["build-17".into(), "<x>".into()];
+        let html = render(&s, at(100));
+        assert!(html.contains("build-17, &lt;x&gt;"), "{html}");
+        assert!(!html.contains("Paused"), "{html}");
+        s.types[0].paused = true;
+        let html = render(&s, at(100));
+        assert!(html.contains("Paused: make_report."), "{html}");
+        assert!(
+            html.contains("<td class=\"why\">pause</td>"),
+            "q-1 waits for the pause: {html}"
+        );
+        s.paused_all = true;
+        let html = render(&s, at(100));
+        assert!(html.contains("<code>pause/ALL</code>"), "{html}");
+    }
+
+    #[test]
     fn an_empty_snapshot_still_makes_a_page() {
         let html = render(&Snapshot::default(), at(0));
         assert!(html.contains("published nothing yet") && html.contains("The queue is empty"));
@@ -952,6 +1012,7 @@ mod props {
                 running_total: running,
                 queued_total: queued,
                 draining: true,
+                paused_all: true,
                 history: Default::default(),
                 schedules: vec![crate::status::ScheduleRow {
                     name: "s".into(),
@@ -960,9 +1021,9 @@ mod props {
                     next: not_before,
                     last: Some("s-99991231T235959Z".into()),
                 }],
-                types: vec![TypeRow { name: "t".into(), limit: total, running, queued }],
+                types: vec![TypeRow { name: "t".into(), limit: total, running, queued, paused: false }],
                 running: vec![RunningRow { id: "r".into(), kind: "t".into(), started, pid: 1, attempt }],
-                queued: vec![QueuedRow { id: "q".into(), kind: "t".into(), priority, submitted, not_before }],
+                queued: vec![QueuedRow { id: "q".into(), kind: "t".into(), priority, submitted, not_before, waiting_for: vec!["p<".into()] }],
                 finished: vec![FinishedRow {
                     id: "f".into(),
                     kind: "t".into(),

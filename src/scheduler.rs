@@ -1,19 +1,52 @@
 //! The queue and the decision of what starts next.
 //!
-//! Pure: takes queued jobs, limits, what is running and `now`; answers
-//! which job to start, and when to look again. It never touches the disk,
-//! never reads the clock and never spawns anything, so every rule here is
-//! tested by table.
+//! Pure: takes queued jobs, limits, what is running, what each parent job
+//! has become, which types are paused, which resources are free and
+//! `now`; answers which job to start (or to end without running), and
+//! when to look again. It never touches the disk, never reads the clock
+//! and never spawns anything, so every rule here is tested by table.
 //!
 //! Order: higher `priority` first, then earlier submission, then the order
-//! the daemon learned of the job. A job whose type is at its limit never
-//! blocks a job of another type behind it. Jobs with a `not_before` in the
-//! future wait in a separate set ordered by that time, so that finding the
-//! next wake-up costs O(log n), not a scan.
+//! the daemon learned of the job. A job whose type is at its limit or
+//! paused never blocks a job of another type behind it. Jobs with a
+//! `not_before` in the future wait in a separate set ordered by that time,
+//! so that finding the next wake-up costs O(log n), not a scan.
+//!
+//! Dependencies (`after`, `after_any`): a job whose parents have not all
+//! ended is *held*, indexed by each parent it waits for, and is looked at
+//! again only when one of them ends ([`Queue::parent_ended`]). A job whose
+//! `after` parent ended other than `succeeded` (or is nowhere to be found)
+//! is *doomed*: [`Queue::take_doomed`] hands it out to be ended
+//! `cancelled` without running, and its own end then reaches its children
+//! the same way, so a failure cancels down the whole tree.
+//!
+//! Uniqueness: at most one queued job per (type, `unique`) in a queue; a
+//! second is refused at [`Queue::push`]. (Across daemons the spool's
+//! marker decides; this is the same rule inside one.)
+//!
+//! Resources: ready jobs are kept in *classes* of one type and one `needs`;
+//! within a class the first job is the only candidate (the others need the
+//! same, so if it does not fit, neither do they), so picking costs the
+//! number of classes, not the length of the queue. The starvation rule:
+//! the first job in order whose needs do not fit (the *head*) may be
+//! passed by jobs behind it that take some of what it needs at most
+//! [`BYPASS_LIMIT`] times; after that it *reserves* them: no job behind it
+//! gets any unit of a resource it needs until it has started. Jobs that
+//! need none of its resources are never held back by it. A job that needs
+//! more than exists (after a reload shrank a resource) is handed out to be
+//! claimed, so that the daemon's check rejects it rather than keep it
+//! forever.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::SystemTime;
+
+use crate::job::Job;
+use crate::record::Status;
+
+/// How many starts of jobs behind it that take units it needs the head of
+/// the line lets go by before it reserves them (the starvation rule).
+pub const BYPASS_LIMIT: u32 = 4;
 
 /// What the scheduler keeps of a queued job: small, because 100 000 of
 /// them may wait. The job itself stays on disk until it starts.
@@ -27,26 +60,128 @@ pub struct Queued {
     pub priority: i64,
     pub submitted: SystemTime,
     pub not_before: Option<SystemTime>,
+    /// Jobs that must all end `succeeded` before it starts.
+    pub after: Vec<String>,
+    /// Jobs that must all end, whatever their outcome, before it starts.
+    pub after_any: Vec<String>,
+    /// At most one queued or running job per (type, `unique`).
+    pub unique: Option<String>,
+    /// The resources it needs: name and count (none zero), by name.
+    pub needs: Vec<(String, u32)>,
+    /// The inode of its file in `new/`: how the unique marker knows it
+    /// whatever id it ends up with (0 when unknown).
+    pub ino: u64,
+    /// Whether its file is a first submission (no `submitted` written
+    /// when a daemon put it back): only then must its parents exist.
+    pub fresh: bool,
+}
+
+impl Queued {
+    /// What the scheduler keeps of `job`, read from `new/<name>` (inode
+    /// `ino`), to start under `id`; `submitted` when its file does not say.
+    pub fn of(name: &str, id: String, job: &Job, submitted: SystemTime, ino: u64) -> Queued {
+        Queued {
+            name: name.to_string(),
+            id,
+            kind: job.kind.clone(),
+            priority: job.priority,
+            submitted: job.submitted.unwrap_or(submitted),
+            not_before: job.not_before,
+            after: job.after.clone(),
+            after_any: job.after_any.clone(),
+            unique: job.unique.clone(),
+            needs: job.needs.iter().map(|(r, n)| (r.clone(), *n)).collect(),
+            ino,
+            fresh: job.submitted.is_none(),
+        }
+    }
+}
+
+/// What became of a job another one waits for, as far as the daemon can
+/// tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parent {
+    /// Queued or running (here or in another daemon).
+    Pending,
+    /// Ended, with this status.
+    Ended(Status),
+    /// Nowhere: neither queued, running nor recorded (deleted before any
+    /// daemon took it, or its record expired). It will never end.
+    Gone,
+}
+
+/// What [`Queue::push`] did with a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// It is in the queue (ready, delayed, held or doomed).
+    Queued,
+    /// Another queued job has its (type, `unique`): this id.
+    Duplicate(String),
 }
 
 type Key = (Reverse<i64>, SystemTime, u64);
 
+/// Jobs of one type that need the same resources.
+type Class = (String, Vec<(String, u32)>);
+
+/// Where a queued job is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// May start: in its class's ready set.
+    Ready,
+    /// Waiting for its `not_before`.
+    Delayed,
+    /// Waiting for these parents to end; `true` for an `after` parent
+    /// (must succeed), `false` for `after_any`.
+    Held(BTreeMap<String, bool>),
+    /// Will never start: to be ended `cancelled`, with this error.
+    Doomed(String),
+}
+
+#[derive(Debug)]
+struct Entry {
+    job: Queued,
+    seq: u64,
+    state: State,
+    /// How many jobs behind it took units it needs while it could not
+    /// fit (the starvation rule).
+    bypassed: u32,
+}
+
 #[derive(Debug, Default)]
 pub struct Queue {
-    jobs: HashMap<String, (Queued, u64)>,
-    /// Ready jobs per type, in start order.
-    ready: BTreeMap<String, BTreeMap<Key, String>>,
+    jobs: HashMap<String, Entry>,
+    /// Ready jobs per class, in start order.
+    ready: BTreeMap<Class, BTreeMap<Key, String>>,
     /// Jobs waiting for their `not_before`.
     delayed: BTreeSet<(SystemTime, u64, String)>,
+    /// Held jobs by each parent they wait for.
+    waiting_on: HashMap<String, BTreeSet<String>>,
+    /// Held jobs in start order, for the report's rows.
+    held: BTreeSet<(Key, String)>,
+    /// Doomed jobs, in the order they were doomed.
+    doomed: Vec<String>,
     /// Name in `new/` by the id it asks for, for cancel by id.
     by_id: HashMap<String, String>,
+    /// Name in `new/` by (type, `unique`).
+    uniques: HashMap<(String, String), String>,
     /// Queued jobs per type, kept as jobs come and go so that counting
     /// never walks the queue.
     per_type: BTreeMap<String, usize>,
     seq: u64,
 }
 
-/// The limits in force and what runs now.
+/// The job [`Queue::choose`] would start, and the heads it passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// Its name in `new/`.
+    pub name: String,
+    /// Heads before it that cannot fit and need some of what it takes:
+    /// each counts a bypass when it starts.
+    bypassed: Vec<String>,
+}
+
+/// The limits in force, what runs now, what is paused and what is free.
 pub struct Slots<'a> {
     pub total: usize,
     pub running_total: usize,
@@ -54,6 +189,12 @@ pub struct Slots<'a> {
     pub limit: &'a dyn Fn(&str) -> usize,
     /// How many jobs of a type run now.
     pub running: &'a dyn Fn(&str) -> usize,
+    /// Whether new starts of a type are held (`pause/<type>`, `pause/ALL`).
+    pub paused: &'a dyn Fn(&str) -> bool,
+    /// Units of each resource not held by a running job.
+    pub free: &'a BTreeMap<String, usize>,
+    /// Units of each resource there are.
+    pub capacity: &'a BTreeMap<String, usize>,
 }
 
 impl Queue {
@@ -70,7 +211,7 @@ impl Queue {
     }
 
     pub fn get(&self, name: &str) -> Option<&Queued> {
-        self.jobs.get(name).map(|(q, _)| q)
+        self.jobs.get(name).map(|e| &e.job)
     }
 
     /// The name in `new/` of a queued job, by id.
@@ -78,40 +219,105 @@ impl Queue {
         self.by_id.get(id).map(String::as_str)
     }
 
-    /// Adds a job, or replaces the one of the same name.
-    pub fn push(&mut self, job: Queued, now: SystemTime) {
+    /// Adds a job, or replaces the one of the same name. `parent` says
+    /// what became of each job it waits for. A job whose (type,
+    /// `unique`) another queued job has is not added.
+    pub fn push(
+        &mut self,
+        job: Queued,
+        now: SystemTime,
+        parent: &dyn Fn(&str) -> Parent,
+    ) -> Pushed {
+        if let Some(key) = &job.unique
+            && let Some(other) = self.uniques.get(&(job.kind.clone(), key.clone()))
+            && *other != job.name
+        {
+            let id = self.get(other).map_or_else(String::new, |q| q.id.clone());
+            return Pushed::Duplicate(id);
+        }
         self.remove(&job.name);
         self.seq += 1;
         let seq = self.seq;
-        match job.not_before {
-            Some(t) if t > now => {
-                self.delayed.insert((t, seq, job.name.clone()));
+        let mut waiting = BTreeMap::new();
+        let mut doom = None;
+        for p in &job.after {
+            match parent(p) {
+                Parent::Pending => {
+                    waiting.insert(p.clone(), true);
+                }
+                Parent::Ended(Status::Succeeded) => {}
+                Parent::Ended(s) => {
+                    doom.get_or_insert_with(|| format!("dependency {p} {s}"));
+                }
+                Parent::Gone => {
+                    doom.get_or_insert_with(|| format!("dependency {p} unknown"));
+                }
             }
-            _ => {
-                self.ready
-                    .entry(job.kind.clone())
-                    .or_default()
-                    .insert(key(&job, seq), job.name.clone());
+        }
+        for p in &job.after_any {
+            if parent(p) == Parent::Pending {
+                waiting.entry(p.clone()).or_insert(false);
             }
         }
         self.by_id.insert(job.id.clone(), job.name.clone());
+        if let Some(key) = &job.unique {
+            self.uniques
+                .insert((job.kind.clone(), key.clone()), job.name.clone());
+        }
         *self.per_type.entry(job.kind.clone()).or_default() += 1;
-        self.jobs.insert(job.name.clone(), (job, seq));
+        let name = job.name.clone();
+        self.jobs.insert(
+            name.clone(),
+            Entry {
+                job,
+                seq,
+                state: State::Ready,
+                bypassed: 0,
+            },
+        );
+        match doom {
+            Some(why) => self.doom(&name, why),
+            None if waiting.is_empty() => self.place(&name, now),
+            None => self.hold(&name, waiting),
+        }
+        Pushed::Queued
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Queued> {
-        let (job, seq) = self.jobs.remove(name)?;
-        if let Some(t) = job.not_before {
-            self.delayed.remove(&(t, seq, job.name.clone()));
-        }
-        if let Some(set) = self.ready.get_mut(&job.kind) {
-            set.remove(&key(&job, seq));
-            if set.is_empty() {
-                self.ready.remove(&job.kind);
+        let Entry {
+            job, seq, state, ..
+        } = self.jobs.remove(name)?;
+        match state {
+            State::Ready => {
+                let class = class_of(&job);
+                if let Some(set) = self.ready.get_mut(&class) {
+                    set.remove(&key(&job, seq));
+                    if set.is_empty() {
+                        self.ready.remove(&class);
+                    }
+                }
             }
+            State::Delayed => {
+                if let Some(t) = job.not_before {
+                    self.delayed.remove(&(t, seq, job.name.clone()));
+                }
+            }
+            State::Held(waiting) => {
+                for p in waiting.keys() {
+                    self.unwait(p, name);
+                }
+                self.held.remove(&(key(&job, seq), job.name.clone()));
+            }
+            State::Doomed(_) => self.doomed.retain(|n| n != name),
         }
         if self.by_id.get(&job.id).is_some_and(|n| n == name) {
             self.by_id.remove(&job.id);
+        }
+        if let Some(u) = &job.unique {
+            let k = (job.kind.clone(), u.clone());
+            if self.uniques.get(&k).is_some_and(|n| n == name) {
+                self.uniques.remove(&k);
+            }
         }
         if let Some(n) = self.per_type.get_mut(&job.kind) {
             *n -= 1;
@@ -122,21 +328,98 @@ impl Queue {
         Some(job)
     }
 
+    /// A job ended (or was found to be nowhere): the jobs held for it are
+    /// released, or doomed when it was an `after` parent that did not
+    /// succeed.
+    pub fn parent_ended(&mut self, id: &str, how: Parent, now: SystemTime) {
+        if how == Parent::Pending {
+            return;
+        }
+        let Some(children) = self.waiting_on.remove(id) else {
+            return;
+        };
+        for child in children {
+            let Some(entry) = self.jobs.get_mut(&child) else {
+                continue;
+            };
+            let State::Held(waiting) = &mut entry.state else {
+                continue;
+            };
+            let Some(strict) = waiting.remove(id) else {
+                continue;
+            };
+            let failed = match how {
+                Parent::Ended(Status::Succeeded) | Parent::Pending => None,
+                Parent::Ended(s) => Some(s.to_string()),
+                Parent::Gone => Some("unknown".to_string()),
+            };
+            let rest = waiting.clone();
+            let k = (key(&entry.job, entry.seq), child.clone());
+            match failed {
+                Some(word) if strict => {
+                    self.held.remove(&k);
+                    for p in rest.keys() {
+                        self.unwait(p, &child);
+                    }
+                    self.doom(&child, format!("dependency {id} {word}"));
+                }
+                _ if rest.is_empty() => {
+                    self.held.remove(&k);
+                    self.place(&child, now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The parents some held job waits for: what the daemon looks up
+    /// again when it cannot learn of their end otherwise (another daemon
+    /// ran them).
+    pub fn awaited(&self) -> impl Iterator<Item = &String> {
+        self.waiting_on.keys()
+    }
+
+    /// The queued job that holds (type, `unique`), if any.
+    pub fn holder(&self, kind: &str, key: &str) -> Option<&Queued> {
+        self.uniques
+            .get(&(kind.to_string(), key.to_string()))
+            .and_then(|n| self.get(n))
+    }
+
+    /// The parents a queued job still waits for, in order.
+    pub fn waiting_for(&self, name: &str) -> Vec<String> {
+        match self.jobs.get(name).map(|e| &e.state) {
+            Some(State::Held(w)) => w.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Takes out the doomed jobs, each with the error its record gives.
+    pub fn take_doomed(&mut self) -> Vec<(Queued, String)> {
+        let names = std::mem::take(&mut self.doomed);
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let why = match self.jobs.get(&name).map(|e| &e.state) {
+                Some(State::Doomed(why)) => why.clone(),
+                _ => continue,
+            };
+            if let Some(job) = self.remove(&name) {
+                out.push((job, why));
+            }
+        }
+        out
+    }
+
     /// Moves jobs whose `not_before` has come into the ready sets.
     pub fn promote(&mut self, now: SystemTime) {
         while let Some(first) = self.delayed.first() {
             if first.0 > now {
                 break;
             }
-            let Some((_, seq, name)) = self.delayed.pop_first() else {
+            let Some((_, _, name)) = self.delayed.pop_first() else {
                 break;
             };
-            if let Some((job, _)) = self.jobs.get(&name) {
-                self.ready
-                    .entry(job.kind.clone())
-                    .or_default()
-                    .insert(key(job, seq), name);
-            }
+            self.make_ready(&name);
         }
     }
 
@@ -145,28 +428,89 @@ impl Queue {
         self.delayed.first().map(|(t, _, _)| *t)
     }
 
-    /// The job to start now, if any: the first in order among the types
-    /// that are below their limit, when the total allows one more.
-    /// Call [`Queue::promote`] first.
-    pub fn next(&self, slots: &Slots) -> Option<&Queued> {
+    /// Takes out the job to start now, if any: [`Queue::choose`], then
+    /// [`Queue::take`].
+    pub fn pick(&mut self, slots: &Slots) -> Option<Queued> {
+        let choice = self.choose(slots)?;
+        self.take(choice)
+    }
+
+    /// The job to start now, if any: the first in order among the heads of
+    /// the classes whose type is below its limit and not paused, whose
+    /// needs fit in what is free (and are not reserved by a head before
+    /// it, see [`BYPASS_LIMIT`]), when the total allows one more. Call
+    /// [`Queue::promote`] first. Changes nothing: [`Queue::take`] does.
+    pub fn choose(&self, slots: &Slots) -> Option<Choice> {
         if slots.running_total >= slots.total {
             return None;
         }
-        self.ready
+        let mut heads: Vec<(Key, &String, &Class)> = self
+            .ready
             .iter()
-            .filter(|(kind, _)| (slots.running)(kind) < (slots.limit)(kind))
-            .filter_map(|(_, set)| set.first_key_value())
-            .min_by_key(|(k, _)| *k)
-            .and_then(|(_, name)| self.get(name))
+            .filter(|((kind, _), _)| {
+                !(slots.paused)(kind) && (slots.running)(kind) < (slots.limit)(kind)
+            })
+            .filter_map(|(class, set)| set.first_key_value().map(|(k, n)| (*k, n, class)))
+            .collect();
+        heads.sort_by_key(|(k, _, _)| *k);
+        let mut free = slots.free.clone();
+        // Heads passed over that have not reserved yet, with their needs.
+        let mut passed: Vec<(&String, &Vec<(String, u32)>)> = Vec::new();
+        for (_, name, (_, needs)) in heads {
+            let impossible = needs
+                .iter()
+                .any(|(r, n)| slots.capacity.get(r).copied().unwrap_or(0) < *n as usize);
+            let fits = needs
+                .iter()
+                .all(|(r, n)| free.get(r).copied().unwrap_or(0) >= *n as usize);
+            if impossible || fits {
+                // Those it passes that need some of what it takes.
+                let bypassed = passed
+                    .into_iter()
+                    .filter(|(_, theirs)| {
+                        theirs
+                            .iter()
+                            .any(|(r, _)| needs.iter().any(|(m, _)| m == r))
+                    })
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                return Some(Choice {
+                    name: name.clone(),
+                    bypassed,
+                });
+            }
+            let bypassed = self.jobs.get(name).map_or(0, |e| e.bypassed);
+            if bypassed >= BYPASS_LIMIT {
+                // It reserves what it needs: nobody behind it takes any.
+                for (r, _) in needs {
+                    free.insert(r.clone(), 0);
+                }
+            } else {
+                passed.push((name, needs));
+            }
+        }
+        None
     }
 
-    /// Queued jobs per type (ready and delayed).
+    /// The job [`Queue::choose`] chose, taken out of the queue; the heads
+    /// it passed count one more bypass each.
+    pub fn take(&mut self, choice: Choice) -> Option<Queued> {
+        for n in &choice.bypassed {
+            if let Some(e) = self.jobs.get_mut(n) {
+                e.bypassed = e.bypassed.saturating_add(1);
+            }
+        }
+        self.remove(&choice.name)
+    }
+
+    /// Queued jobs per type (ready, delayed, held and doomed).
     pub fn counts(&self) -> &BTreeMap<String, usize> {
         &self.per_type
     }
 
     /// The first `n` jobs in start order (ready first, then delayed by
-    /// time). Costs O(types × n), not O(queue).
+    /// time, then those held for their parents). Costs O(classes × n),
+    /// not O(queue).
     pub fn first(&self, n: usize) -> Vec<&Queued> {
         let mut heads: Vec<(&Key, &String)> = self
             .ready
@@ -186,7 +530,70 @@ impl Queue {
                 .take(room)
                 .filter_map(|(_, _, name)| self.get(name)),
         );
+        let room = n.saturating_sub(out.len());
+        out.extend(
+            self.held
+                .iter()
+                .take(room)
+                .filter_map(|(_, name)| self.get(name)),
+        );
         out
+    }
+
+    /// Puts a job that waits for nothing where its `not_before` says.
+    fn place(&mut self, name: &str, now: SystemTime) {
+        let Some(e) = self.jobs.get_mut(name) else {
+            return;
+        };
+        match e.job.not_before {
+            Some(t) if t > now => {
+                e.state = State::Delayed;
+                self.delayed.insert((t, e.seq, name.to_string()));
+            }
+            _ => self.make_ready(name),
+        }
+    }
+
+    fn make_ready(&mut self, name: &str) {
+        let Some(e) = self.jobs.get_mut(name) else {
+            return;
+        };
+        e.state = State::Ready;
+        self.ready
+            .entry(class_of(&e.job))
+            .or_default()
+            .insert(key(&e.job, e.seq), name.to_string());
+    }
+
+    fn hold(&mut self, name: &str, waiting: BTreeMap<String, bool>) {
+        let Some(e) = self.jobs.get_mut(name) else {
+            return;
+        };
+        for p in waiting.keys() {
+            self.waiting_on
+                .entry(p.clone())
+                .or_default()
+                .insert(name.to_string());
+        }
+        self.held.insert((key(&e.job, e.seq), name.to_string()));
+        e.state = State::Held(waiting);
+    }
+
+    fn doom(&mut self, name: &str, why: String) {
+        if let Some(e) = self.jobs.get_mut(name) {
+            e.state = State::Doomed(why);
+            self.doomed.push(name.to_string());
+        }
+    }
+
+    /// Forgets that `child` waits for `parent`.
+    fn unwait(&mut self, parent: &str, child: &str) {
+        if let Some(set) = self.waiting_on.get_mut(parent) {
+            set.remove(child);
+            if set.is_empty() {
+                self.waiting_on.remove(parent);
+            }
+        }
     }
 }
 
@@ -194,7 +601,16 @@ fn key(job: &Queued, seq: u64) -> Key {
     (Reverse(job.priority), job.submitted, seq)
 }
 
+fn class_of(job: &Queued) -> Class {
+    (job.kind.clone(), job.needs.clone())
+}
+
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test's panic is its failure report"
+)]
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
@@ -217,32 +633,104 @@ mod tests {
             priority,
             submitted: at(submitted),
             not_before: not_before.map(at),
+            after: Vec::new(),
+            after_any: Vec::new(),
+            unique: None,
+            needs: Vec::new(),
+            ino: 0,
+            fresh: true,
         }
     }
 
-    /// Starts jobs until nothing more may start; returns their ids.
-    fn drain(q: &mut Queue, total: usize, limits: &[(&str, usize)], now: u64) -> Vec<String> {
+    fn pending(_: &str) -> Parent {
+        Parent::Pending
+    }
+
+    /// What each parent became, for `push`.
+    fn parents(table: &'static [(&'static str, Parent)]) -> impl Fn(&str) -> Parent {
+        move |id| {
+            table
+                .iter()
+                .find(|(p, _)| *p == id)
+                .map_or(Parent::Gone, |(_, s)| *s)
+        }
+    }
+
+    /// The world the scheduler is asked in: limits, pauses and resources.
+    struct World<'a> {
+        total: usize,
+        limits: &'a [(&'a str, usize)],
+        paused: &'a [&'a str],
+        resources: &'a [(&'a str, usize)],
+    }
+
+    impl World<'_> {
+        fn plain(total: usize) -> World<'static> {
+            World {
+                total,
+                limits: &[],
+                paused: &[],
+                resources: &[],
+            }
+        }
+    }
+
+    /// Starts jobs until nothing more may start, none ending; returns
+    /// their ids in start order.
+    fn drain(q: &mut Queue, w: &World, now: u64) -> Vec<String> {
+        drain_while_running(q, w, now, &[])
+    }
+
+    /// As [`drain`], with jobs already running: (type, needs) each.
+    fn drain_while_running(
+        q: &mut Queue,
+        w: &World,
+        now: u64,
+        already: &[(&str, &[(&str, usize)])],
+    ) -> Vec<String> {
         let mut running: HashMap<String, usize> = HashMap::new();
+        let capacity: BTreeMap<String, usize> = w
+            .resources
+            .iter()
+            .map(|(r, n)| (r.to_string(), *n))
+            .collect();
+        let mut free = capacity.clone();
+        for (kind, needs) in already {
+            *running.entry(kind.to_string()).or_default() += 1;
+            for (r, n) in *needs {
+                *free.get_mut(*r).unwrap() -= n;
+            }
+        }
         let mut started = Vec::new();
         q.promote(at(now));
         loop {
             let limit = |k: &str| {
-                limits
+                w.limits
                     .iter()
                     .find(|(n, _)| *n == k)
-                    .map_or(total, |(_, l)| *l)
+                    .map_or(w.total, |(_, l)| *l)
             };
             let run = |k: &str| running.get(k).copied().unwrap_or(0);
+            let paused = |k: &str| w.paused.contains(&k) || w.paused.contains(&"ALL");
             let slots = Slots {
-                total,
-                running_total: started.len(),
+                total: w.total,
+                running_total: started.len() + already.len(),
                 limit: &limit,
                 running: &run,
+                paused: &paused,
+                free: &free,
+                capacity: &capacity,
             };
-            let Some(next) = q.next(&slots).cloned() else {
+            let Some(next) = q.pick(&slots) else {
                 break;
             };
-            q.remove(&next.name);
+            // Units are granted only to a job they fit (the daemon
+            // rejects one that needs more than exists, at its claim).
+            if next.needs.iter().all(|(r, n)| free[r] >= *n as usize) {
+                for (r, n) in &next.needs {
+                    *free.get_mut(r).unwrap() -= *n as usize;
+                }
+            }
             *running.entry(next.kind.clone()).or_default() += 1;
             started.push(next.id);
         }
@@ -258,9 +746,9 @@ mod tests {
             job("c", "t", 0, 0, None),
             job("d", "t", 5, 3, None),
         ] {
-            q.push(j, at(10));
+            q.push(j, at(10), &pending);
         }
-        assert_eq!(drain(&mut q, 10, &[], 10), ["b", "d", "c", "a"]);
+        assert_eq!(drain(&mut q, &World::plain(10), 10), ["b", "d", "c", "a"]);
     }
 
     #[test]
@@ -274,24 +762,28 @@ mod tests {
         for (total, limits, want) in cases {
             let mut q = Queue::default();
             for (i, kind) in ["a", "a", "a", "b", "c", "c"].iter().enumerate() {
-                q.push(job(&format!("j{i}"), kind, 0, i as u64, None), at(10));
+                q.push(
+                    job(&format!("j{i}"), kind, 0, i as u64, None),
+                    at(10),
+                    &pending,
+                );
             }
-            assert_eq!(
-                drain(&mut q, *total, limits, 10),
-                *want,
-                "total {total} {limits:?}"
-            );
+            let w = World {
+                limits,
+                ..World::plain(*total)
+            };
+            assert_eq!(drain(&mut q, &w, 10), *want, "total {total} {limits:?}");
         }
     }
 
     #[test]
     fn not_before_holds_a_job_until_its_time() {
         let mut q = Queue::default();
-        q.push(job("late", "t", 9, 0, Some(100)), at(10));
-        q.push(job("now", "t", 0, 1, None), at(10));
+        q.push(job("late", "t", 9, 0, Some(100)), at(10), &pending);
+        q.push(job("now", "t", 0, 1, None), at(10), &pending);
         assert_eq!(q.next_wakeup(), Some(at(100)));
-        assert_eq!(drain(&mut q, 10, &[], 50), ["now"]);
-        assert_eq!(drain(&mut q, 10, &[], 100), ["late"]);
+        assert_eq!(drain(&mut q, &World::plain(10), 50), ["now"]);
+        assert_eq!(drain(&mut q, &World::plain(10), 100), ["late"]);
         assert_eq!(q.next_wakeup(), None);
         assert!(q.is_empty());
     }
@@ -299,26 +791,352 @@ mod tests {
     #[test]
     fn replacing_and_removing_keep_the_indexes_consistent() {
         let mut q = Queue::default();
-        q.push(job("a", "t", 0, 0, Some(100)), at(10));
-        q.push(job("a", "t", 0, 0, None), at(10));
+        q.push(job("a", "t", 0, 0, Some(100)), at(10), &pending);
+        q.push(job("a", "t", 0, 0, None), at(10), &pending);
         assert_eq!(q.len(), 1);
         assert_eq!(q.next_wakeup(), None);
         assert_eq!(q.name_of("a"), Some("a.toml"));
         assert!(q.remove("a.toml").is_some());
         assert!(q.is_empty() && q.name_of("a").is_none());
-        assert_eq!(drain(&mut q, 10, &[], 1000), Vec::<String>::new());
+        assert_eq!(drain(&mut q, &World::plain(10), 1000), Vec::<String>::new());
+        // A held job removed leaves no trace in the parents' index.
+        let mut child = job("c", "t", 0, 0, None);
+        child.after = vec!["p".into()];
+        q.push(child, at(10), &pending);
+        assert_eq!(q.awaited().count(), 1);
+        assert!(q.remove("c.toml").is_some());
+        assert_eq!(q.awaited().count(), 0);
+        q.parent_ended("p", Parent::Ended(Status::Succeeded), at(10));
+        assert!(q.is_empty() && q.first(10).is_empty());
     }
 
     #[test]
     fn first_rows_follow_start_order() {
         let mut q = Queue::default();
-        q.push(job("d", "x", 0, 0, Some(100)), at(10));
-        q.push(job("b", "y", 0, 2, None), at(10));
-        q.push(job("a", "x", 1, 3, None), at(10));
-        q.push(job("c", "y", 0, 1, None), at(10));
+        q.push(job("d", "x", 0, 0, Some(100)), at(10), &pending);
+        q.push(job("b", "y", 0, 2, None), at(10), &pending);
+        q.push(job("a", "x", 1, 3, None), at(10), &pending);
+        q.push(job("c", "y", 0, 1, None), at(10), &pending);
+        let mut e = job("e", "x", 9, 0, None);
+        e.after = vec!["a".into()];
+        q.push(e, at(10), &pending);
         let ids: Vec<&str> = q.first(3).iter().map(|j| j.id.as_str()).collect();
         assert_eq!(ids, ["a", "c", "b"]);
-        assert_eq!(q.first(10).len(), 4);
-        assert_eq!(q.counts()["x"], 2);
+        let ids: Vec<&str> = q.first(10).iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c", "b", "d", "e"], "held ones last");
+        assert_eq!(q.counts()["x"], 3);
+        assert_eq!(q.waiting_for("e.toml"), ["a"]);
+    }
+
+    /// Dependencies: how a child's parents decide whether it is ready,
+    /// held or doomed when it is queued.
+    #[test]
+    fn a_child_is_ready_held_or_doomed_by_what_its_parents_became() {
+        use Parent::{Ended, Gone, Pending};
+        use Status::{Cancelled, Failed, Succeeded};
+        type Case = (
+            &'static [&'static str],
+            &'static [&'static str],
+            &'static [(&'static str, Parent)],
+            &'static str,
+        );
+        let cases: &[Case] = &[
+            (&["p"], &[], &[("p", Ended(Succeeded))], "ready"),
+            (&["p"], &[], &[("p", Pending)], "held p"),
+            (
+                &["p"],
+                &[],
+                &[("p", Ended(Failed))],
+                "doomed dependency p failed",
+            ),
+            (&["p"], &[], &[], "doomed dependency p unknown"),
+            (&[], &["p"], &[("p", Ended(Failed))], "ready"),
+            (&[], &["p"], &[("p", Gone)], "ready"),
+            (&[], &["p"], &[("p", Pending)], "held p"),
+            (
+                &["p", "q"],
+                &["r"],
+                &[("p", Ended(Succeeded)), ("q", Pending), ("r", Pending)],
+                "held q r",
+            ),
+            (
+                &["p", "q"],
+                &[],
+                &[("p", Pending), ("q", Ended(Cancelled))],
+                "doomed dependency q cancelled",
+            ),
+        ];
+        for (after, after_any, table, want) in cases {
+            let mut q = Queue::default();
+            let mut c = job("c", "t", 0, 0, None);
+            c.after = after.iter().map(|s| s.to_string()).collect();
+            c.after_any = after_any.iter().map(|s| s.to_string()).collect();
+            assert_eq!(q.push(c, at(10), &parents(table)), Pushed::Queued);
+            let doomed = q.take_doomed();
+            let got = if let Some((j, why)) = doomed.first() {
+                assert_eq!(j.id, "c");
+                format!("doomed {why}")
+            } else if q.waiting_for("c.toml").is_empty() {
+                assert_eq!(drain(&mut q, &World::plain(9), 10), ["c"]);
+                "ready".to_string()
+            } else {
+                assert!(drain(&mut q, &World::plain(9), 10).is_empty());
+                format!("held {}", q.waiting_for("c.toml").join(" "))
+            };
+            assert_eq!(
+                got, *want,
+                "after {after:?} after_any {after_any:?} {table:?}"
+            );
+            if got.starts_with("doomed") {
+                assert!(q.is_empty(), "a doomed job leaves the queue");
+            }
+        }
+    }
+
+    /// A diamond: a → (b, c) → d, with `e` after d and `f` after_any d.
+    /// When b fails, d is cancelled, then e (after d) is, but f runs.
+    #[test]
+    fn a_failure_cancels_down_the_tree_and_after_any_children_still_run() {
+        let mut q = Queue::default();
+        let mut add = |name: &str, after: &[&str], after_any: &[&str]| {
+            let mut j = job(name, "t", 0, 0, None);
+            j.after = after.iter().map(|s| s.to_string()).collect();
+            j.after_any = after_any.iter().map(|s| s.to_string()).collect();
+            q.push(j, at(0), &pending);
+        };
+        add("b", &["a"], &[]);
+        add("c", &["a"], &[]);
+        add("d", &["b", "c"], &[]);
+        add("e", &["d"], &[]);
+        add("f", &[], &["d"]);
+        let w = World::plain(9);
+        assert!(drain(&mut q, &w, 0).is_empty(), "all wait for a");
+        q.parent_ended("a", Parent::Ended(Status::Succeeded), at(1));
+        assert_eq!(drain(&mut q, &w, 1), ["b", "c"]);
+        q.parent_ended("c", Parent::Ended(Status::Succeeded), at(2));
+        assert_eq!(q.waiting_for("d.toml"), ["b"]);
+        q.parent_ended("b", Parent::Ended(Status::Failed), at(3));
+        // The daemon ends each doomed job and tells the queue, as it does
+        // for every record: that reaches the next generation.
+        let mut cancelled = Vec::new();
+        loop {
+            let doomed = q.take_doomed();
+            if doomed.is_empty() {
+                break;
+            }
+            for (j, why) in doomed {
+                cancelled.push(format!("{} ({why})", j.id));
+                q.parent_ended(&j.id, Parent::Ended(Status::Cancelled), at(4));
+            }
+        }
+        assert_eq!(
+            cancelled,
+            ["d (dependency b failed)", "e (dependency d cancelled)"]
+        );
+        assert_eq!(drain(&mut q, &w, 4), ["f"]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_parent_found_gone_later_dooms_after_and_releases_after_any() {
+        let mut q = Queue::default();
+        let mut a = job("a", "t", 0, 0, None);
+        a.after = vec!["p".into()];
+        let mut b = job("b", "t", 0, 1, Some(50));
+        b.after_any = vec!["p".into()];
+        q.push(a, at(0), &pending);
+        q.push(b, at(0), &pending);
+        q.parent_ended("p", Parent::Gone, at(10));
+        let doomed: Vec<(String, String)> = q
+            .take_doomed()
+            .into_iter()
+            .map(|(j, w)| (j.id, w))
+            .collect();
+        assert_eq!(doomed, [("a".into(), "dependency p unknown".into())]);
+        // b's not_before still holds it once its parent is gone.
+        assert_eq!(q.next_wakeup(), Some(at(50)));
+        assert!(drain(&mut q, &World::plain(9), 10).is_empty());
+        assert_eq!(drain(&mut q, &World::plain(9), 50), ["b"]);
+    }
+
+    #[test]
+    fn at_most_one_queued_job_per_type_and_unique_key() {
+        let mut q = Queue::default();
+        let u = |name: &str, kind: &str, key: &str| {
+            let mut j = job(name, kind, 0, 0, None);
+            j.unique = Some(key.into());
+            j
+        };
+        let cases = [
+            (u("a", "t", "k"), Pushed::Queued),
+            (u("b", "t", "k"), Pushed::Duplicate("a".into())),
+            // Another type, or another key: not a duplicate.
+            (u("c", "s", "k"), Pushed::Queued),
+            (u("d", "t", "l"), Pushed::Queued),
+            // The same file read again replaces itself.
+            (u("a", "t", "k"), Pushed::Queued),
+        ];
+        for (j, want) in cases {
+            let id = j.id.clone();
+            assert_eq!(q.push(j, at(0), &pending), want, "{id}");
+        }
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.holder("t", "k").map(|j| j.id.as_str()), Some("a"));
+        // Once it has left the queue (started, cancelled), the key is
+        // free here.
+        assert!(q.remove("a.toml").is_some());
+        assert_eq!(q.holder("t", "k"), None);
+        assert_eq!(q.push(u("e", "t", "k"), at(0), &pending), Pushed::Queued);
+    }
+
+    #[test]
+    fn a_paused_type_starts_nothing_and_blocks_no_other_type() {
+        let cases: [(&[&str], &[&str]); 4] = [
+            (&[], &["a1", "b1", "a2", "b2"]),
+            (&["a"], &["b1", "b2"]),
+            (&["b"], &["a1", "a2"]),
+            (&["ALL"], &[]),
+        ];
+        for (paused, want) in cases {
+            let mut q = Queue::default();
+            for (i, (name, kind)) in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b")]
+                .into_iter()
+                .enumerate()
+            {
+                q.push(job(name, kind, 0, i as u64, None), at(0), &pending);
+            }
+            let w = World {
+                paused,
+                ..World::plain(9)
+            };
+            assert_eq!(drain(&mut q, &w, 0), want, "paused {paused:?}");
+            // Resumed: the rest start, in order.
+            let rest = drain(&mut q, &World::plain(9), 0);
+            assert_eq!(rest.len() + want.len(), 4, "paused {paused:?}");
+        }
+    }
+
+    fn needing(name: &str, submitted: u64, needs: &[(&str, u32)]) -> Queued {
+        let mut j = job(name, "t", 0, submitted, None);
+        j.needs = needs.iter().map(|(r, n)| (r.to_string(), *n)).collect();
+        j
+    }
+
+    #[test]
+    fn jobs_start_only_when_their_needs_are_free_and_never_over_commit() {
+        type Case = (
+            &'static [(&'static str, usize)],
+            &'static [(&'static str, &'static [(&'static str, u32)])],
+            &'static [&'static str],
+        );
+        let cases: &[Case] = &[
+            // Three one-GPU jobs on two GPUs: two start.
+            (
+                &[("gpu", 2)],
+                &[
+                    ("a", &[("gpu", 1)]),
+                    ("b", &[("gpu", 1)]),
+                    ("c", &[("gpu", 1)]),
+                ],
+                &["a", "b"],
+            ),
+            // A job needing nothing is never held back.
+            (
+                &[("gpu", 1)],
+                &[("a", &[("gpu", 1)]), ("b", &[("gpu", 1)]), ("c", &[])],
+                &["a", "c"],
+            ),
+            // A small job behind a big one that does not fit may go by.
+            (
+                &[("gpu", 2)],
+                &[
+                    ("a", &[("gpu", 1)]),
+                    ("big", &[("gpu", 2)]),
+                    ("b", &[("gpu", 1)]),
+                ],
+                &["a", "b"],
+            ),
+            (
+                &[("gpu", 2), ("lic", 1)],
+                &[
+                    ("a", &[("gpu", 2), ("lic", 1)]),
+                    ("b", &[("lic", 1)]),
+                    ("c", &[("gpu", 1)]),
+                ],
+                &["a"],
+            ),
+        ];
+        for (resources, jobs, want) in cases {
+            let mut q = Queue::default();
+            for (i, (name, needs)) in jobs.iter().enumerate() {
+                q.push(needing(name, i as u64, needs), at(0), &pending);
+            }
+            let w = World {
+                resources,
+                ..World::plain(9)
+            };
+            assert_eq!(drain(&mut q, &w, 0), *want, "{resources:?} {jobs:?}");
+        }
+    }
+
+    /// The starvation rule: the head that cannot fit lets jobs behind it
+    /// that take what it needs go by at most BYPASS_LIMIT times, then
+    /// reserves; jobs needing other things still go.
+    #[test]
+    fn a_big_job_is_passed_a_bounded_number_of_times_then_reserves() {
+        let w = World {
+            resources: &[("gpu", 2), ("lic", 1)],
+            ..World::plain(99)
+        };
+        let mut q = Queue::default();
+        q.push(needing("big", 0, &[("gpu", 2)]), at(0), &pending);
+        for i in 0..10 {
+            q.push(
+                needing(&format!("s{i}"), 1 + i, &[("gpu", 1)]),
+                at(0),
+                &pending,
+            );
+            q.push(
+                needing(&format!("l{i}"), 1 + i, &[("lic", 1)]),
+                at(0),
+                &pending,
+            );
+        }
+        // One GPU is busy with a job that is not in the queue: big does
+        // not fit; one small job at a time takes the other GPU and ends.
+        let mut order = Vec::new();
+        for _ in 0..10 {
+            let started = drain_while_running(&mut q, &w, 0, &[("t", &[("gpu", 1)])]);
+            order.push(started.join(","));
+        }
+        let small: Vec<&String> = order.iter().filter(|s| s.contains('s')).collect();
+        assert_eq!(
+            small.len(),
+            BYPASS_LIMIT as usize,
+            "small jobs passed big {BYPASS_LIMIT} times, then none: {order:?}"
+        );
+        assert!(
+            order.iter().all(|s| s.contains('l')),
+            "a job needing something else is never held back: {order:?}"
+        );
+        // Once the busy GPU is free, big starts before any small job.
+        let started = drain(&mut q, &w, 0);
+        assert_eq!(
+            started.first().map(String::as_str),
+            Some("big"),
+            "{started:?}"
+        );
+    }
+
+    #[test]
+    fn a_job_needing_more_than_exists_is_handed_out_to_be_rejected() {
+        let mut q = Queue::default();
+        q.push(needing("huge", 0, &[("gpu", 3)]), at(0), &pending);
+        q.push(needing("ok", 1, &[("gpu", 1)]), at(0), &pending);
+        let w = World {
+            resources: &[("gpu", 2)],
+            ..World::plain(9)
+        };
+        assert_eq!(drain(&mut q, &w, 0), ["huge", "ok"]);
     }
 }

@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub running_total: usize,
     pub queued_total: usize,
     pub draining: bool,
+    /// `pause/ALL`: no type starts new jobs.
+    pub paused_all: bool,
     pub types: Vec<TypeRow>,
     pub running: Vec<RunningRow>,
     /// The next queued jobs in start order, at most [`ROWS`].
@@ -75,6 +77,8 @@ pub struct TypeRow {
     pub limit: usize,
     pub running: usize,
     pub queued: usize,
+    /// Whether its new starts are held (`pause/<type>` or `pause/ALL`).
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +97,8 @@ pub struct QueuedRow {
     pub priority: i64,
     pub submitted: SystemTime,
     pub not_before: Option<SystemTime>,
+    /// The jobs it waits for (`after`, `after_any`) that have not ended.
+    pub waiting_for: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
-//! Turns inotify events on `new/` and `cancel/` into what the daemon acts on.
+//! Turns inotify events on `new/`, `cancel/` and `pause/` into what the
+//! daemon acts on.
 //!
 //! Takes the spool's folders; gives [`Fs`] events through a callback, from
 //! notify's own thread. It never opens, reads or moves a file: deciding
@@ -13,7 +14,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -33,16 +34,27 @@ pub enum Fs {
     Overflow,
     /// `cancel/<id>` appeared.
     Cancel(String),
+    /// A name came or went in `pause/`: list it again.
+    Pause,
+}
+
+/// The folders watched.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// Submissions: closes and renames make a file ready.
+    pub new: PathBuf,
+    /// Cancel requests, by id.
+    pub cancel: PathBuf,
+    /// Pause requests: any change means the folder is listed again.
+    pub pause: PathBuf,
 }
 
 /// Starts watching. The returned watcher stops when dropped.
-pub fn start<F>(new_dir: &Path, cancel_dir: &Path, send: F) -> notify::Result<RecommendedWatcher>
+pub fn start<F>(dirs: &Watched, send: F) -> notify::Result<RecommendedWatcher>
 where
     F: Fn(Fs) + Send + 'static,
 {
-    let new_dir: PathBuf = new_dir.to_path_buf();
-    let cancel_dir: PathBuf = cancel_dir.to_path_buf();
-    let (nd, cd) = (new_dir.clone(), cancel_dir.clone());
+    let w = dirs.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else {
             send(Fs::Overflow);
@@ -52,19 +64,42 @@ where
             send(Fs::Overflow);
             return;
         }
-        for fs in translate(&event, &nd, &cd) {
+        for fs in translate(&event, &w) {
             send(fs);
         }
     })?;
-    watcher.watch(&new_dir, RecursiveMode::NonRecursive)?;
-    watcher.watch(&cancel_dir, RecursiveMode::NonRecursive)?;
+    for dir in [&dirs.new, &dirs.cancel, &dirs.pause] {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
     Ok(watcher)
 }
 
-fn translate(event: &notify::Event, new_dir: &Path, cancel_dir: &Path) -> Vec<Fs> {
+fn translate(event: &notify::Event, dirs: &Watched) -> Vec<Fs> {
+    let (new_dir, cancel_dir) = (dirs.new.as_path(), dirs.cancel.as_path());
     let mut out = Vec::new();
     // A rename within a watched folder reports From, To and Both; To alone
     // is enough (and the only one when the source is not watched).
+    // In pause/ every arrival and departure counts, whatever its kind:
+    // the folder is listed again.
+    let in_pause = |p: &&PathBuf| p.parent() == Some(dirs.pause.as_path());
+    if event.paths.iter().any(|p| in_pause(&p)) {
+        let visible = event.paths.iter().filter(in_pause).any(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'))
+        });
+        if visible
+            && matches!(
+                event.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(ModifyKind::Name(_))
+            )
+        {
+            out.push(Fs::Pause);
+        }
+        return out;
+    }
     let target = match event.kind {
         EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths.first(),
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => return out,
@@ -123,7 +158,11 @@ mod tests {
 
     #[test]
     fn close_and_rename_make_a_file_ready_create_only_seen() {
-        let (n, c) = (Path::new("/s/new"), Path::new("/s/cancel"));
+        let dirs = Watched {
+            new: "/s/new".into(),
+            cancel: "/s/cancel".into(),
+            pause: "/s/pause".into(),
+        };
         let cases = [
             (
                 ev(
@@ -162,6 +201,31 @@ mod tests {
                 ev(EventKind::Create(CreateKind::File), "/s/elsewhere/x"),
                 vec![],
             ),
+            (
+                ev(EventKind::Create(CreateKind::File), "/s/pause/build"),
+                vec![Fs::Pause],
+            ),
+            (
+                ev(
+                    EventKind::Remove(notify::event::RemoveKind::File),
+                    "/s/pause/ALL",
+                ),
+                vec![Fs::Pause],
+            ),
+            (
+                ev(
+                    EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                    "/s/pause/build",
+                ),
+                vec![Fs::Pause],
+            ),
+            (
+                ev(
+                    EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                    "/s/pause/build",
+                ),
+                vec![],
+            ),
         ];
         let raw = |b: &[u8]| {
             let mut p = PathBuf::from("/s/new");
@@ -186,7 +250,7 @@ mod tests {
             ),
         ]);
         for (event, want) in cases {
-            assert_eq!(translate(&event, n, c), want, "{event:?}");
+            assert_eq!(translate(&event, &dirs), want, "{event:?}");
         }
     }
 }

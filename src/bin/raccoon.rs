@@ -115,6 +115,8 @@ fn run(cli: Cli) -> Result<(), Fail> {
         Command::Schedules => schedules(&spool, json),
         Command::Show { id, lines } => show(&spool, json, &id, lines),
         Command::Retry { id, wait } => retry(&spool, json, &id, wait),
+        Command::Pause { kind } => pause(&spool, json, kind.as_deref(), true),
+        Command::Resume { kind } => pause(&spool, json, kind.as_deref(), false),
         Command::Completions { shell } => {
             let mut out = std::io::stdout().lock();
             clap_complete::generate(
@@ -163,7 +165,25 @@ fn submit(spool: &Spool, json: bool, s: Submit) -> Result<(), Fail> {
             values::json_to_toml(&parsed, k).map_err(Fail::Usage)?,
         );
     }
-    let job = job_table(&s.kind, s.email, s.priority, Vec::new(), params);
+    let mut job = job_table(&s.kind, s.email, s.priority, Vec::new(), params);
+    let ids = |v: Vec<String>| toml::Value::Array(v.into_iter().map(toml::Value::String).collect());
+    if !s.after.is_empty() {
+        job.insert("after".into(), ids(s.after));
+    }
+    if !s.after_any.is_empty() {
+        job.insert("after_any".into(), ids(s.after_any));
+    }
+    if let Some(key) = s.unique {
+        job.insert("unique".into(), toml::Value::String(key));
+    }
+    if !s.needs.is_empty() {
+        let needs: toml::Table = s
+            .needs
+            .into_iter()
+            .map(|(r, n)| (r, toml::Value::Integer(n)))
+            .collect();
+        job.insert("needs".into(), toml::Value::Table(needs));
+    }
     queue(spool, json, s.id.as_deref(), &job, s.wait)
 }
 
@@ -222,9 +242,17 @@ fn queue(
         )));
     }
     check(spool, &text)?;
-    let id = spool
-        .submit(id, text.as_bytes())
-        .map_err(|e| write_failed("cannot submit", "nothing was queued", e))?;
+    check_parents(spool, job)?;
+    let id = match holder(spool, job)? {
+        // Not an error: cron may submit the same unique job again.
+        Some(held) => {
+            eprintln!("raccoon: {held} already holds this key (unique); nothing was queued");
+            held
+        }
+        None => spool
+            .submit(id, text.as_bytes())
+            .map_err(|e| write_failed("cannot submit", "nothing was queued", e))?,
+    };
     println!("{id}");
     let _ = std::io::stdout().flush();
     if wait_for_it {
@@ -276,6 +304,117 @@ fn check(spool: &Spool, text: &str) -> Result<(), Fail> {
     eprintln!(
         "raccoon: warning: {why}; the job is not checked before it is queued (the daemon checks it when it takes it)"
     );
+    Ok(())
+}
+
+/// Refuses a job whose `after` or `after_any` names a job that is nowhere
+/// (neither queued, running nor finished), as the daemon would.
+fn check_parents(spool: &Spool, job: &toml::Table) -> Result<(), Fail> {
+    for key in ["after", "after_any"] {
+        for p in job
+            .get(key)
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(toml::Value::as_str)
+        {
+            if find(spool, p)?.is_none() {
+                return Err(Fail::Refused(format!("unknown dependency {p}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The queued or running job that holds a unique job's (type, `unique`)
+/// key, if any, as the daemon's marker says. Only a look: the daemon
+/// decides (the client cannot take the key itself), so a submission that
+/// loses a race after it is rejected by the daemon as a duplicate. Where
+/// the marker cannot be read (a spool made with other modes), a queued or
+/// running job whose file has the key stands for it.
+fn holder(spool: &Spool, job: &toml::Table) -> Result<Option<String>, Fail> {
+    let Some(key) = job.get("unique").and_then(toml::Value::as_str) else {
+        return Ok(None);
+    };
+    let kind = job.get("type").and_then(toml::Value::as_str).unwrap_or("");
+    match spool.unique_holder(kind, key) {
+        Ok(held) => return Ok(held),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(Fail::Usage(format!("unique {key:?}: {e}"))),
+    }
+    for status in [Status::Running, Status::Queued] {
+        let listed = spool
+            .query(WHOLE)
+            .list(&Filter {
+                status: Some(status),
+                kind: Some(kind),
+                limit: usize::MAX,
+            })
+            .map_err(|e| Fail::Usage(e.to_string()))?;
+        for l in listed {
+            let table = match &l.job {
+                Located::Queued { table, .. } | Located::Running { table, .. } => table,
+                Located::Finished(_) => continue,
+            };
+            if table.get("unique").and_then(toml::Value::as_str) == Some(key) {
+                return Ok(Some(l.id));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `raccoon pause [TYPE]`, `raccoon resume [TYPE]`: makes or removes
+/// `pause/<TYPE>` (`pause/ALL` without a type). A type the daemon's
+/// description does not name is refused (65).
+fn pause(spool: &Spool, json: bool, kind: Option<&str>, hold: bool) -> Result<(), Fail> {
+    let name = kind.unwrap_or(spool::PAUSE_ALL);
+    if !spool.is_spool() {
+        return Err(Fail::Usage(format!(
+            "{} is not a spool (no new/ folder); use --spool or RACCOON_SPOOL",
+            spool.root().display()
+        )));
+    }
+    if let (Some(k), Ok((cat, Freshness::Current))) = (kind, described(spool))
+        && !cat.types.iter().any(|t| t.name == k)
+    {
+        let known: Vec<&str> = cat.types.iter().map(|t| t.name.as_str()).collect();
+        return Err(Fail::Refused(format!(
+            "unknown type {k:?} (this daemon knows: {})",
+            known.join(", ")
+        )));
+    }
+    let changed = if hold {
+        spool
+            .request_pause(name)
+            .map_err(|e| write_failed("cannot pause", "nothing was paused", e))?
+    } else {
+        spool.clear_pause(name).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                Fail::Usage(format!(
+                    "cannot resume {name}: {e}; pause/{name} is another user's (ask them, \
+                     the daemon's user, or POST /resume)"
+                ))
+            } else {
+                write_failed("cannot resume", "nothing was resumed", e)
+            }
+        })?
+    };
+    let what = if kind.is_none() { "every type" } else { name };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"type": name, "paused": hold, "changed": changed})
+        );
+    } else {
+        let word = match (hold, changed) {
+            (true, true) => "paused: new jobs wait; running jobs go on",
+            (true, false) => "was paused already",
+            (false, true) => "resumed",
+            (false, false) => "was not paused (by pause/ of its own)",
+        };
+        println!("{}: {word}", printable(what));
+    }
     Ok(())
 }
 
@@ -480,7 +619,17 @@ fn types(spool: &Spool, json: bool) -> Result<(), Fail> {
         print!("{}", cat.to_json());
         return Ok(());
     }
-    let mut table = Table::new(&["TYPE", "LIMIT", "PARAMS", "ARGS"]);
+    // NEEDS and PAUSED only when in use: most daemons have neither.
+    let show_needs = !cat.resources.is_empty() || cat.types.iter().any(|t| !t.needs.is_empty());
+    let show_paused = cat.paused || cat.types.iter().any(|t| t.paused);
+    let mut header = vec!["TYPE", "LIMIT", "PARAMS", "ARGS"];
+    if show_needs {
+        header.push("NEEDS");
+    }
+    if show_paused {
+        header.push("PAUSED");
+    }
+    let mut table = Table::new(&header);
     for t in &cat.types {
         let params = match &t.params {
             Some(decl) if decl.is_empty() => "none".to_string(),
@@ -493,7 +642,25 @@ fn types(spool: &Spool, json: bool) -> Result<(), Fail> {
             None => format!("any, with {}", t.placeholders.join(" ")),
         };
         let args = if t.accept_args { "yes" } else { "no" };
-        table.row(&[t.name.clone(), t.limit.to_string(), params, args.into()]);
+        let needs = t
+            .needs
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let paused = match (t.paused, cat.paused) {
+            (true, _) => "yes",
+            (false, true) => "yes (ALL)",
+            (false, false) => "no",
+        };
+        let mut row = vec![t.name.clone(), t.limit.to_string(), params, args.into()];
+        if show_needs {
+            row.push(needs);
+        }
+        if show_paused {
+            row.push(paused.into());
+        }
+        table.row(&row);
     }
     let mut out = std::io::stdout().lock();
     if table.is_empty() {
@@ -503,6 +670,20 @@ fn types(spool: &Spool, json: bool) -> Result<(), Fail> {
         );
     } else {
         let _ = out.write_all(table.render(colour()).as_bytes());
+    }
+    if !cat.resources.is_empty() {
+        let each: Vec<String> = cat
+            .resources
+            .iter()
+            .map(|r| format!("{} {}", printable(&r.name), r.units))
+            .collect();
+        let _ = writeln!(out, "\nResources (per daemon): {}.", each.join(", "));
+    }
+    if cat.paused {
+        let _ = writeln!(
+            out,
+            "\npause/ALL: no new job of any type starts until raccoon resume."
+        );
     }
     let _ = writeln!(
         out,
@@ -600,13 +781,21 @@ fn retry(spool: &Spool, json: bool, id: &str, wait_for_it: bool) -> Result<(), F
     match find(spool, id)? {
         Some(Located::Finished(rec)) => {
             let rec = *rec;
-            let job = job_table(
+            let mut job = job_table(
                 &rec.kind,
                 rec.email,
                 rec.priority,
                 rec.args,
                 rec.params.unwrap_or_default(),
             );
+            // Its key and needs go with it; not its parents, which have
+            // ended (one that failed would cancel it again at once).
+            if let Some(key) = rec.unique {
+                job.insert("unique".into(), toml::Value::String(key));
+            }
+            if let Some(needs) = rec.needs {
+                job.insert("needs".into(), toml::Value::Table(needs));
+            }
             queue(spool, json, None, &job, wait_for_it)
         }
         Some(job) => Err(Fail::Job(format!(
@@ -656,6 +845,7 @@ fn show(spool: &Spool, json: bool, id: &str, n: usize) -> Result<(), Fail> {
     let now = time::now();
     let mut fields: Vec<(&str, String)> = vec![("id", id.to_string())];
     let mut waiting: Option<String> = None;
+    let mut waiting_for: Option<Vec<String>> = None;
     match &job {
         Located::Finished(rec) => record_fields(rec, &mut fields),
         Located::Running { table, claimed, .. } => {
@@ -673,9 +863,19 @@ fn show(spool: &Spool, json: bool, id: &str, n: usize) -> Result<(), Fail> {
             let me = Pending::from_table(id, table, *written);
             fields.push(("submitted", format!("{} UTC", stamp(me.submitted))));
             file_fields(table, &mut fields);
-            let w = queued_waits(spool, &me, job.kind(), now)?;
+            let parents = pending_parents(spool, table)?;
+            let w = if parents.is_empty() {
+                queued_waits(spool, &me, job.kind(), now)?
+            } else {
+                let each: Vec<String> = parents
+                    .iter()
+                    .map(|(p, status)| format!("{p} ({status})"))
+                    .collect();
+                format!("its dependencies: {}", each.join(", "))
+            };
             fields.push(("waits for", w.clone()));
             waiting = Some(w);
+            waiting_for = Some(parents.into_iter().map(|(p, _)| p).collect());
         }
     }
     let out = tail(spool, id, Stream::Out, n)?;
@@ -688,6 +888,9 @@ fn show(spool: &Spool, json: bool, id: &str, n: usize) -> Result<(), Fail> {
         if let Some(obj) = v.as_object_mut() {
             if let Some(w) = waiting {
                 obj.insert("waits_for".into(), w.into());
+            }
+            if let Some(w) = waiting_for {
+                obj.insert("waiting_for".into(), w.into());
             }
             obj.insert("output_tail".into(), out.into());
             obj.insert("stderr_tail".into(), err.into());
@@ -793,8 +996,34 @@ fn file_fields(table: &toml::Table, fields: &mut Vec<(&str, String)>) {
     }
 }
 
-/// What a queued job waits for, in words: its `not_before`, or the jobs
-/// of its type ahead of it and how many of them run against the limit.
+/// The jobs a queued job's `after` and `after_any` name that have not
+/// ended, each with where it is (`queued`, `running`, or `nowhere`).
+fn pending_parents(spool: &Spool, table: &toml::Table) -> Result<Vec<(String, String)>, Fail> {
+    let mut out = Vec::new();
+    for key in ["after", "after_any"] {
+        for p in table
+            .get(key)
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(toml::Value::as_str)
+        {
+            let status = match find(spool, p)? {
+                Some(Located::Finished(_)) => continue,
+                Some(j) => j.status().to_string(),
+                None => "nowhere".to_string(),
+            };
+            if !out.iter().any(|(q, _)| q == p) {
+                out.push((p.to_string(), status));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a queued job waits for, in words: its `not_before`, a pause of
+/// its type, or the jobs of its type ahead of it and how many of them
+/// run against the limit.
 fn queued_waits(spool: &Spool, me: &Pending, kind: &str, now: SystemTime) -> Result<String, Fail> {
     let listed = |status| {
         spool
@@ -813,7 +1042,21 @@ fn queued_waits(spool: &Spool, me: &Pending, kind: &str, now: SystemTime) -> Res
             _ => None,
         })
         .collect();
+    let paused = described(spool).ok().and_then(|(cat, _)| {
+        if cat.paused {
+            Some(format!("pause/{}", spool::PAUSE_ALL))
+        } else {
+            cat.types
+                .iter()
+                .any(|t| t.name == kind && t.paused)
+                .then(|| format!("pause/{}", printable(kind)))
+        }
+    });
     match waits(me, &queue, now) {
+        Waits::Turn { .. } if paused.is_some() => Ok(format!(
+            "a resume: {} holds new starts (raccoon resume)",
+            paused.unwrap_or_default()
+        )),
         Waits::NotBefore(t) => Ok(format!(
             "its not_before, {} UTC (in {})",
             stamp(t),

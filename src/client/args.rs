@@ -25,7 +25,9 @@ use crate::time;
     propagate_version = true,
     after_help = "Exit status: 0 done (for wait, the job succeeded); 1 the job failed, timed out \
                   or does not exist; 2 bad command line or IO error; 65 the job was refused \
-                  (the daemon's types description says it would reject it).\n\
+                  (the daemon's types description says it would reject it); 75 the spool's \
+                  file system is full. A unique job already queued or running is not an \
+                  error: submit prints its id and exits 0.\n\
                   See raccoon(1)."
 )]
 pub struct Cli {
@@ -110,6 +112,18 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Hold new starts of a type (or of every type): running jobs go on
+    Pause {
+        /// The type; every type when left out (pause/ALL)
+        #[arg(value_name = "TYPE", value_parser = type_name)]
+        kind: Option<String>,
+    },
+    /// Let new starts of a type (or of every type) go again
+    Resume {
+        /// The type; every type when left out (pause/ALL)
+        #[arg(value_name = "TYPE", value_parser = type_name)]
+        kind: Option<String>,
+    },
     /// Print a completion script for a shell
     Completions {
         #[arg(value_enum)]
@@ -140,6 +154,22 @@ pub struct Submit {
     /// Ask for this id (a fresh one is used if it is taken)
     #[arg(long, value_parser = job_id)]
     pub id: Option<String>,
+    /// Start only once this job has ended `succeeded` (repeatable); if it
+    /// ends otherwise, this one is cancelled
+    #[arg(long, value_name = "ID", value_parser = job_id)]
+    pub after: Vec<String>,
+    /// Start only once this job has ended, whatever its outcome
+    /// (repeatable)
+    #[arg(long = "after-any", value_name = "ID", value_parser = job_id)]
+    pub after_any: Vec<String>,
+    /// At most one queued or running job of the type with this key: when
+    /// there is one, print its id and exit 0 instead
+    #[arg(long, value_name = "KEY", value_parser = unique_key)]
+    pub unique: Option<String>,
+    /// Needs this many units of a resource the daemon declares (repeatable);
+    /// replaces the type's needs
+    #[arg(long, value_name = "NAME=N", value_parser = need)]
+    pub needs: Vec<(String, i64)>,
     /// Then wait for the job to end and exit as wait does
     #[arg(long)]
     pub wait: bool,
@@ -171,6 +201,36 @@ fn job_id(s: &str) -> Result<String, String> {
             "{s:?} is not a job id (1-100 characters of A-Z a-z 0-9 . _ -)"
         ))
     }
+}
+
+/// A type name (or `ALL`), as `pause/` names it.
+fn type_name(s: &str) -> Result<String, String> {
+    if ids::valid_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a type name (1-100 characters of A-Z a-z 0-9 . _ -)"
+        ))
+    }
+}
+
+fn unique_key(s: &str) -> Result<String, String> {
+    match s.len() {
+        0 => Err("an empty key".into()),
+        n if n > crate::job::MAX_UNIQUE_BYTES => Err(format!(
+            "{n} bytes, at most {}",
+            crate::job::MAX_UNIQUE_BYTES
+        )),
+        _ => Ok(s.to_string()),
+    }
+}
+
+fn need(s: &str) -> Result<(String, i64), String> {
+    let (name, n) = key_value(s)?;
+    let n = n
+        .parse::<i64>()
+        .map_err(|_| format!("{s:?}: the count is not a whole number"))?;
+    Ok((name, n))
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -232,6 +292,16 @@ mod tests {
             "--wait",
             "--param-json",
             "zip=\"01234\"",
+            "--after",
+            "build-1",
+            "--after-any",
+            "clean-2",
+            "--after",
+            "fetch-3",
+            "--unique",
+            "nightly",
+            "--needs",
+            "gpu=2",
         ])
         .unwrap();
         let Command::Submit(s) = cli.command else {
@@ -245,11 +315,23 @@ mod tests {
         assert_eq!(s.param_json, [("zip".into(), "\"01234\"".into())]);
         assert_eq!((s.priority, s.wait), (Some(-5), true));
         assert_eq!(s.email, ["a@x.org"]);
+        assert_eq!(s.after, ["build-1", "fetch-3"]);
+        assert_eq!(s.after_any, ["clean-2"]);
+        assert_eq!(s.unique.as_deref(), Some("nightly"));
+        assert_eq!(s.needs, [("gpu".into(), 2)]);
+        let cli = parse(&["pause"]).unwrap();
+        assert!(matches!(cli.command, Command::Pause { kind: None }));
+        let cli = parse(&["resume", "build"]).unwrap();
+        assert!(matches!(cli.command, Command::Resume { kind: Some(ref k) } if k == "build"));
     }
 
     #[test]
     fn bad_words_are_refused_naming_what_is_wrong() {
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 10] = [
+            (&["submit", "t", "--after", "a/b"], "not a job id"),
+            (&["submit", "t", "--unique", ""], "an empty key"),
+            (&["submit", "t", "--needs", "gpu=two"], "not a whole number"),
+            (&["pause", "../x"], "not a type name"),
             (&["status", "../x"], "not a job id"),
             (&["wait", "a", "--timeout", "soon"], "invalid duration"),
             (&["list", "--status", "done"], "one of queued"),

@@ -183,6 +183,7 @@ proptest! {
                 limit: c.limit_of(name),
                 running: c.limit_of(name),
                 queued: usize::MAX,
+                paused: true,
             });
         }
         let snapshot = Snapshot { types: rows, total: c.total, ..Snapshot::default() };

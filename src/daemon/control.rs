@@ -169,6 +169,9 @@ impl Daemon {
                 );
                 self.config = Arc::new(c);
                 self.board.set_config(self.config.clone());
+                self.pool.reconfigure(&self.config.resources);
+                // A type added or removed changes what pause/ means.
+                self.read_pauses();
                 self.spool = self.spool.with_fsync(self.config.fsync);
                 self.committer.set_spool(self.spool.clone());
                 self.describe_types();

@@ -53,6 +53,7 @@ impl Daemon {
         let Some(r) = self.running.remove(id) else {
             return;
         };
+        self.pool.give(&r.grant);
         self.dirty = true;
         let status = match r.task.reap(&mut output) {
             Ok(s) => s,
@@ -182,6 +183,11 @@ impl Daemon {
         output: Option<Output>,
     ) {
         rec.usage = output.as_ref().and_then(|o| o.usage);
+        // Before the record goes to be written: see `Spool::release_unique`.
+        if let Some(j) = job {
+            self.release_key(&rec.id, j);
+        }
+        self.job_ended(&rec.id, rec.status);
         let notify = job
             .and_then(|j| self.config.types.get(&j.kind))
             .map_or(Notify::Always, |t| t.notify);

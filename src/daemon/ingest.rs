@@ -138,19 +138,18 @@ impl Daemon {
                 self.settling
                     .insert(name.to_string(), Instant::now() + SETTLE);
             }
-            Examined::Job(queued) => {
-                self.queue.push(queued, time::now());
-                self.dirty = true;
-            }
-            Examined::Reject => self.reject(name),
+            Examined::Job(queued) => self.admit(name, *queued),
+            Examined::Reject => self.reject(name, None),
         }
     }
 
-    /// Rejects a submission that is no job: takes it out of `new/` (the
-    /// spool's claim: a regular file is copied, anything else is not even
-    /// read) and records why. A file that became a valid job since it was
-    /// looked at is put back into `new/` as the daemon's own copy.
-    fn reject(&mut self, name: &str) {
+    /// Rejects a submission: takes it out of `new/` (the spool's claim: a
+    /// regular file is copied, anything else is not even read) and records
+    /// why — `given` (a reason the job file itself does not show: an
+    /// unknown dependency, a duplicate), else what the parser says. A file
+    /// that became a valid job since it was looked at, with no `given`
+    /// reason, is put back into `new/` as the daemon's own copy.
+    pub(super) fn reject(&mut self, name: &str, given: Option<String>) {
         self.queue.remove(name);
         let want = crate::ids::id_from_name(name).map_or_else(crate::ids::fresh_id, str::to_string);
         let claim = match self.spool.claim(name, &want, self.config.max_job_bytes) {
@@ -171,7 +170,11 @@ impl Daemon {
                 return;
             }
         };
-        match job::parse(&claim.bytes, &self.config) {
+        let parsed = match given {
+            Some(error) => Err(error),
+            None => job::parse(&claim.bytes, &self.config).map(drop),
+        };
+        match parsed {
             Err(error) => {
                 let claimed = Claimed {
                     id: &claim.id,
@@ -221,7 +224,7 @@ enum Examined {
     /// Still being written (or leased by its writer): look again after the
     /// settle time.
     Unsettled,
-    Job(Queued),
+    Job(Box<Queued>),
     /// Not a job: take it out of `new/` and record why.
     Reject,
 }
@@ -260,14 +263,13 @@ fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined
         return Examined::Unreadable(e);
     }
     match job::parse(&bytes, config) {
-        Ok(job) => Examined::Job(Queued {
-            name: name.to_string(),
-            id: crate::ids::id_from_name(name).map_or_else(crate::ids::fresh_id, str::to_string),
-            kind: job.kind,
-            priority: job.priority,
-            submitted: job.submitted.unwrap_or(mtime),
-            not_before: job.not_before,
-        }),
+        Ok(job) => Examined::Job(Box::new(Queued::of(
+            name,
+            crate::ids::id_from_name(name).map_or_else(crate::ids::fresh_id, str::to_string),
+            &job,
+            mtime,
+            std::os::unix::fs::MetadataExt::ino(&meta),
+        ))),
         Err(_) => Examined::Reject,
     }
 }

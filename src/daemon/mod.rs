@@ -50,6 +50,7 @@ use crate::config::{Config, Overrides};
 use crate::history::History;
 use crate::job::Job;
 use crate::mail::Mailer;
+use crate::pool::{Grant, Pool};
 use crate::record::Status;
 use crate::runner::{self, Output};
 use crate::scheduler::Queue;
@@ -61,14 +62,18 @@ use crate::threads::{Stopped, Threads};
 use crate::time::{self, format_duration};
 use crate::watch::{self, Fs};
 
+mod admit;
 mod control;
+mod depends;
 mod ending;
 mod finish;
 mod ingest;
+mod pause;
 mod publish;
 mod recover;
 mod schedules;
 mod start;
+mod unique;
 
 /// How long a file found by a scan (not announced by a close or a rename)
 /// must be left alone before it is read.
@@ -144,6 +149,8 @@ struct RunningJob {
     attempt: u32,
     /// When its `timeout` runs out; cleared once SIGKILL has gone out.
     deadline: Option<Instant>,
+    /// The resource units it holds, given back when it exits.
+    grant: Grant,
     /// Why the daemon is stopping it, once it is: the cause of its end.
     stop: Option<Stop>,
     /// When SIGTERM went to the group; SIGKILL follows after `kill_grace`.
@@ -177,9 +184,16 @@ pub struct Daemon {
     overrides: Overrides,
     /// Every path under the spool and every move of a job.
     spool: Spool,
-    /// Valid jobs read from `new/`, waiting for a slot or their
-    /// `not_before`: what the scheduler picks from.
+    /// Valid jobs read from `new/`, waiting for a slot, their
+    /// `not_before` or their parents: what the scheduler picks from.
     queue: Queue,
+    /// The statuses of jobs that ended lately, for the jobs that wait for
+    /// them (see `depends`).
+    ended: depends::Ended,
+    /// What `pause/` says: types whose new starts are held.
+    pauses: pause::Pauses,
+    /// `[resources]`: which units running jobs hold.
+    pool: Pool,
     /// Our tasks that have not exited, by job id: what the limits count and
     /// what timeouts, cancels and shutdown act on.
     running: HashMap<String, RunningJob>,
@@ -262,6 +276,7 @@ impl Daemon {
         // processes that keep its jobs locked.
         daemon.supervisor.remove_dead_cgroups();
         daemon.spool.clean_dead_tmp();
+        daemon.read_pauses();
         daemon.describe_types();
         daemon.recover();
         daemon.scan_new(true);
@@ -328,7 +343,12 @@ impl Daemon {
         // reports that thread's end.
         let to_loop = tx.clone();
         let guard = threads.guard("watcher");
-        let watcher = watch::start(&spool.new_dir(), &spool.cancel_dir(), move |fs| {
+        let watched = watch::Watched {
+            new: spool.new_dir(),
+            cancel: spool.cancel_dir(),
+            pause: spool.pause_dir(),
+        };
+        let watcher = watch::start(&watched, move |fs| {
             let _alive = &guard;
             let _ = to_loop.send(Event::Fs(fs));
         })
@@ -360,12 +380,16 @@ impl Daemon {
         .map_err(|e| Fatal::Temporary(format!("cannot start the supervisor: {e}")))?;
 
         let notifier = Notifier::from_env();
+        let pool = Pool::new(&config.resources);
         Ok(Daemon {
             board: Board::new(config.clone()),
             config,
             overrides,
             spool,
             queue: Queue::default(),
+            ended: depends::Ended::default(),
+            pauses: pause::Pauses::default(),
+            pool,
             running: HashMap::new(),
             settling: HashMap::new(),
             held: HashSet::new(),
@@ -447,10 +471,12 @@ impl Daemon {
             }
             Event::Fs(Fs::RawName(raw)) => self.adopt_raw_name(&raw),
             Event::Fs(Fs::Overflow) => {
-                crate::log!("watch: events were lost; scanning new/ and cancel/");
+                crate::log!("watch: events were lost; scanning new/, cancel/ and pause/");
                 self.scan_new(false);
                 self.scan_cancel();
+                self.read_pauses();
             }
+            Event::Fs(Fs::Pause) => self.read_pauses(),
             Event::Fs(Fs::Cancel(id)) => self.cancel(&id),
             Event::Exited { id, output } => self.exited(&id, output),
             Event::Signal(sig) => self.signal(sig),
@@ -496,6 +522,8 @@ impl Daemon {
         {
             self.scan_new(false);
             self.scan_cancel();
+            self.read_pauses();
+            self.recheck_parents();
             self.next_rescan = self.config.rescan.map(|d| time::deadline(now, d));
         }
         if self.next_held_check.is_some_and(|t| t <= now) {

@@ -23,17 +23,28 @@ use crate::sweeper::FirstScan;
 use crate::threads::Stopped;
 use crate::{http, report, spool, time};
 
+/// systemd's `STATUS=` line: the counts, what is paused (`paused` in
+/// words, empty when nothing is), and whether the daemon is stopping.
+fn status_line(s: &Snapshot, paused: &str) -> String {
+    let mut line = format!(
+        "STATUS={} running, {} queued",
+        s.running_total, s.queued_total
+    );
+    if !paused.is_empty() {
+        line.push_str(&format!(", paused: {paused}"));
+    }
+    if s.draining {
+        line.push_str(", stopping");
+    }
+    line
+}
+
 impl Daemon {
     /// Publishes a snapshot and tells systemd, then schedules the report.
     pub(super) fn publish(&mut self) {
         self.dirty = false;
         let snapshot = self.snapshot();
-        let line = format!(
-            "STATUS={} running, {} queued{}",
-            snapshot.running_total,
-            snapshot.queued_total,
-            if snapshot.draining { ", stopping" } else { "" }
-        );
+        let line = status_line(&snapshot, &self.pauses.describe());
         self.board.publish(snapshot);
         if line != self.last_status_line {
             self.notifier.send(&line);
@@ -68,6 +79,7 @@ impl Daemon {
                 limit: self.config.limit_of(name),
                 running: running_by.get(name.as_str()).copied().unwrap_or(0),
                 queued: counts.get(name).copied().unwrap_or(0),
+                paused: self.pauses.held(name),
             })
             .collect();
         let mut running: Vec<RunningRow> = self
@@ -88,6 +100,7 @@ impl Daemon {
             running_total: self.running.len(),
             queued_total: self.queue.len(),
             draining: self.draining.is_some(),
+            paused_all: self.pauses.all,
             types,
             running,
             queued: self
@@ -100,6 +113,7 @@ impl Daemon {
                     priority: q.priority,
                     submitted: q.submitted,
                     not_before: q.not_before,
+                    waiting_for: self.queue.waiting_for(&q.name),
                 })
                 .collect(),
             finished: self.recent.iter().cloned().collect(),
@@ -123,7 +137,8 @@ impl Daemon {
     /// Writes `types.json`: the types this daemon accepts now, for the
     /// client to check a job against before it is queued.
     pub(super) fn describe_types(&self) {
-        let catalog = Catalog::of(&self.config, &spool::this_writer(), time::now());
+        let catalog = Catalog::of(&self.config, &spool::this_writer(), time::now())
+            .paused(self.pauses.all, |t| self.pauses.types.contains(t));
         if let Err(e) = self.spool.write_catalog(catalog.to_json().as_bytes()) {
             crate::log!("types.json: {e}");
         }
@@ -180,5 +195,32 @@ impl Daemon {
         .map_err(|e| Fatal::Temporary(format!("[http] listen = {listen:?}: {e}")))?;
         crate::log!("http: listening on {}", server.addr());
         Ok(Some(server))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_says_counts_pauses_and_stopping() {
+        let mut s = Snapshot {
+            running_total: 2,
+            queued_total: 5,
+            ..Snapshot::default()
+        };
+        let cases = [
+            ("", false, "STATUS=2 running, 5 queued"),
+            ("ALL", false, "STATUS=2 running, 5 queued, paused: ALL"),
+            (
+                "a, b",
+                true,
+                "STATUS=2 running, 5 queued, paused: a, b, stopping",
+            ),
+        ];
+        for (paused, draining, want) in cases {
+            s.draining = draining;
+            assert_eq!(status_line(&s, paused), want);
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! Starting: the queue into tasks.
 //!
-//! Asks the scheduler what may start under the limits, claims it (the
-//! spool takes it out of `new/` and copies it into `running/` under the
-//! daemon's lock), parses the copied text again (what runs is what was
-//! claimed) and starts its task. A claimed text that is no longer a job,
-//! an entry swapped for something that is no file to read (a folder, a
-//! link), and a task that cannot start, end at once through `finish`.
+//! Asks the scheduler what may start under the limits, the pauses and
+//! the free resources, claims it (the spool takes it out of `new/` and
+//! copies it into `running/` under the daemon's lock), parses the copied
+//! text again (what runs is what was claimed), grants it its resource
+//! units and starts its task. A claimed text that is no longer a job, an
+//! entry swapped for something that is no file to read (a folder, a
+//! link), and a task that cannot start, end at once through `finish`;
+//! jobs doomed by a failed dependency end first (`depends`).
 //!
 //! A full file system stops starting, never ends a job: before the first
 //! start of a batch the room left on the spool's file system is looked at
@@ -26,6 +28,7 @@ use super::finish::Claimed;
 use super::ingest::submitted_as;
 use super::{Daemon, RunningJob, SETTLE};
 use crate::job::{self, Job};
+use crate::pool::{self, Grant};
 use crate::runner;
 use crate::scheduler::{Queued, Slots};
 use crate::space::{self, Room};
@@ -44,6 +47,8 @@ pub(super) struct Stalled {
     /// What holds it (its file in `running/`, locked, and what was taken
     /// out of `new/`): it stays ours while it waits.
     hold: Hold,
+    /// The resource units granted to it, held while it waits.
+    grant: Grant,
     /// When it was submitted: its record's `submitted`.
     submitted: SystemTime,
     /// The name it had in `new/` when that is not `<id>.toml`.
@@ -62,6 +67,7 @@ impl Daemon {
         if self.disk_full {
             return;
         }
+        self.end_doomed();
         for s in std::mem::take(&mut self.stalled) {
             if self.disk_full {
                 self.stalled.push(s);
@@ -81,13 +87,18 @@ impl Daemon {
             let config = self.config.clone();
             let limit = |k: &str| config.limit_of(k);
             let running = |k: &str| by_type.get(k).copied().unwrap_or(0);
+            let paused = |k: &str| self.pauses.held(k);
+            let (free, capacity) = (self.pool.free(), self.pool.capacity());
             let slots = Slots {
                 total: config.total,
                 running_total: self.running.len() + self.stalled.len(),
                 limit: &limit,
                 running: &running,
+                paused: &paused,
+                free: &free,
+                capacity: &capacity,
             };
-            let Some(next) = self.queue.next(&slots).cloned() else {
+            let Some(choice) = self.queue.choose(&slots) else {
                 return;
             };
             drop(by_type);
@@ -105,7 +116,9 @@ impl Daemon {
                     return;
                 }
             }
-            self.queue.remove(&next.name);
+            let Some(next) = self.queue.take(choice) else {
+                return;
+            };
             self.dirty = true;
             self.start(next);
         }
@@ -144,6 +157,7 @@ impl Daemon {
                 }
             };
         let submitted_as = submitted_as(&id, &q.name);
+        self.key_claimed(&q, &id);
         // The file may have changed since it was queued: what runs is what
         // is in running/ now, checked again.
         let job = match job::parse(&bytes, &self.config) {
@@ -162,11 +176,28 @@ impl Daemon {
                 return;
             }
         };
+        let Some(grant) = self.pool.take(job.needs.iter().map(|(r, n)| (r, *n))) else {
+            // Its file asks for more than it did when it was queued, and
+            // that is not free: back into new/, the attempt not counted.
+            crate::log!("{id}: its needs changed since it was queued and are not free; put back");
+            let claimed = Claimed {
+                id: &id,
+                job: Some(&job),
+                bytes: &bytes,
+                submitted: Some(q.submitted),
+                submitted_as,
+                started: None,
+                attempt: job.attempts + 1,
+            };
+            self.end(claimed, hold, Cause::Drained, None);
+            return;
+        };
         self.launch(Stalled {
             id,
             job,
             bytes,
             hold,
+            grant,
             submitted: q.submitted,
             submitted_as,
         });
@@ -193,6 +224,7 @@ impl Daemon {
             return;
         };
         let attempt = s.job.attempts + 1;
+        let env = pool::environment(&s.grant);
         let launch = runner::Launch {
             id: &s.id,
             job: &s.job,
@@ -201,6 +233,7 @@ impl Daemon {
             spool: &self.spool,
             lock_fd,
             max_output_bytes: self.config.max_output_bytes,
+            env: &env,
         };
         let started = time::now();
         match runner::start(&launch, &self.supervisor) {
@@ -210,11 +243,13 @@ impl Daemon {
                     job,
                     bytes,
                     hold,
+                    grant,
                     submitted,
                     submitted_as,
                 } = s;
+                let held: String = env.iter().map(|(k, v)| format!(" {k}={v}")).collect();
                 crate::log!(
-                    "{id}: started type={} pid={} attempt={attempt}",
+                    "{id}: started type={} pid={} attempt={attempt}{held}",
                     job.kind,
                     task.id()
                 );
@@ -231,6 +266,7 @@ impl Daemon {
                         started,
                         attempt,
                         deadline,
+                        grant,
                         stop: None,
                         term_sent: None,
                     },
@@ -246,6 +282,7 @@ impl Daemon {
             }
             Err(e) => {
                 crate::log!("{}: cannot start: {e}", s.id);
+                self.pool.give(&s.grant);
                 let claimed = Claimed {
                     id: &s.id,
                     job: Some(&s.job),
@@ -264,6 +301,7 @@ impl Daemon {
     /// `new/`, their attempt not counted.
     pub(super) fn release_stalled(&mut self) {
         for s in std::mem::take(&mut self.stalled) {
+            self.pool.give(&s.grant);
             let claimed = Claimed {
                 id: &s.id,
                 job: Some(&s.job),

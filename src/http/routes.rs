@@ -1,17 +1,19 @@
 //! Which handler answers which request, and the native API's handlers:
-//! `/jobs` (list, submit), `/jobs/<id>` (show, cancel), `/`, `/metrics`,
-//! `/healthz`. Files and output are in `files`, a job's JSON in `shape`,
+//! `/jobs` (list, submit), `/jobs/<id>` (show, cancel), `/pause` and
+//! `/resume`, `/`, `/metrics`, `/healthz`. Files and output are in `files`, a job's JSON in `shape`,
 //! the older clients' shapes in `compat`. Jobs are found and listed
 //! through [`spool::query`](crate::spool::query), never by a path built
 //! here; `GET /jobs` learns which finished jobs are the newest from the
 //! board's [`FinishedIndex`](crate::status::FinishedIndex), so that it
 //! reads only the records it shows.
 //!
-//! Writes exactly two things, both through [`Spool`](crate::spool::Spool):
-//! a submission (`spool::submit`: `tmp/` → `new/`, the same path as a file
-//! drop, after the same [`job::parse`]) and a cancel request
-//! (`cancel/<id>`). It never moves a job and never decides anything about
-//! one: the daemon does, when it sees the file.
+//! Writes only through [`Spool`](crate::spool::Spool): a submission
+//! (`spool::submit`: `tmp/` → `new/`, the same path as a file drop, after
+//! the same [`job::parse`]; a unique job's marker first, under its lock,
+//! so that a duplicate is answered 409 exactly), a cancel request
+//! (`cancel/<id>`) and a pause request (`pause/<type>`, made or taken
+//! back). It never moves a job and never decides anything about one: the
+//! daemon does, when it sees the file.
 //!
 //! Invariants: a path is split on `/` before its segments are
 //! percent-decoded, so `%2F` never makes a new segment; every job id is
@@ -27,12 +29,15 @@ use super::request::Method;
 use super::shape::{job_json, listed_json};
 use super::{Answer, Api, ApiError, Exchange, Reply, TEXT, fail, internal, not_found};
 use crate::config::Config;
+use crate::ids;
 use crate::job;
 use crate::metrics;
 use crate::record::Status;
 use crate::report;
 use crate::space;
+use crate::spool::PAUSE_ALL;
 use crate::spool::query::{Filter, Listed, Located, Query, Stage, Stream};
+use crate::spool::unique::{Holder, Take};
 use crate::time;
 use crate::values;
 
@@ -73,6 +78,14 @@ impl Api {
                 Get | Head => self.show(id),
                 Delete => self.cancel(id),
                 _ => Err(allow("GET, HEAD, DELETE")),
+            },
+            ["pause"] => match method {
+                Post => self.pause(query, config, true),
+                _ => Err(allow("POST")),
+            },
+            ["resume"] => match method {
+                Post => self.pause(query, config, false),
+                _ => Err(allow("POST")),
             },
             ["jobs", id, "output"] => only_get(&|| self.output(id, Stream::Out, query)),
             ["jobs", id, "stderr"] => only_get(&|| self.output(id, Stream::Err, query)),
@@ -117,10 +130,37 @@ impl Api {
         let found = self
             .find(id)?
             .ok_or_else(|| not_found(format!("no job {id:?}")))?;
-        Ok(Reply::json(
-            200,
-            &job_json(id, found, &self.board.snapshot()),
-        ))
+        let mut v = job_json(id, found, &self.board.snapshot());
+        self.add_waits(&mut v);
+        Ok(Reply::json(200, &v))
+    }
+
+    /// A queued job's `waiting_for`: the jobs its `after` and `after_any`
+    /// name that have not ended yet (queued, running, or nowhere), as the
+    /// spool says now.
+    fn add_waits(&self, v: &mut Value) {
+        let Some(obj) = v.as_object_mut() else {
+            return;
+        };
+        if obj.get("status").and_then(Value::as_str) != Some("queued") {
+            return;
+        }
+        let parents: Vec<String> = ["after", "after_any"]
+            .iter()
+            .filter_map(|k| obj.get(*k).and_then(Value::as_array))
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect();
+        if parents.is_empty() {
+            return;
+        }
+        let q = self.spool.query(0);
+        let waiting: Vec<Value> = parents
+            .into_iter()
+            .filter(|p| !matches!(q.find(p), Ok(Some(Located::Finished(_)))))
+            .map(Value::String)
+            .collect();
+        obj.insert("waiting_for".into(), Value::Array(waiting));
     }
 
     /// `GET /jobs?status=&type=&limit=`. Unknown parameters are ignored,
@@ -164,7 +204,11 @@ impl Api {
         let snapshot = self.board.snapshot();
         let jobs: Vec<Value> = listed
             .into_iter()
-            .map(|listed| listed_json(listed, &snapshot))
+            .map(|listed| {
+                let mut v = listed_json(listed, &snapshot);
+                self.add_waits(&mut v);
+                v
+            })
             .collect();
         Ok(Reply::json(200, &json!({ "jobs": jobs })))
     }
@@ -281,12 +325,29 @@ impl Api {
 
     /// Checks a job exactly as a file drop is checked, then writes it
     /// through `tmp/` into `new/`. Returns its id once it is there (and
-    /// durable, with `fsync = true`).
+    /// durable, with `fsync = true`); a duplicate of a unique job is a 409
+    /// that names the job holding the key.
     pub(super) fn submit(
         &self,
         job: Map<String, Value>,
         config: &Config,
     ) -> Result<String, ApiError> {
+        match self.submit_unique(job, config)? {
+            Submitted::Queued(id) => Ok(id),
+            Submitted::Duplicate(id) => Err(fail(409, format!("duplicate of {id}"))),
+        }
+    }
+
+    /// [`Api::submit`], telling a duplicate apart: its parents must exist
+    /// (`unknown dependency`, 422), and a unique job takes its key before
+    /// its file is written, under the key's lock (the daemon, other
+    /// daemons and other HTTP threads wait for it or look again later),
+    /// so that exactly one submission of a key is queued.
+    fn submit_unique(
+        &self,
+        job: Map<String, Value>,
+        config: &Config,
+    ) -> Result<Submitted, ApiError> {
         let text = values::json_job_to_toml(&Value::Object(job)).map_err(|e| fail(422, e))?;
         if text.len() as u64 > config.max_job_bytes {
             return Err(fail(
@@ -298,20 +359,92 @@ impl Api {
                 ),
             ));
         }
-        job::parse(text.as_bytes(), config).map_err(|e| fail(422, e))?;
-        let id = self
-            .spool
-            .with_fsync(config.fsync)
-            .submit(None, text.as_bytes())
-            .map_err(|e| write_failed("cannot queue the job", &e))?;
-        Ok(id)
+        let parsed = job::parse(text.as_bytes(), config).map_err(|e| fail(422, e))?;
+        for p in parsed.after.iter().chain(&parsed.after_any) {
+            if self.find(p)?.is_none() {
+                return Err(fail(422, format!("unknown dependency {p}")));
+            }
+        }
+        let spool = self.spool.with_fsync(config.fsync);
+        let Some(key) = &parsed.unique else {
+            let id = spool
+                .submit(None, text.as_bytes())
+                .map_err(|e| write_failed("cannot queue the job", &e))?;
+            return Ok(Submitted::Queued(id));
+        };
+        let want = ids::fresh_id();
+        let me = Holder {
+            id: want.clone(),
+            name: format!("{want}.toml"),
+            ino: 0,
+        };
+        let mut queued = None;
+        let took = spool.take_unique(&parsed.kind, key, &me, true, || {
+            queued = Some(spool.submit(Some(&want), text.as_bytes())?);
+            Ok(())
+        });
+        match took {
+            Ok(Take::Taken) => Ok(Submitted::Queued(queued.unwrap_or(want))),
+            Ok(Take::Duplicate(id)) => Ok(Submitted::Duplicate(id)),
+            Ok(Take::Busy) => Err(fail(503, "the unique key is busy; try again")),
+            Err(e) => Err(write_failed("cannot queue the job", &e)),
+        }
     }
 
     fn post_job(&self, ex: &mut Exchange, config: &Config) -> Answer {
         let body = Self::json_body(ex, config)?;
-        let id = self.submit(body, config)?;
-        Ok(Reply::json(201, &json!({ "id": id, "status": "queued" }))
-            .header("Location", format!("/jobs/{id}")))
+        match self.submit_unique(body, config)? {
+            Submitted::Queued(id) => Ok(Reply::json(201, &json!({ "id": id, "status": "queued" }))
+                .header("Location", format!("/jobs/{id}"))),
+            // Not an ApiError: the answer names the job holding the key.
+            Submitted::Duplicate(id) => Ok(Reply::json(
+                409,
+                &json!({ "error": format!("duplicate of {id}"), "id": id }),
+            )),
+        }
+    }
+
+    /// `POST /pause[?type=T]`, `POST /resume[?type=T]`: makes or takes
+    /// back `pause/<T>` (`pause/ALL` without a type). The daemon acts on
+    /// it within a second; running jobs go on. 422 for a type the daemon
+    /// does not have.
+    fn pause(&self, query: &str, config: &Config, pause: bool) -> Answer {
+        let mut name = PAUSE_ALL.to_string();
+        for (k, v) in parse_query(query)? {
+            if k == "type" && !v.is_empty() {
+                name = v;
+            }
+        }
+        if name != PAUSE_ALL && !config.types.contains_key(&name) {
+            let known: Vec<&str> = config.types.keys().map(String::as_str).collect();
+            return Err(fail(
+                422,
+                format!(
+                    "unknown type {name:?} (this daemon knows: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        let spool = self.spool.with_fsync(config.fsync);
+        let changed = if pause {
+            spool.request_pause(&name)
+        } else {
+            spool.clear_pause(&name)
+        }
+        .map_err(|e| {
+            write_failed(
+                if pause {
+                    "cannot pause"
+                } else {
+                    "cannot resume"
+                },
+                &e,
+            )
+        })?;
+        Ok(Reply::json(
+            200,
+            &json!({ "type": name, "paused": pause, "changed": changed }),
+        ))
     }
 
     /// `DELETE /jobs/<id>`: a request the daemon acts on; 409 once the job
@@ -334,6 +467,14 @@ impl Api {
             }
         }
     }
+}
+
+/// What a submission came to.
+enum Submitted {
+    /// Written into `new/` under this id.
+    Queued(String),
+    /// Not written: the job with this id holds its (type, `unique`).
+    Duplicate(String),
 }
 
 /// A write into the spool that failed: 507 when its file system is full

@@ -34,6 +34,8 @@ fn config() -> Config {
         r#"keep = "100y"
 kill_grace = "100y"
 stop_timeout = "100y"
+[resources]
+gpu = 1000
 [types.t]
 command = ["x", "{{a}}"]
 user = "{me}"
@@ -50,6 +52,7 @@ keep = "100y"
 retries = 1000000
 retry_delay = "100y"
 max_cpu = "100y"
+needs = {{ gpu = 1000 }}
 "#
     );
     Config::from_text(None, &text, Path::new("/"), &Overrides::default())
@@ -139,6 +142,11 @@ fn job_line() -> impl Strategy<Value = String> {
         1 => count_text().prop_map(|v| format!("params = {{ a = \"x\", b = {v} }}")),
         1 => Just("params = { a = \"x\", f = nan, g = inf }".to_string()),
         1 => "[a-z_]{1,10} ?= ?[0-9a-z\"]{0,6}",
+        1 => "[a-z0-9./-]{0,12}".prop_map(|v| format!("after = [\"{v}\", \"p\"]")),
+        1 => "[a-z0-9./-]{0,12}".prop_map(|v| format!("after_any = [\"{v}\"]")),
+        1 => ".{0,120}".prop_map(|v| format!("unique = {}", toml::Value::String(v))),
+        1 => int_within(-2, 1002).prop_map(|n| format!("needs = {{ gpu = {n} }}")),
+        1 => Just("needs = { tpu = 1 }".to_string()),
     ]
 }
 
@@ -262,6 +270,27 @@ fn assert_in_range(job: &Job) {
     assert!(job.keep <= time::MAX_DURATION, "{job:?}");
     assert!(job.not_before.is_none_or(in_time), "{job:?}");
     assert!(job.submitted.is_none_or(in_time), "{job:?}");
+    assert!(
+        job.after.len() + job.after_any.len() <= crate::job::MAX_PARENTS,
+        "{job:?}"
+    );
+    assert!(
+        job.after
+            .iter()
+            .chain(&job.after_any)
+            .all(|p| crate::ids::valid_id(p)),
+        "{job:?}"
+    );
+    assert!(
+        job.unique
+            .as_ref()
+            .is_none_or(|u| (1..=crate::job::MAX_UNIQUE_BYTES).contains(&u.len())),
+        "{job:?}"
+    );
+    assert!(
+        job.needs.values().all(|n| (1..=1000).contains(n)),
+        "{job:?}"
+    );
 }
 
 /// Everything the daemon, the report, `/metrics`, the record and the API
@@ -325,26 +354,24 @@ pub(crate) fn everything_with(
     let submitted = job.submitted.unwrap_or(now);
     let mut q = Queue::default();
     q.push(
-        Queued {
-            name: "j.toml".into(),
-            id: "j".into(),
-            kind: job.kind.clone(),
-            priority: job.priority,
-            submitted,
-            not_before: job.not_before,
-        },
+        Queued::of("j.toml", "j".into(), job, submitted, 1),
         now,
+        &|_| crate::scheduler::Parent::Pending,
     );
     q.promote(now);
     let _ = q.next_wakeup();
-    let (limit, running) = (|_: &str| 1, |_: &str| 0);
+    let (limit, running, paused) = (|_: &str| 1, |_: &str| 0, |_: &str| false);
+    let free = crate::pool::Pool::new(&config.resources).free();
     let slots = Slots {
         total: 1,
         running_total: 0,
         limit: &limit,
         running: &running,
+        paused: &paused,
+        free: &free,
+        capacity: &free,
     };
-    let _ = (q.next(&slots).is_some(), q.first(50).len());
+    let _ = (q.first(50).len(), q.pick(&slots).is_some());
 
     // The report and /metrics with the job queued, running and finished.
     let mut durations = BTreeMap::new();
@@ -360,6 +387,7 @@ pub(crate) fn everything_with(
         running_total: 1,
         queued_total: 1,
         draining: false,
+        paused_all: true,
         history: Default::default(),
         schedules: Vec::new(),
         types: vec![TypeRow {
@@ -367,6 +395,7 @@ pub(crate) fn everything_with(
             limit: config.limit_of(&job.kind),
             running: 1,
             queued: 1,
+            paused: true,
         }],
         running: vec![RunningRow {
             id: "j".into(),
@@ -381,6 +410,7 @@ pub(crate) fn everything_with(
             priority: job.priority,
             submitted,
             not_before: job.not_before,
+            waiting_for: job.after.iter().chain(&job.after_any).cloned().collect(),
         }],
         finished: vec![FinishedRow {
             id: "j".into(),

@@ -53,6 +53,8 @@ pub struct Launch<'a> {
     /// exactly as long as some process of the job does.
     pub lock_fd: RawFd,
     pub max_output_bytes: u64,
+    /// More variables for the task (`RACCOON_RESOURCE_<NAME>`).
+    pub env: &'a [(String, String)],
 }
 
 /// What the supervisor saw when the task ended, completed with its usage
@@ -120,6 +122,7 @@ pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Task> {
     ] {
         env.push((k.to_string(), v));
     }
+    env.extend(l.env.iter().cloned());
     for (name, value) in &l.job.params {
         if job::is_scalar(value) {
             let key = format!(

@@ -65,16 +65,19 @@ mod freeze;
 mod look;
 mod names;
 mod outputs;
+mod pause;
 mod private;
 pub mod query;
 mod recovery;
 mod submit;
 mod ticks;
+pub mod unique;
 
 pub use catalog::{this_writer, writer_alive};
 pub use claim::{Claim, ClaimOutcome, Hold, Refused};
 pub use look::{Entry, Odd, irregular};
 pub use outputs::{OutputFile, Outputs};
+pub use pause::PAUSE_ALL;
 pub use recovery::Leftover;
 
 /// One spool on disk. Cheap to clone: each thread keeps its own.
@@ -89,7 +92,9 @@ pub struct Spool {
 }
 
 /// The folders of a spool that everyone sees, made by [`Spool::open`].
-const FOLDERS: [&str; 6] = ["", "tmp", "new", "running", "done", "cancel"];
+const FOLDERS: [&str; 8] = [
+    "", "tmp", "new", "running", "done", "cancel", "pause", ".unique",
+];
 /// The daemon's own folder: temporary files, and submissions it has taken
 /// out of `new/` until their record is written.
 const PRIVATE: &str = ".tmp";

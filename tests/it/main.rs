@@ -8,6 +8,8 @@
 mod core;
 /// Faults under the daemon: a full spool (blocks, inodes), a thread that dies.
 mod faults;
+/// Beyond the queue: dependencies, unique jobs, counted resources, pause.
+mod features;
 /// Following output as it is written: `raccoon output --follow`, and
 /// `?follow=1` streams over HTTP (chunks, the end, bounds, clients that leave).
 mod follow;
