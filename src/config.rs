@@ -607,6 +607,10 @@ fn type_config(
             );
         }
         (None, false) => None,
+        // The user raccoond itself runs as, whoever that is: what lets one
+        // configuration (the examples') serve a daemon started by root and
+        // one started by a user alike. Chosen by name, never by default.
+        (Some(u), _) if u == DAEMON_USER => None,
         (Some(u), _) => resolve_user(&u, we_are_root)?,
     };
     let params = match t.params {
@@ -673,6 +677,9 @@ fn parse_param_spec(text: &str) -> Result<ParamSpec, String> {
 
 /// Resolves `user`. As root any user; otherwise only the daemon's own user,
 /// since switching needs privileges it does not have.
+/// `user = "@daemon"`: run the type's tasks as the user raccoond runs as.
+pub const DAEMON_USER: &str = "@daemon";
+
 fn resolve_user(name: &str, we_are_root: bool) -> Result<Option<RunAs>, String> {
     use nix::unistd::{Group, User, getgrouplist};
     let user = User::from_name(name)
@@ -955,6 +962,15 @@ mod tests {
             let e = load(&format!("[http]\n{text}\n")).unwrap_err().0;
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn user_at_daemon_runs_tasks_as_the_daemons_own_user() {
+        let c = load("[types.t]\ncommand = [\"true\"]\nuser = \"@daemon\"\n").unwrap();
+        assert!(
+            c.types["t"].user.is_none(),
+            "no switch: the daemon's own user"
+        );
     }
 
     #[test]
