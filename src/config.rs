@@ -570,7 +570,7 @@ fn type_config(
     if !crate::ids::valid_id(name) {
         return Err("a type name is 1-100 characters of A-Z a-z 0-9 . _ -".into());
     }
-    if name == crate::spool::PAUSE_ALL {
+    if name == crate::ids::PAUSE_ALL {
         return Err(format!(
             "a type cannot be named {name}: pause/{name} pauses every type"
         ));
@@ -1053,6 +1053,3 @@ mod tests {
         assert!(Config::from_text(None, &text, Path::new("/"), &over).is_err());
     }
 }
-
-#[cfg(test)]
-mod fuzz;

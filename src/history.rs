@@ -23,7 +23,24 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::record::{Status, Usage};
-use crate::status::FinishedRow;
+
+/// A finished job as the report shows it (and as the history counts it).
+#[derive(Debug, Clone)]
+pub struct FinishedRow {
+    pub id: String,
+    pub kind: String,
+    pub status: Status,
+    pub finished: SystemTime,
+    pub duration: Option<Duration>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    /// Why it failed or was rejected, in words.
+    pub error: Option<String>,
+    /// What its task used (the record's `[usage]`): the report shows it
+    /// in the row and, per type, over the last hour. `None` for a job
+    /// that never ran.
+    pub usage: Option<Usage>,
+}
 
 /// Minutes the chart covers, the current one included.
 pub const MINUTES: usize = 60;

@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::time;
 
+/// The name in `pause/` that pauses every type, and so the one name no
+/// type may have.
+pub const PAUSE_ALL: &str = "ALL";
+
 /// A job id or a type name: 1-100 characters of `[A-Za-z0-9._-]`, not
 /// starting with a dot.
 pub fn valid_id(s: &str) -> bool {

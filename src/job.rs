@@ -664,6 +664,3 @@ title = "a b"
         assert_eq!(placeholders(&cmd).collect::<Vec<_>>(), vec!["x", "y"]);
     }
 }
-
-#[cfg(test)]
-pub(crate) mod fuzz;

@@ -29,6 +29,8 @@ pub mod daemon;
 pub mod escape;
 pub mod follow;
 pub mod fsio;
+#[cfg(test)]
+mod fuzz;
 pub mod history;
 pub mod http;
 pub mod ids;

@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
+pub use crate::history::FinishedRow;
 use crate::history::History;
-use crate::record::{Status, Usage};
+use crate::record::Status;
 
 /// How many rows of each kind a snapshot carries: the report shows these
 /// and counts for the rest, whatever the queue's length.
@@ -99,23 +100,6 @@ pub struct QueuedRow {
     pub not_before: Option<SystemTime>,
     /// The jobs it waits for (`after`, `after_any`) that have not ended.
     pub waiting_for: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct FinishedRow {
-    pub id: String,
-    pub kind: String,
-    pub status: Status,
-    pub finished: SystemTime,
-    pub duration: Option<Duration>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<String>,
-    /// Why it failed or was rejected, in words.
-    pub error: Option<String>,
-    /// What its task used (the record's `[usage]`): the report shows it
-    /// in the row and, per type, over the last hour. `None` for a job
-    /// that never ran.
-    pub usage: Option<Usage>,
 }
 
 /// How many finished jobs the [`FinishedIndex`] holds: `GET /jobs` shows

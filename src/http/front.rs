@@ -41,8 +41,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::request::{Reader, Request, Step};
-use super::response::{self, WRITE_TIMEOUT};
-use super::workers::Sending;
+use super::response::{self, Body, Manner, WRITE_TIMEOUT};
 use crate::status::Board;
 
 const LISTENER: Token = Token(0);
@@ -78,6 +77,18 @@ pub enum Work {
     Serve(Handoff),
     /// Leave: the server stops.
     Stop,
+}
+
+/// An answer on its way out, with the connection it goes to and what the
+/// connection needs for its next request.
+pub struct Sending {
+    pub stream: std::net::TcpStream,
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+    pub manner: Manner,
+    pub reader: Reader,
+    pub buf: Vec<u8>,
 }
 
 /// What the front, the workers and the senders share. Outlives any one of

@@ -16,25 +16,12 @@
 //! ends when its client goes away or the server stops. A handler that panics costs its request (answered 500), never
 //! the thread.
 
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 
 use super::Api;
-use super::front::{Back, Handoff, Link, Work};
-use super::request::{Method, Reader};
+use super::front::{Back, Handoff, Link, Sending, Work};
+use super::request::Method;
 use super::response::{self, Body, Manner};
-
-/// An answer on its way out, with the connection it goes to and what the
-/// connection needs for its next request.
-pub struct Sending {
-    pub stream: TcpStream,
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Body,
-    pub manner: Manner,
-    pub reader: Reader,
-    pub buf: Vec<u8>,
-}
 
 /// A worker's body: answers requests until the server stops.
 pub fn work(api: &Api, link: &Link) {

@@ -20,8 +20,7 @@ use super::Spool;
 use crate::fsio::io_context;
 use crate::ids::valid_id;
 
-/// The name in `pause/` that pauses every type.
-pub const PAUSE_ALL: &str = "ALL";
+pub use crate::ids::PAUSE_ALL;
 
 impl Spool {
     /// `pause/`: watched by the daemon.

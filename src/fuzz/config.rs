@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use super::*;
-use crate::job::fuzz::{duration_text, everything_with, int_within, job_text};
+use super::job::{duration_text, everything_with, int_within, job_text};
+use crate::config::*;
 use crate::status::{Snapshot, TypeRow};
 use crate::time::props::any_instant;
 use crate::{metrics, time};

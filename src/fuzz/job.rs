@@ -15,8 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use proptest::prelude::*;
 
-use super::*;
+use crate::config::Config;
 use crate::config::Overrides;
+use crate::job::*;
 use crate::record::{Record, Status};
 use crate::scheduler::{Queue, Queued, Slots};
 use crate::status::{FinishedRow, Histogram, QueuedRow, RunningRow, Snapshot, TypeRow};
