@@ -415,9 +415,10 @@ impl Config {
             types,
             schedules: BTreeMap::new(),
         };
-        // Last: a schedule's job is checked against everything above.
+        // Last, shaped only: each schedule's job is judged against
+        // everything above by `job::check_schedules` (`job::load_config`).
         for (sname, raw) in raw.schedules {
-            let s = Schedule::load(&sname, raw, &config, &schedule::zone::local).map_err(err)?;
+            let s = Schedule::load(&sname, raw, &schedule::zone::local).map_err(err)?;
             config.schedules.insert(sname, s);
         }
         Ok(config)

@@ -94,6 +94,34 @@ pub struct Job {
     pub needs: std::collections::BTreeMap<String, u32>,
 }
 
+/// The configuration file read and checked whole: [`Config::load`], then
+/// each schedule's job judged by [`parse`] as every submission is (the
+/// configuration reader cannot ask the job parser itself: the parser
+/// reads the configuration). What the daemon loads, at start and reload.
+pub fn load_config(
+    path: Option<&std::path::Path>,
+    over: &crate::config::Overrides,
+) -> Result<Config, crate::config::ConfigError> {
+    let config = Config::load(path, over)?;
+    check_schedules(&config).map_err(|e| {
+        let file = path.map_or_else(
+            || "(no configuration file)".into(),
+            |p| p.display().to_string(),
+        );
+        crate::config::ConfigError(format!("{file}: {e}"))
+    })?;
+    Ok(config)
+}
+
+/// Each schedule's job judged by [`parse`] against `config`: an error
+/// names the schedule (`schedules.NAME.job: …`).
+pub fn check_schedules(config: &Config) -> Result<(), String> {
+    for (name, s) in &config.schedules {
+        parse(s.job_text.as_bytes(), config).map_err(|e| format!("schedules.{name}.job: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Checks a submission against the configuration.
 ///
 /// The error is one line for the record's `error` field.

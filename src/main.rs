@@ -8,7 +8,6 @@
 use std::process::ExitCode;
 
 use raccoond::cli;
-use raccoond::config::Config;
 use raccoond::daemon::{Daemon, Fatal};
 
 fn main() -> ExitCode {
@@ -27,7 +26,7 @@ fn main() -> ExitCode {
         println!("raccoond {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let config = match Config::load(args.config.as_deref(), &args.overrides) {
+    let config = match raccoond::job::load_config(args.config.as_deref(), &args.overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("raccoond: configuration error: {e}");

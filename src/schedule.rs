@@ -4,9 +4,10 @@
 //! Takes a schedule's table as the configuration reader found it and gives
 //! a [`Schedule`]: when it ticks (`cron`, five fields, in a time zone; or
 //! `every`, a whole number of seconds), whether a missed tick is caught up,
-//! and the text of the job each tick submits. That text is checked at load
-//! by [`job::parse`], the judge every submission goes through, so a
-//! schedule whose job the daemon would reject never loads.
+//! and the text of the job each tick submits. That text is judged when the
+//! configuration is loaded by `job::check_schedules` (the judge every
+//! submission goes through), so a schedule whose job the daemon would
+//! reject never loads; this module only shapes it.
 //!
 //! Then, given a schedule, `now` and the newest tick already fired on the
 //! spool, it says which ticks are due ([`Schedule::due`]), what happens at
@@ -38,8 +39,6 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use serde::Deserialize;
 
-use crate::config::Config;
-use crate::job;
 use crate::time::Dur;
 
 pub mod zone;
@@ -306,7 +305,6 @@ impl Schedule {
     pub fn load(
         name: &str,
         raw: FileSchedule,
-        config: &Config,
         local: &dyn Fn() -> Result<Zone, String>,
     ) -> Result<Schedule, String> {
         let at = |key: &str, msg: String| format!("schedules.{name}.{key}: {msg}");
@@ -354,14 +352,19 @@ impl Schedule {
                 "is set by the schedule, not in its job".into(),
             ));
         }
+        let Some(toml::Value::String(kind)) = table.get("type").cloned() else {
+            return Err(at(
+                "job",
+                "type is required, e.g. job = { type = \"make_report\" }".into(),
+            ));
+        };
         table.insert("unique".into(), toml::Value::String(name.to_string()));
         let job_text = toml::to_string(&table).map_err(|e| at("job", e.to_string()))?;
-        let job = job::parse(job_text.as_bytes(), config).map_err(|e| at("job", e))?;
         Ok(Schedule {
             name: name.to_string(),
             when,
             catch_up: raw.catch_up.unwrap_or(false),
-            kind: job.kind,
+            kind,
             job_text,
         })
     }
@@ -463,7 +466,7 @@ impl FromStr for Tick {
 )]
 mod tests {
     use super::*;
-    use crate::config::Overrides;
+    use crate::config::{Config, Overrides};
     use std::path::Path;
 
     /// The instant of an RFC 3339 text.
@@ -493,7 +496,11 @@ mod tests {
 
     fn load(name: &str, body: &str) -> Result<Schedule, String> {
         let raw: FileSchedule = toml::from_str(body).map_err(|e| e.to_string())?;
-        Schedule::load(name, raw, &config(), &paris)
+        let s = Schedule::load(name, raw, &paris)?;
+        // The job's judge, as the configuration's loading runs it.
+        crate::job::parse(s.job_text.as_bytes(), &config())
+            .map_err(|e| format!("schedules.{name}.job: {e}"))?;
+        Ok(s)
     }
 
     fn cron(expr: &str, zone: &str) -> Schedule {
@@ -887,7 +894,7 @@ mod tests {
         let job: toml::Table = toml::from_str(&s.job_text).unwrap();
         assert_eq!(job["unique"].as_str(), Some("nightly"));
         assert_eq!(job["priority"].as_integer(), Some(5));
-        let parsed = job::parse(s.job_text.as_bytes(), &config()).unwrap();
+        let parsed = crate::job::parse(s.job_text.as_bytes(), &config()).unwrap();
         assert_eq!(parsed.priority, 5);
         // No tz: the daemon's zone, as `local` says.
         assert_eq!(s.when.describe(), "cron \"0 3 * * *\" (Europe/Paris)");
@@ -990,7 +997,6 @@ mod tests {
         let e = Schedule::load(
             "x",
             toml::from_str(&format!("cron = \"0 3 * * *\"\n{job}")).unwrap(),
-            &config(),
             &|| Err("the daemon's time zone TZ=\"CET-1CEST\" is not an IANA name; set tz".into()),
         )
         .unwrap_err();

@@ -16,7 +16,6 @@ use crossbeam_channel::Sender;
 
 use super::ingest::submitted_as;
 use super::{Daemon, Event, Fatal, Stop};
-use crate::config::Config;
 use crate::job;
 use crate::record::{Outcome, Record, Status, signal_name};
 use crate::spool::ClaimOutcome;
@@ -148,7 +147,7 @@ impl Daemon {
         self.notifier
             .send(&format!("RELOADING=1\nMONOTONIC_USEC={monotonic}"));
         let path = self.config.path.clone();
-        match Config::load(path.as_deref(), &self.overrides) {
+        match crate::job::load_config(path.as_deref(), &self.overrides) {
             Ok(mut c) => {
                 if format!("{:?}", c.mail) != format!("{:?}", self.config.mail) {
                     crate::log!("reload: [mail] changes take effect at the next start");
