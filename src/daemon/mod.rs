@@ -59,6 +59,7 @@ use crate::threads::{Stopped, Threads};
 use crate::time::{self, format_duration};
 use crate::watch::{self, Fs};
 
+mod admit;
 mod control;
 mod ending;
 mod finish;
@@ -183,6 +184,9 @@ pub struct Daemon {
     /// Names in `new/` not read yet because they may still be being
     /// written, with when to look again.
     settling: HashMap<String, Instant>,
+    /// Files were left unread in `new/` for want of room (`max_queued`):
+    /// `new/` is listed again once the queue has drained (see `admit`).
+    backlog: bool,
     /// Jobs in `running/` that a live process not ours holds (another
     /// daemon, or the escaped children of a dead one's task): not ours to
     /// end, looked at again by recovery while any remain.
@@ -362,6 +366,7 @@ impl Daemon {
             queue: Queue::default(),
             running: HashMap::new(),
             settling: HashMap::new(),
+            backlog: false,
             held: HashSet::new(),
             next_held_check: None,
             tx,
@@ -432,7 +437,9 @@ impl Daemon {
                 self.ingest(&name, false);
             }
             Event::Fs(Fs::Seen(name)) => {
-                if !self.queue.contains(&name) {
+                if !self.queue.contains(&name)
+                    && (self.settling.contains_key(&name) || self.admit_one())
+                {
                     self.settling
                         .entry(name)
                         .or_insert_with(|| Instant::now() + SETTLE);
@@ -517,6 +524,8 @@ impl Daemon {
             }
         }
         self.start_ready();
+        // Jobs that started left room for files waiting unread in new/.
+        self.refill();
         if let Some(t) = self.next_watchdog
             && t <= now
         {

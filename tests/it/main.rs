@@ -28,6 +28,8 @@ mod regression;
 mod report;
 /// Crash recovery, signals, timeouts, retries, cancel, expiry, hostile input.
 mod robust;
+/// Scale: a flood of submissions held to `max_queued`, each run once.
+mod scale;
 /// The harness: TestSpool, waits with deadlines.
 mod support;
 /// Tasks and their processes: the death signal as another user, per-job
