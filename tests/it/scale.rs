@@ -70,3 +70,42 @@ fn with_max_queued_5_fifty_jobs_all_run_once_and_at_most_5_are_ever_queued() {
     assert!(runs.values().all(|n| *n == 1), "{runs:?}");
     assert!(t.ls("new").is_empty(), "{:?}", t.ls("new"));
 }
+
+#[test]
+fn a_job_that_prints_nothing_leaves_no_output_files_and_reads_as_empty_output() {
+    let t = TestSpool::builder()
+        .sh("quiet", "true")
+        .sh("loud", "echo hi; echo oops >&2")
+        .http()
+        .start();
+    t.drop_job("quiet.toml", "type = \"quiet\"\n");
+    t.drop_job("loud.toml", "type = \"loud\"\n");
+    let rec = t.wait_record("quiet");
+    assert_eq!(status_of(&rec), "succeeded", "{rec}");
+    t.wait_record("loud");
+    // Only what the job needed: its record and its files folder.
+    let done = t.ls("done");
+    let quiet: Vec<&String> = done.iter().filter(|n| n.starts_with("quiet.")).collect();
+    assert_eq!(quiet, ["quiet.files", "quiet.toml"], "{done:?}");
+    assert!(done.contains(&"loud.out".to_string()), "{done:?}");
+    assert!(done.contains(&"loud.err".to_string()), "{done:?}");
+    // Every reader takes the absent files as empty output.
+    let a = addr(&t);
+    for target in [
+        "/jobs/quiet/output",
+        "/jobs/quiet/stderr",
+        "/done/quiet.out",
+        "/done/quiet.err",
+    ] {
+        assert_eq!(get(&a, target).expect(200).text(), "", "{target}");
+    }
+    get(&a, "/done/nosuchjob.out").expect(404);
+    assert_eq!(get(&a, "/jobs/loud/output").expect(200).text(), "hi\n");
+    for args in [&["output", "quiet"][..], &["output", "--stderr", "quiet"]] {
+        let out = t.client(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+    }
+    let shown = t.client(&["show", "quiet"]);
+    assert!(shown.status.success(), "{shown:?}");
+}
