@@ -206,7 +206,10 @@ fn main() {
         None
     };
     match &ext4 {
-        Some(m) => rows.push(("ext4, journaled (loop)".into(), Some(row(n, &m.mnt, &|| {})))),
+        Some(m) => rows.push((
+            "ext4, journaled (loop)".into(),
+            Some(row(n, &m.mnt, &|| {})),
+        )),
         None => {
             println!("ext4 (loop): skipped, mounting needs root");
             rows.push(("ext4, journaled (loop): skipped".into(), None));
