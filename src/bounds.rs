@@ -26,6 +26,9 @@ pub type Slots = Int<1, { MAX_SLOTS as i64 }>;
 /// The largest `total` or `limit`.
 pub const MAX_SLOTS: usize = 100_000;
 
+/// `max_queued`: jobs the daemon holds in memory at most (SPEC §8).
+pub type Queued = Int<1, 100_000_000>;
+
 /// A type's `nice`: what setpriority(2) takes.
 pub type Nice = Int<{ -20 }, 19>;
 

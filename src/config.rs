@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::bounds::{
-    AttachmentBytes, Count, JobBytes, MemoryBytes, Nice, OutputBytes, Processes, Slots,
+    AttachmentBytes, Count, JobBytes, MemoryBytes, Nice, OutputBytes, Processes, Queued, Slots,
 };
 use crate::schedule::{self, FileSchedule, Schedule};
 use crate::time::Dur;
@@ -48,6 +48,9 @@ pub struct Config {
     pub kill_grace: Duration,
     /// `None` when periodic scans of `new/` are off (`rescan = "0"`).
     pub rescan: Option<Duration>,
+    /// Jobs held in memory at most (queued, and files in `new/` waiting to
+    /// settle): what bounds the daemon's memory whatever `new/` holds.
+    pub max_queued: usize,
     pub http: HttpConfig,
     pub mail: Option<MailConfig>,
     /// `[resources]`: each counted resource's units, by name (SPEC §13).
@@ -194,6 +197,8 @@ impl std::error::Error for ConfigError {}
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// `max_queued` when the file does not say (SPEC §8).
+pub const DEFAULT_MAX_QUEUED: usize = 1_000_000;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The range of `[http] max_connections`: past 65 536 the descriptors run
 /// out first.
@@ -214,6 +219,7 @@ struct FileConfig {
     stop_timeout: Option<Dur>,
     kill_grace: Option<Dur>,
     rescan: Option<Dur>,
+    max_queued: Option<Queued>,
     http: Option<FileHttp>,
     mail: Option<FileMail>,
     resources: Option<toml::Table>,
@@ -409,6 +415,7 @@ impl Config {
             stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(30), |d| d.0),
             kill_grace: raw.kill_grace.map_or(Duration::from_secs(10), |d| d.0),
             rescan,
+            max_queued: raw.max_queued.map_or(DEFAULT_MAX_QUEUED, Queued::usize),
             http,
             mail,
             resources,
@@ -772,6 +779,8 @@ mod tests {
         assert!(c.fsync);
         assert!(c.http.listen.is_none());
         assert_eq!(c.limit_of("a"), c.total);
+        assert_eq!(c.max_queued, 1_000_000);
+        assert_eq!(load("max_queued = 5\n").unwrap().max_queued, 5);
     }
 
     #[test]
@@ -829,6 +838,14 @@ mod tests {
                 "total: 0 is out of range (1 to 100000)",
             ),
             ("total = 100001\n".into(), "total: 100001 is out of range"),
+            (
+                "max_queued = 0\n".into(),
+                "max_queued: 0 is out of range (1 to 100000000)",
+            ),
+            (
+                "max_queued = 100000001\n".into(),
+                "max_queued: 100000001 is out of range",
+            ),
             (
                 "max_job_bytes = 0\n".into(),
                 "max_job_bytes: 0 is out of range (1 byte to 1 GiB)",

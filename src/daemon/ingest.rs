@@ -55,6 +55,8 @@ impl Daemon {
             .into_iter()
             .filter(|n| !self.queue.contains(n) && !self.settling.contains_key(n))
             .collect();
+        // At most max_queued are held: the oldest files first.
+        fresh = self.admissible(fresh);
         fresh.sort();
         if !at_start {
             for name in fresh {
@@ -62,8 +64,14 @@ impl Daemon {
             }
             return;
         }
-        // At start the whole of new/ is read before READY: spread the
-        // reading and parsing over the cores, then queue in name order.
+        self.read_now(&fresh);
+    }
+
+    /// Reads and queues (or rejects) `fresh`, names in `new/`, at once:
+    /// at start the whole of `new/` is read before READY, and files left
+    /// unread for want of room are read when room frees up. The reading
+    /// and parsing is spread over the cores, then queued in name order.
+    pub(super) fn read_now(&mut self, fresh: &[String]) {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let chunk = fresh.len().div_ceil(threads).max(1);
         let (spool, config) = (&self.spool, &self.config);
@@ -105,6 +113,10 @@ impl Daemon {
         if name.starts_with('.') {
             return;
         }
+        // No room (max_queued): it waits in new/ unread, taken later.
+        if !self.queue.contains(name) && !self.admit_one() {
+            return;
+        }
         // A name the daemon gave (see `adopt_raw_name`) arrived by its
         // rename, which says nothing about whether its writer is done.
         let settle = settle || crate::escape::looks_escaped(name);
@@ -118,6 +130,9 @@ impl Daemon {
         match self.spool.escape_name(raw) {
             Ok(Some(name)) => {
                 crate::log!("new/{name}: renamed so (its name was not UTF-8)");
+                if !self.admit_one() {
+                    return;
+                }
                 self.settling
                     .entry(name)
                     .or_insert_with(|| Instant::now() + SETTLE);

@@ -63,6 +63,7 @@ use crate::time::{self, format_duration};
 use crate::watch::{self, Fs};
 
 mod admit;
+mod backlog;
 mod control;
 mod depends;
 mod ending;
@@ -200,6 +201,9 @@ pub struct Daemon {
     /// Names in `new/` not read yet because they may still be being
     /// written, with when to look again.
     settling: HashMap<String, Instant>,
+    /// Files were left unread in `new/` for want of room (`max_queued`):
+    /// `new/` is listed again once the queue has drained (see `admit`).
+    backlog: bool,
     /// Jobs in `running/` that a live process not ours holds (another
     /// daemon, or the escaped children of a dead one's task): not ours to
     /// end, looked at again by recovery while any remain.
@@ -392,6 +396,7 @@ impl Daemon {
             pool,
             running: HashMap::new(),
             settling: HashMap::new(),
+            backlog: false,
             held: HashSet::new(),
             next_held_check: None,
             tx,
@@ -463,7 +468,9 @@ impl Daemon {
                 self.ingest(&name, false);
             }
             Event::Fs(Fs::Seen(name)) => {
-                if !self.queue.contains(&name) {
+                if !self.queue.contains(&name)
+                    && (self.settling.contains_key(&name) || self.admit_one())
+                {
                     self.settling
                         .entry(name)
                         .or_insert_with(|| Instant::now() + SETTLE);
@@ -553,6 +560,8 @@ impl Daemon {
         }
         self.fire_schedules();
         self.start_ready();
+        // Jobs that started left room for files waiting unread in new/.
+        self.refill();
         if let Some(t) = self.next_watchdog
             && t <= now
         {

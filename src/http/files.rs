@@ -36,7 +36,8 @@ impl Api {
         }
     }
 
-    /// `GET /done/<id>.out` and friends: the report's links over HTTP.
+    /// `GET /done/<id>.out` and friends: the report's links over HTTP. A
+    /// job that printed nothing has no file: its link answers empty.
     pub(super) fn spool_output(&self, stage: Stage, name: &str) -> Answer {
         let dir = match stage {
             Stage::Running => "running",
@@ -48,12 +49,10 @@ impl Api {
             (_, Some(id)) => (id, Stream::Err),
             _ => return Err(nope()),
         };
-        match self
-            .query()
-            .output_in(stage, id, stream)
-            .map_err(internal)?
-        {
+        let q = self.query();
+        match q.output_in(stage, id, stream).map_err(internal)? {
             Some((file, meta)) => Ok(file_reply(file, meta.len(), TEXT)),
+            None if q.find(id).map_err(internal)?.is_some() => Ok(Reply::new(200, TEXT, "")),
             None => Err(nope()),
         }
     }

@@ -40,18 +40,28 @@ const LINGER_RETRY: Duration = Duration::from_secs(1);
 const LINGER_MAX: Duration = Duration::from_secs(600);
 
 /// Copies a stream into its file up to the cap, then notes the cut once
-/// and discards the rest (reading on, so that the task never blocks).
+/// and discards the rest (reading on, so that the task never blocks). The
+/// file is created when the first byte arrives: a silent stream costs no
+/// inode (an absent output is empty output, SPEC §1).
 struct Sink {
+    /// Where the stream goes, created at its first byte.
+    place: OutputFile,
+    /// Open once the first byte came; `None` before, or when creating it
+    /// failed (`failed`), the stream then drained into nowhere.
     file: Option<File>,
+    /// Creating the file failed once: not tried again for every read.
+    failed: bool,
     written: u64,
     cap: u64,
     cut: bool,
 }
 
 impl Sink {
-    fn new(file: &OutputFile, cap: u64) -> Sink {
+    fn new(place: OutputFile, cap: u64) -> Sink {
         Sink {
-            file: create_output(file),
+            place,
+            file: None,
+            failed: false,
             written: 0,
             cap,
             cut: false,
@@ -61,6 +71,10 @@ impl Sink {
     fn take(&mut self, data: &[u8]) {
         let room = self.cap.saturating_sub(self.written) as usize;
         let keep = data.len().min(room);
+        if self.file.is_none() && !self.failed && !data.is_empty() {
+            self.file = create_output(&self.place);
+            self.failed = self.file.is_none();
+        }
         let Some(file) = self.file.as_mut() else {
             return;
         };
@@ -384,7 +398,7 @@ fn supervise<F: Fn(String, Output)>(
                         pidfd: w.pidfd,
                         pipes: w.pipes,
                         open: [true, true],
-                        sinks: [Sink::new(&out, w.cap), Sink::new(&err, w.cap)],
+                        sinks: [Sink::new(out, w.cap), Sink::new(err, w.cap)],
                         exited_at: None,
                         cgroup: w.cgroup,
                         events: None,
@@ -408,6 +422,11 @@ fn supervise<F: Fn(String, Output)>(
                 continue;
             }
             let t = tasks.swap_remove(i);
+            for sink in &t.sinks {
+                if sink.file.is_none() && !sink.failed {
+                    sink.place.remove_stale();
+                }
+            }
             let mut output = Output {
                 stdout_bytes: t.sinks[0].written,
                 stderr_bytes: t.sinks[1].written,

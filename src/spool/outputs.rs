@@ -7,9 +7,17 @@
 //! `running/`, never removes anything (finish and requeue do), never
 //! decides who the task runs as.
 //!
-//! Invariant: with a `user`, the files folder and the result file are that
-//! user's and nothing else in `running/` is: a task can write its own
-//! outputs there, never its job file or another job's.
+//! Inodes are most of a short job's cost, so a job gets only those it
+//! uses: the files folder (its working folder), and `.out`/`.err` only when
+//! the first byte of that stream arrives (an absent `.out` is empty output,
+//! SPEC §1). `.result` is made in advance only for a task that runs as
+//! another user than the daemon's, who could not create it in `running/`;
+//! a task running as the daemon's user creates it if it has a result.
+//!
+//! Invariant: with a `user` other than the daemon's, the files folder and
+//! the result file are that user's and nothing else in `running/` is: a
+//! task can write its own outputs there, never its job file or another
+//! job's.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -35,9 +43,10 @@ pub struct Outputs {
     pub err: OutputFile,
 }
 
-/// An output file the supervisor creates when it starts copying a task's
-/// stream: creating inodes is a large part of a short job's cost, so it
-/// happens off the main loop.
+/// An output file the supervisor creates when the first byte of a task's
+/// stream arrives: creating inodes is a large part of a short job's cost,
+/// so a silent stream gets none, and the one it gets is made off the main
+/// loop.
 #[derive(Debug)]
 pub struct OutputFile(PathBuf);
 
@@ -55,13 +64,26 @@ impl OutputFile {
             .open(&self.0)
             .map_err(|e| io_context("create", &self.0, e))
     }
+
+    /// Removes what an earlier attempt (of a daemon that died) may have
+    /// left at this path, for a stream that wrote nothing this time: an
+    /// absent file is this attempt's empty output.
+    pub fn remove_stale(&self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 impl Spool {
     /// Creates a claimed job's files folder and, when its task runs as
-    /// another user (`owner`: uid, gid), its result file, both given to
-    /// that user. The output files are only named here.
+    /// another user than the daemon's (`owner`: uid, gid), its result
+    /// file, both given to that user. The output files are only named here.
     pub fn create_outputs(&self, id: &str, owner: Option<(u32, u32)>) -> io::Result<Outputs> {
+        // The daemon's own user needs nothing made or given in advance.
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let owner = owner.filter(|o| *o != me);
         let files = self.running_files(id);
         match fs::create_dir(&files) {
             Ok(()) => {}
@@ -103,13 +125,22 @@ mod tests {
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         );
-        let o = spool.create_outputs("j", Some(me)).unwrap();
+        // The daemon's own user: only the folder is made.
+        let mine = spool.create_outputs("m", Some(me)).unwrap();
+        assert!(mine.files.is_dir() && !mine.result.exists());
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let other = (65534, 65534);
+        let o = spool.create_outputs("j", Some(other)).unwrap();
         let running = spool.root().join("running");
         assert_eq!(o.files, running.join("j.files"));
         assert_eq!(o.job, running.join("j.toml"));
         assert!(o.files.is_dir());
         let result = fs::metadata(&o.result).unwrap();
-        assert_eq!((result.uid(), result.gid()), me);
+        assert_eq!((result.uid(), result.gid()), other);
+        let files = fs::metadata(&o.files).unwrap();
+        assert_eq!((files.uid(), files.gid()), other);
         assert!(
             !running.join("j.out").exists(),
             "outputs wait for the supervisor"

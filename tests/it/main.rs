@@ -33,6 +33,8 @@ mod regression;
 mod report;
 /// Crash recovery, signals, timeouts, retries, cancel, expiry, hostile input.
 mod robust;
+/// Scale: a flood of submissions held to `max_queued`, each run once.
+mod scale;
 /// Schedules: one job per tick across three daemons, one claim per tick
 /// through two bindfs "hosts", catch_up after a SIGKILL, `raccoon
 /// schedules` and the report's card, errors that stop the daemon.

@@ -52,7 +52,8 @@ fn a_finished_jobs_files_are_frozen_against_later_tasks_of_the_same_user() {
     );
     let r = t.wait_record("second");
     assert_eq!(status_of(&r), "succeeded", "{r:?}");
-    let out = t.read("done/second.out");
+    // An absent .out is empty output (SPEC §1): the defence prints nothing.
+    let out = fs::read_to_string(t.path("done/second.out")).unwrap_or_default();
     assert!(!out.contains("WROTE") && !out.contains("ADDED"), "{out}");
     assert_eq!(fs::read_to_string(&victim).unwrap(), "original\n");
     let file_meta = fs::metadata(&victim).unwrap();
