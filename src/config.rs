@@ -41,7 +41,15 @@ pub struct Config {
     pub stop_timeout: Duration,
     pub kill_grace: Duration,
     /// `None` when periodic scans of `new/` are off (`rescan = "0"`).
+    /// Unset, 60 s, or 2 s on a network file system (inotify does not see
+    /// other hosts' writes there).
     pub rescan: Option<Duration>,
+    /// This daemon's host identity (`host`, default the host name):
+    /// daemons of other hosts wait for its leases rather than trust locks.
+    pub host: String,
+    /// How long a running job of this daemon stays its own for daemons of
+    /// other hosts after the last refresh of its lease (`lease`, 60 s).
+    pub lease: Duration,
     pub http: HttpConfig,
     pub mail: Option<MailConfig>,
     pub types: BTreeMap<String, TypeConfig>,
@@ -198,6 +206,8 @@ struct FileConfig {
     stop_timeout: Option<Dur>,
     kill_grace: Option<Dur>,
     rescan: Option<Dur>,
+    host: Option<String>,
+    lease: Option<Dur>,
     http: Option<FileHttp>,
     mail: Option<FileMail>,
     #[serde(default)]
@@ -302,9 +312,23 @@ impl Config {
             ),
         };
         let max_job_bytes = raw.max_job_bytes.map_or(1 << 20, JobBytes::get);
-        let rescan = raw.rescan.map_or(Some(Duration::from_secs(60)), |d| {
-            (!d.0.is_zero()).then_some(d.0)
-        });
+        let rescan = raw.rescan.map_or_else(
+            || Some(default_rescan(&spool)),
+            |d| (!d.0.is_zero()).then_some(d.0),
+        );
+        let host = raw.host.unwrap_or_else(crate::ids::hostname);
+        if host.is_empty() || host.len() > 255 || host.chars().any(|c| c.is_control()) {
+            return Err(err(format!(
+                "host = {host:?}: must be 1 to 255 characters, none of them control characters"
+            )));
+        }
+        let lease = raw.lease.map_or(Duration::from_secs(60), |d| d.0);
+        if lease < Duration::from_secs(3) {
+            return Err(err(format!(
+                "lease = {:?}: must be at least 3s (it is refreshed every lease / 3)",
+                humantime::format_duration(lease).to_string()
+            )));
+        }
 
         let http = match (&over.listen, raw.http) {
             (listen, None) => HttpConfig {
@@ -384,10 +408,17 @@ impl Config {
             stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(30), |d| d.0),
             kill_grace: raw.kill_grace.map_or(Duration::from_secs(10), |d| d.0),
             rescan,
+            host,
+            lease,
             http,
             mail,
             types,
         })
+    }
+
+    /// How often each running job's lease is refreshed: a third of it.
+    pub fn lease_refresh(&self) -> Duration {
+        self.lease / 3
     }
 
     /// The limit of a type, or the total when it has none.
@@ -691,6 +722,34 @@ fn absolute(p: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    #[test]
+    fn network_file_systems_by_their_magic() {
+        for (magic, network) in [
+            (0x6969, true),
+            (0x00c3_6400, true),
+            (0xfe53_4d42, true),
+            (0x6573_5546, true),
+            (0xef53, false),
+            (0x0102_1994, false),
+        ] {
+            assert_eq!(is_network_fs(magic), network, "{magic:#x}");
+        }
+    }
+
+    #[test]
+    fn host_and_lease_have_defaults_and_bounds() {
+        let base = format!("[types.a]\ncommand = [\"x\"]\nuser = \"{}\"\n", me());
+        let c = load(&base).unwrap();
+        assert_eq!(c.host, crate::ids::hostname());
+        assert_eq!(c.lease, Duration::from_secs(60));
+        assert_eq!(c.lease_refresh(), Duration::from_secs(20));
+        let c = load(&format!("host = \"b\"\nlease = \"3s\"\n{base}")).unwrap();
+        assert_eq!((c.host.as_str(), c.lease), ("b", Duration::from_secs(3)));
+        for bad in ["host = \"\"\n", "lease = \"2s\"\n"] {
+            assert!(load(&format!("{bad}{base}")).is_err(), "{bad}");
+        }
+    }
+
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_text(
             Some(Path::new("/etc/r.toml")),
@@ -961,3 +1020,24 @@ mod tests {
 
 #[cfg(test)]
 mod fuzz;
+
+/// `rescan` when it is not set: 2 s on a network file system (NFS, CephFS,
+/// SMB, FUSE: other hosts' writes raise no inotify event), else 60 s. A
+/// spool that cannot be looked at yet counts as local.
+// `f_type` is an i64 here and an i32 on 32-bit targets.
+#[allow(clippy::unnecessary_cast)]
+fn default_rescan(spool: &Path) -> Duration {
+    let network =
+        nix::sys::statfs::statfs(spool).is_ok_and(|s| is_network_fs(s.filesystem_type().0 as i64));
+    Duration::from_secs(if network { 2 } else { 60 })
+}
+
+/// Whether a statfs `f_type` is a network (or user-space) file system.
+fn is_network_fs(magic: i64) -> bool {
+    const NFS: i64 = 0x6969;
+    const CEPH: i64 = 0x00c3_6400;
+    const SMB2: i64 = 0xfe53_4d42;
+    const CIFS: i64 = 0xff53_4d42;
+    const FUSE: i64 = 0x6573_5546;
+    [NFS, CEPH, SMB2, CIFS, FUSE].contains(&magic)
+}

@@ -160,6 +160,14 @@ impl Daemon {
                     );
                     c.spool = self.config.spool.clone();
                 }
+                if c.host != self.config.host {
+                    // Other hosts know our jobs by the host we wrote.
+                    crate::log!(
+                        "reload: host cannot change while running; keeping {:?}",
+                        self.config.host
+                    );
+                    c.host = self.config.host.clone();
+                }
                 crate::log!(
                     "reload: configuration read again from {}",
                     path.as_deref()

@@ -50,6 +50,18 @@ pub(super) struct Stalled {
     submitted_as: Option<String>,
 }
 
+impl Stalled {
+    /// The id it runs under.
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// What holds it: its lease is refreshed through it.
+    pub(super) fn hold(&self) -> &Hold {
+        &self.hold
+    }
+}
+
 impl Daemon {
     /// Starts queued jobs while the scheduler finds one a slot.
     pub(super) fn start_ready(&mut self) {

@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use super::lease::CLAIMING;
 use super::look::{Look, Odd, Peek, look, odd, peek, same_inode};
 use super::{Spool, private, remove_any, rename_noreplace};
 use crate::fsio::{io_context, open_nofollow};
@@ -62,6 +63,10 @@ pub struct Hold {
     /// What was taken out of `new/`, in `.tmp/`: removed once the record
     /// or requeued copy is in place.
     taken: Option<PathBuf>,
+    /// When the job was submitted, as the claim found it (the
+    /// submission's modification time) or recovery read it (the host
+    /// file's): the job file's own time is the lease's.
+    written: Option<std::time::SystemTime>,
 }
 
 impl Hold {
@@ -71,19 +76,44 @@ impl Hold {
         self.lock.as_ref().map(|l| l.as_raw_fd())
     }
 
-    /// When the job was submitted as its copy in `running/` says (the
-    /// claim gives the copy the submission's modification time): what a
-    /// recovery takes for `submitted` when the job file does not say.
+    /// When the job was submitted as the claim found it (the host file
+    /// in `running/` keeps it across a crash): what a recovery takes for
+    /// `submitted` when the job file does not say.
     pub fn written(&self) -> Option<std::time::SystemTime> {
-        let lock = self.lock.as_ref()?;
-        lock.metadata().and_then(|m| m.modified()).ok()
+        self.written
     }
 
-    /// Holding only a lock: a job found in `running/` by recovery.
-    pub(super) fn locked(lock: Flock<File>) -> Hold {
+    /// The locked copy in `running/`, whose modification time is the
+    /// job's lease: refreshed through it (see `lease`).
+    pub fn refresh_lease(&self) -> io::Result<()> {
+        match &self.lock {
+            Some(l) => super::lease::refresh(l),
+            None => Ok(()),
+        }
+    }
+
+    /// Holding a job taken back from another host: the taken file, the
+    /// lock to come.
+    pub(super) fn taken_back(taken: PathBuf, written: Option<std::time::SystemTime>) -> Hold {
+        Hold {
+            lock: None,
+            taken: Some(taken),
+            written,
+        }
+    }
+
+    /// The lock on the new copy of a job taken back.
+    pub(super) fn set_lock(&mut self, lock: Flock<File>) {
+        self.lock = Some(lock);
+    }
+
+    /// Holding only a lock: a job found in `running/` by recovery,
+    /// submitted at `written` as far as it knows.
+    pub(super) fn locked(lock: Flock<File>, written: Option<std::time::SystemTime>) -> Hold {
         Hold {
             lock: Some(lock),
             taken: None,
+            written,
         }
     }
 }
@@ -120,10 +150,6 @@ pub enum ClaimOutcome {
     /// settle time (it will be gone).
     Busy,
 }
-
-/// How long a copy in `running/` counts as another daemon's claim in
-/// progress, at most (a claim takes a copy and two renames).
-const CLAIMING: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Spool {
     /// Claims the submission at `new/<name>` for job `want` (or a fresh id
@@ -171,12 +197,14 @@ impl Spool {
             };
         }
         if same_inode(&read, &taken) {
-            // Ours now: the copy takes the submission's time, so that a
-            // recovery after a crash still knows when it was submitted.
-            stamp(&lock, read.metadata().and_then(|m| m.modified()).ok());
+            // Ours now: the host file says so to other hosts, and keeps
+            // the submission's time for a recovery after a crash.
+            let written = read.metadata().and_then(|m| m.modified()).ok();
+            self.write_host(&id, written);
             let hold = Hold {
                 lock: Some(lock),
                 taken: Some(taken),
+                written,
             };
             return Ok(ClaimOutcome::Claimed(Claim { id, bytes, hold }));
         }
@@ -211,6 +239,7 @@ impl Spool {
         let mut hold = Hold {
             lock: None,
             taken: Some(taken),
+            written: None,
         };
         let looked = match &hold.taken {
             Some(t) => look(t, max_bytes),
@@ -234,7 +263,8 @@ impl Spool {
                     .taken
                     .as_ref()
                     .and_then(|t| fs::symlink_metadata(t).and_then(|m| m.modified()).ok());
-                stamp(&lock, when);
+                self.write_host(&id, when);
+                hold.written = when;
                 hold.lock = Some(lock);
                 Ok(ClaimOutcome::Claimed(Claim { id, bytes, hold }))
             }
@@ -265,6 +295,7 @@ impl Spool {
             hold: Hold {
                 lock: None,
                 taken: Some(taken),
+                written: None,
             },
         }))
     }
@@ -406,22 +437,6 @@ impl Spool {
         }
         drop(hold.lock);
     }
-}
-
-/// Gives the locked copy the submission's modification time `when`; a
-/// failure costs only that time (the copy keeps the claim's).
-fn stamp(lock: &Flock<File>, when: Option<std::time::SystemTime>) {
-    let Some(when) = when else { return };
-    let Ok(since) = when.duration_since(std::time::UNIX_EPOCH) else {
-        return;
-    };
-    let t = nix::sys::time::TimeSpec::from_duration(since);
-    // The daemon owns the copy: setting its times needs no write access.
-    let _ = nix::sys::stat::futimens(
-        std::os::fd::AsFd::as_fd(&**lock),
-        &nix::sys::time::TimeSpec::UTIME_OMIT,
-        &t,
-    );
 }
 
 #[cfg(test)]
