@@ -10,6 +10,9 @@ mod core;
 mod faults;
 /// Hostile submitters and tasks: one test per finding of the security review.
 mod hostile;
+/// Several hosts on one spool: two bindfs mounts, a daemon with its own
+/// `host` on each; each job runs once, a dead host's jobs after its lease.
+mod hosts;
 /// The HTTP API: every endpoint and error, tokens, traversal, idle clients.
 mod http;
 /// The HTTP server's limits: long heads, idle and excess connections,
