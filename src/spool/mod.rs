@@ -9,7 +9,8 @@
 //! read-only), `names` (names in `new/` that are not UTF-8), `outputs` (a
 //! running task's files), `recovery` (leftovers of a dead daemon, from
 //! `/proc`), `private` (the daemon's own folder `.tmp/`: who wrote what,
-//! and a dead writer's leftovers), `catalog` (`types.json`, the daemon's
+//! and a dead writer's leftovers), `lease` (several hosts: who holds a
+//! job in `running/`, and for how long), `catalog` (`types.json`, the daemon's
 //! description of what it accepts, and whether its writer still runs),
 //! and [`query`] (the read side).
 //!
