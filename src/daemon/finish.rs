@@ -97,6 +97,17 @@ impl Daemon {
     /// into `new/`, or a record to commit. `hold` is let go of once the
     /// requeued copy or the record is in place.
     pub(super) fn end(&mut self, c: Claimed, hold: Hold, cause: Cause, output: Option<Output>) {
+        if !self.spool.still_ours(c.id, &hold) {
+            // Cut off longer than the lease: a daemon of another host took
+            // the job back and records or reruns it; ours would be a
+            // second record.
+            crate::log!(
+                "{}: taken back by another host while it ran here (lease ran out); no record from this host",
+                c.id
+            );
+            self.spool.release(hold);
+            return;
+        }
         let now = time::now();
         let terms = c.job.map_or_else(Terms::default, |job| Terms {
             retries: job.retries,

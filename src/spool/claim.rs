@@ -414,6 +414,24 @@ impl Spool {
         }
     }
 
+    /// Whether the job file in `running/<id>.toml` is still the one `hold`
+    /// locked: `false` once a daemon of another host took the job back
+    /// (this daemon was cut off longer than its lease), so that the job
+    /// gets no second record from here. A hold without a lock (a refused
+    /// entry) is always ours.
+    pub fn still_ours(&self, id: &str, hold: &Hold) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(lock) = &hold.lock else {
+            return true;
+        };
+        match (lock.metadata(), fs::symlink_metadata(self.running_job(id))) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            // Cannot tell: the record is written, as before leases.
+            (Err(_), _) => true,
+            (Ok(_), Err(e)) => e.kind() != io::ErrorKind::NotFound,
+        }
+    }
+
     /// Lets go of a job whose record or requeued copy is in place: removes
     /// what was taken out of `new/` (a folder is renamed aside first, so
     /// that a removal cut short is never put back as a new submission),
@@ -555,6 +573,19 @@ mod tests {
         assert_eq!(fs::read_to_string(&secret).unwrap(), "SECRET");
         assert_eq!(fs::metadata(&secret).unwrap().nlink(), 1);
         assert!(spool.names(&spool.running_dir()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_job_taken_back_by_another_host_is_no_longer_ours() {
+        let (_d, spool) = spool();
+        fs::write(spool.new_path("t.toml"), "type = \"x\"\n").unwrap();
+        let c = claimed(spool.claim("t.toml", "t", 100).unwrap());
+        assert!(spool.still_ours("t", &c.hold));
+        // Another host's take-back: renamed away, a new copy in its place.
+        fs::rename(spool.running_job("t"), spool.private_dir().join("gone")).unwrap();
+        assert!(!spool.still_ours("t", &c.hold));
+        fs::write(spool.running_job("t"), "type = \"x\"\n").unwrap();
+        assert!(!spool.still_ours("t", &c.hold));
     }
 
     #[test]
