@@ -148,8 +148,15 @@ pub struct TypeConfig {
     pub retry_delay: Duration,
     pub keep: Option<Duration>,
     pub notify: Notify,
-    /// `None`: run as the daemon's own user.
+    /// `None`: run as the daemon's own user (or, with `as_submitter`, as
+    /// each job's submitter).
     pub user: Option<RunAs>,
+    /// `user = "@submitter"` (the at(1) model): each job runs as the owner
+    /// of its submitted file, never as root.
+    pub as_submitter: bool,
+    /// `per_user`: at most this many jobs of the type run at once per
+    /// submitter.
+    pub per_user: Option<usize>,
     pub env: BTreeMap<String, String>,
     pub dir: Option<PathBuf>,
     pub accept_args: bool,
@@ -240,6 +247,7 @@ struct FileMail {
 struct FileType {
     command: Vec<String>,
     limit: Option<Slots>,
+    per_user: Option<Slots>,
     timeout: Option<Dur>,
     retries: Option<Count>,
     retry_delay: Option<Dur>,
@@ -587,7 +595,9 @@ fn type_config(
             ));
         }
     };
-    let user = match (t.user, we_are_root) {
+    let as_submitter = t.user.as_deref() == Some(SUBMITTER);
+    let user = match (t.user.filter(|u| u != SUBMITTER), we_are_root) {
+        (None, _) if as_submitter => None,
         (None, true) => {
             return Err(
                 "user: required when raccoond runs as root (write user = \"root\" to run this type as root)"
@@ -625,6 +635,8 @@ fn type_config(
         keep: t.keep.map(|d| d.0),
         notify,
         user,
+        as_submitter,
+        per_user: t.per_user.map(Slots::usize),
         env: t.env,
         dir: t.dir.map(|d| resolve(&d)),
         accept_args: t.accept_args.unwrap_or(false),
@@ -657,6 +669,9 @@ fn parse_param_spec(text: &str) -> Result<ParamSpec, String> {
     };
     Ok(ParamSpec { kind, optional })
 }
+
+/// `user = "@submitter"`: each job runs as whoever submitted it.
+pub const SUBMITTER: &str = "@submitter";
 
 /// Resolves `user`. As root any user; otherwise only the daemon's own user,
 /// since switching needs privileges it does not have.
@@ -721,6 +736,21 @@ fn absolute(p: &Path) -> PathBuf {
 )]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_submitter_and_per_user() {
+        let c =
+            load("[types.a]\ncommand = [\"x\"]\nuser = \"@submitter\"\nper_user = 2\n").unwrap();
+        let t = &c.types["a"];
+        assert!(t.as_submitter && t.user.is_none());
+        assert_eq!(t.per_user, Some(2));
+        let c = load(&format!(
+            "[types.a]\ncommand = [\"x\"]\nuser = \"{}\"\n",
+            me()
+        ))
+        .unwrap();
+        assert!(!c.types["a"].as_submitter && c.types["a"].per_user.is_none());
+    }
 
     #[test]
     fn network_file_systems_by_their_magic() {

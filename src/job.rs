@@ -38,6 +38,7 @@ struct JobFile {
     params: Option<toml::Table>,
     attempts: Option<Count>,
     submitted: Option<Stamp>,
+    submitter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +70,9 @@ pub struct Job {
     /// The first submission time, when an earlier run wrote it down;
     /// within 1970-01-01 to 9999-12-31.
     pub submitted: Option<SystemTime>,
+    /// Who first submitted it (a user name), when the daemon wrote it into
+    /// a requeued copy; believed only in a file of the daemon's own.
+    pub submitter: Option<String>,
 }
 
 /// Checks a submission against the configuration.
@@ -159,6 +163,7 @@ fn parse_text(text: &str, config: &Config) -> Result<Job, String> {
         params,
         attempts: raw.attempts.map_or(0, Count::u32),
         submitted: raw.submitted.map(|t| t.0),
+        submitter: raw.submitter,
     })
 }
 

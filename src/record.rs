@@ -100,6 +100,10 @@ pub struct Record {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_as: Option<String>,
+    /// Who submitted the job: the user name owning the submitted file (the
+    /// daemon's user for HTTP submissions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub email: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,6 +161,7 @@ impl Record {
             signal: None,
             error: None,
             submitted_as: None,
+            submitter: None,
             email: Vec::new(),
             mail: None,
             priority: None,
@@ -421,6 +426,7 @@ mod tests {
             params: toml::Table::new(),
             attempts: 1,
             submitted: Some(t("2026-11-22T09:00:00Z")),
+            submitter: None,
         };
         let outcome = Outcome {
             status: Status::Failed,

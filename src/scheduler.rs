@@ -27,6 +27,8 @@ pub struct Queued {
     pub priority: i64,
     pub submitted: SystemTime,
     pub not_before: Option<SystemTime>,
+    /// Who submitted it (uid), when known: `per_user` counts by it.
+    pub submitter: Option<u32>,
 }
 
 type Key = (Reverse<i64>, SystemTime, u64);
@@ -149,13 +151,24 @@ impl Queue {
     /// that are below their limit, when the total allows one more.
     /// Call [`Queue::promote`] first.
     pub fn next(&self, slots: &Slots) -> Option<&Queued> {
+        self.next_allowed(slots, &|_| true)
+    }
+
+    /// Like [`Queue::next`], skipping jobs that `allow` refuses (a
+    /// submitter at the type's `per_user` limit, see [`per_user_allows`]):
+    /// those wait without blocking the jobs of others behind them. Costs
+    /// one look per skipped job.
+    pub fn next_allowed(&self, slots: &Slots, allow: &dyn Fn(&Queued) -> bool) -> Option<&Queued> {
         if slots.running_total >= slots.total {
             return None;
         }
         self.ready
             .iter()
             .filter(|(kind, _)| (slots.running)(kind) < (slots.limit)(kind))
-            .filter_map(|(_, set)| set.first_key_value())
+            .filter_map(|(_, set)| {
+                set.iter()
+                    .find(|(_, name)| self.get(name).is_some_and(allow))
+            })
             .min_by_key(|(k, _)| *k)
             .and_then(|(_, name)| self.get(name))
     }
@@ -190,6 +203,12 @@ impl Queue {
     }
 }
 
+/// Whether a submitter with `running` jobs of a type may start one more,
+/// under the type's `per_user` (none: no limit). Pure.
+pub fn per_user_allows(per_user: Option<usize>, running: usize) -> bool {
+    per_user.is_none_or(|limit| running < limit)
+}
+
 fn key(job: &Queued, seq: u64) -> Key {
     (Reverse(job.priority), job.submitted, seq)
 }
@@ -217,7 +236,48 @@ mod tests {
             priority,
             submitted: at(submitted),
             not_before: not_before.map(at),
+            submitter: None,
         }
+    }
+
+    #[test]
+    fn per_user_limits_each_submitter_and_never_blocks_the_others() {
+        for (limit, running, ok) in [
+            (None, 0, true),
+            (None, 100, true),
+            (Some(1), 0, true),
+            (Some(1), 1, false),
+            (Some(2), 1, true),
+            (Some(2), 2, false),
+        ] {
+            assert_eq!(per_user_allows(limit, running), ok, "{limit:?} {running}");
+        }
+        // Ann (1000) has one running of a type with per_user = 1: her
+        // next waits, Bob's (1001) behind it starts.
+        let mut q = Queue::default();
+        let mut a = job("a", "x", 0, 1, None);
+        a.submitter = Some(1000);
+        let mut b = job("b", "x", 0, 2, None);
+        b.submitter = Some(1001);
+        q.push(a, at(10));
+        q.push(b, at(10));
+        let limit = |_: &str| 10;
+        let run = |_: &str| 1;
+        let slots = Slots {
+            total: 10,
+            running_total: 1,
+            limit: &limit,
+            running: &run,
+        };
+        let running_of = |uid: Option<u32>| usize::from(uid == Some(1000));
+        let allow = |j: &Queued| per_user_allows(Some(1), running_of(j.submitter));
+        assert_eq!(
+            q.next_allowed(&slots, &allow).map(|j| j.id.as_str()),
+            Some("b")
+        );
+        assert_eq!(q.next(&slots).map(|j| j.id.as_str()), Some("a"));
+        q.remove("b.toml");
+        assert_eq!(q.next_allowed(&slots, &allow), None);
     }
 
     /// Starts jobs until nothing more may start; returns their ids.

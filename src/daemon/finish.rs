@@ -136,7 +136,10 @@ impl Daemon {
                     ),
                     None => crate::log!("{id}: put back in new/ ({})", r.why),
                 }
-                let text = r.text(c.bytes, c.submitted.unwrap_or(now));
+                let mut text = r.text(c.bytes, c.submitted.unwrap_or(now));
+                if let Some(uid) = hold.submitter() {
+                    text = with_submitter(&text, &super::submitter::name_of(uid));
+                }
                 self.requeue(id, text.as_bytes(), hold);
             }
             Ending::Record(outcome) => {
@@ -193,6 +196,12 @@ impl Daemon {
         output: Option<Output>,
     ) {
         rec.usage = output.as_ref().and_then(|o| o.usage);
+        if rec.submitter.is_none() {
+            rec.submitter = hold
+                .as_ref()
+                .and_then(Hold::submitter)
+                .map(super::submitter::name_of);
+        }
         let notify = job
             .and_then(|j| self.config.types.get(&j.kind))
             .map_or(Notify::Always, |t| t.notify);
@@ -290,4 +299,14 @@ fn jitter(now: SystemTime) -> f64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     f64::from(nanos % 2001) / 10_000.0 - 0.1
+}
+
+/// A requeued copy's text with its first submitter written down (the copy
+/// is the daemon's own file: its owner no longer says who submitted it).
+fn with_submitter(text: &str, name: &str) -> String {
+    let Ok(mut table) = toml::from_str::<toml::Table>(text) else {
+        return text.to_string();
+    };
+    table.insert("submitter".into(), toml::Value::String(name.into()));
+    toml::to_string(&table).unwrap_or_else(|_| text.to_string())
 }

@@ -267,6 +267,10 @@ fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined
             priority: job.priority,
             submitted: job.submitted.unwrap_or(mtime),
             not_before: job.not_before,
+            submitter: super::submitter::submitter_uid(
+                Some(std::os::unix::fs::MetadataExt::uid(&meta)),
+                job.submitter.as_deref(),
+            ),
         }),
         Err(_) => Examined::Reject,
     }

@@ -66,6 +66,7 @@ mod ingest;
 mod publish;
 mod recover;
 mod start;
+mod submitter;
 
 /// How long a file found by a scan (not announced by a close or a rename)
 /// must be left alone before it is read.

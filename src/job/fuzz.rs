@@ -332,6 +332,7 @@ pub(crate) fn everything_with(
             priority: job.priority,
             submitted,
             not_before: job.not_before,
+            submitter: None,
         },
         now,
     );

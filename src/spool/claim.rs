@@ -67,9 +67,24 @@ pub struct Hold {
     /// submission's modification time) or recovery read it (the host
     /// file's): the job file's own time is the lease's.
     written: Option<std::time::SystemTime>,
+    /// Who submitted the job: the owner of the submitted file, as the
+    /// claim's `fstat` found it (kept in the host file across a crash).
+    /// `@submitter` types run as this user; cancels are checked against it.
+    submitter: Option<u32>,
 }
 
 impl Hold {
+    /// The uid of whoever submitted the job, when known.
+    pub fn submitter(&self) -> Option<u32> {
+        self.submitter
+    }
+
+    /// Sets who submitted the job: the daemon's own requeued copy says so
+    /// in its `submitter` key, which the claim's `fstat` cannot see.
+    pub fn set_submitter(&mut self, uid: u32) {
+        self.submitter = Some(uid);
+    }
+
     /// The locked descriptor a task inherits; `None` when nothing is
     /// locked (a submission that was never copied).
     pub fn lock_fd(&self) -> Option<RawFd> {
@@ -94,11 +109,16 @@ impl Hold {
 
     /// Holding a job taken back from another host: the taken file, the
     /// lock to come.
-    pub(super) fn taken_back(taken: PathBuf, written: Option<std::time::SystemTime>) -> Hold {
+    pub(super) fn taken_back(
+        taken: PathBuf,
+        written: Option<std::time::SystemTime>,
+        submitter: Option<u32>,
+    ) -> Hold {
         Hold {
             lock: None,
             taken: Some(taken),
             written,
+            submitter,
         }
     }
 
@@ -109,11 +129,16 @@ impl Hold {
 
     /// Holding only a lock: a job found in `running/` by recovery,
     /// submitted at `written` as far as it knows.
-    pub(super) fn locked(lock: Flock<File>, written: Option<std::time::SystemTime>) -> Hold {
+    pub(super) fn locked(
+        lock: Flock<File>,
+        written: Option<std::time::SystemTime>,
+        submitter: Option<u32>,
+    ) -> Hold {
         Hold {
             lock: Some(lock),
             taken: None,
             written,
+            submitter,
         }
     }
 }
@@ -199,12 +224,15 @@ impl Spool {
         if same_inode(&read, &taken) {
             // Ours now: the host file says so to other hosts, and keeps
             // the submission's time for a recovery after a crash.
-            let written = read.metadata().and_then(|m| m.modified()).ok();
-            self.write_host(&id, written);
+            let meta = read.metadata().ok();
+            let written = meta.as_ref().and_then(|m| m.modified().ok());
+            let submitter = meta.as_ref().map(std::os::unix::fs::MetadataExt::uid);
+            self.write_host(&id, written, submitter);
             let hold = Hold {
                 lock: Some(lock),
                 taken: Some(taken),
                 written,
+                submitter,
             };
             return Ok(ClaimOutcome::Claimed(Claim { id, bytes, hold }));
         }
@@ -240,6 +268,7 @@ impl Spool {
             lock: None,
             taken: Some(taken),
             written: None,
+            submitter: None,
         };
         let looked = match &hold.taken {
             Some(t) => look(t, max_bytes),
@@ -259,11 +288,13 @@ impl Spool {
         });
         match copied {
             Ok(lock) => {
-                let when = hold
+                let meta = hold
                     .taken
                     .as_ref()
-                    .and_then(|t| fs::symlink_metadata(t).and_then(|m| m.modified()).ok());
-                self.write_host(&id, when);
+                    .and_then(|t| fs::symlink_metadata(t).ok());
+                let when = meta.as_ref().and_then(|m| m.modified().ok());
+                hold.submitter = meta.as_ref().map(std::os::unix::fs::MetadataExt::uid);
+                self.write_host(&id, when, hold.submitter);
                 hold.written = when;
                 hold.lock = Some(lock);
                 Ok(ClaimOutcome::Claimed(Claim { id, bytes, hold }))
@@ -296,6 +327,7 @@ impl Spool {
                 lock: None,
                 taken: Some(taken),
                 written: None,
+                submitter: None,
             },
         }))
     }

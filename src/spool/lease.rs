@@ -33,6 +33,17 @@ use crate::fsio::{io_context, open_regular};
 /// claim in progress (a claim writes the host file right after its copy).
 pub const CLAIMING: Duration = Duration::from_secs(5);
 
+/// What `running/<id>.host` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFile {
+    /// The host identity of the daemon that holds the job.
+    pub host: String,
+    /// When the job was submitted (the host file's modification time).
+    pub submitted: Option<SystemTime>,
+    /// Who submitted it (the uid that owned the submitted file).
+    pub submitter: Option<u32>,
+}
+
 /// What recovery may do with a job file it could lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -79,10 +90,14 @@ impl Spool {
     /// modification time (a copy in `.tmp/` renamed into place, so that a
     /// reader sees all of it or none). A failure is logged: without it the
     /// job counts as this host's, as before leases.
-    pub(super) fn write_host(&self, id: &str, submitted: Option<SystemTime>) {
+    pub(super) fn write_host(&self, id: &str, submitted: Option<SystemTime>, by: Option<u32>) {
         let dest = self.running_host(id);
+        let text = match by {
+            Some(uid) => format!("{}\n{uid}\n", self.host),
+            None => format!("{}\n", self.host),
+        };
         let placed = self
-            .write_private(format!("{}\n", self.host).as_bytes(), "host", false)
+            .write_private(text.as_bytes(), "host", false)
             .and_then(|tmp| {
                 if let Some(t) = submitted
                     && let Ok(f) = File::open(&tmp)
@@ -99,15 +114,21 @@ impl Spool {
         }
     }
 
-    /// The host that holds a job in `running/` and when the job was
-    /// submitted, as its host file says; `None` without one.
-    pub(super) fn read_host(&self, id: &str) -> Option<(String, Option<SystemTime>)> {
+    /// The host that holds a job in `running/`, when the job was
+    /// submitted and by whom (uid), as its host file says; `None` without
+    /// one.
+    pub(super) fn read_host(&self, id: &str) -> Option<HostFile> {
         let path = self.running_host(id);
         let (mut file, meta) = open_regular(&path).ok()??;
         let mut text = String::new();
         io::Read::read_to_string(&mut io::Read::take(&mut file, 300), &mut text).ok()?;
-        let host = text.lines().next()?.trim().to_string();
-        Some((host, meta.modified().ok()))
+        let mut lines = text.lines();
+        let host = lines.next()?.trim().to_string();
+        Some(HostFile {
+            host,
+            submitted: meta.modified().ok(),
+            submitter: lines.next().and_then(|l| l.trim().parse().ok()),
+        })
     }
 
     /// Removes a job's host file (after its job file).
@@ -180,8 +201,15 @@ mod tests {
             .with_host("h1");
         assert_eq!(spool.read_host("j"), None);
         let when = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        spool.write_host("j", Some(when));
-        assert_eq!(spool.read_host("j"), Some(("h1".into(), Some(when))));
+        spool.write_host("j", Some(when), Some(1234));
+        let want = HostFile {
+            host: "h1".into(),
+            submitted: Some(when),
+            submitter: Some(1234),
+        };
+        assert_eq!(spool.read_host("j"), Some(want));
+        spool.write_host("j", None, None);
+        assert_eq!(spool.read_host("j").unwrap().submitter, None);
         spool.remove_host("j");
         assert_eq!(spool.read_host("j"), None);
         let now = spool.fs_now().unwrap();

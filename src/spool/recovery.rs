@@ -149,8 +149,9 @@ impl Spool {
         let holder = self.read_host(id);
         let written = holder
             .as_ref()
-            .and_then(|h| h.1)
+            .and_then(|h| h.submitted)
             .or_else(|| opened.modified().ok());
+        let by = holder.as_ref().and_then(|h| h.submitter);
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((file, Errno::EWOULDBLOCK)) => {
@@ -159,7 +160,7 @@ impl Spool {
                         crate::log!(
                             "{id}: recover: its job file is locked by pid {pids:?}, not a daemon; replaced by a new copy"
                         );
-                        self.take_over(id, file, max_bytes, written)
+                        self.take_over(id, file, max_bytes, (written, by))
                             .map(|c| Some(Leftover::Orphan(c)))
                     }
                     _ => Ok(Some(Leftover::Alive(id.to_string()))),
@@ -174,22 +175,22 @@ impl Spool {
         let touched = lock.metadata().and_then(|m| m.modified());
         let verdict = match (clock.now, touched) {
             (Some(now), Ok(touched)) => lease::verdict(
-                holder.as_ref().map(|h| h.0.as_str()),
+                holder.as_ref().map(|h| h.host.as_str()),
                 &self.host,
                 touched,
                 now,
                 clock.lease,
             ),
             // Without the file system's clock, only what is surely ours.
-            _ if holder.as_ref().is_some_and(|h| h.0 == self.host) => Verdict::Ours,
+            _ if holder.as_ref().is_some_and(|h| h.host == self.host) => Verdict::Ours,
             _ => Verdict::Leased,
         };
         match verdict {
             Verdict::Ours => {}
             Verdict::Leased => return Ok(Some(Leftover::Alive(id.to_string()))),
             Verdict::Expired => {
-                let from = holder.map_or_else(String::new, |h| h.0);
-                return self.take_back(id, lock, max_bytes, written, &from);
+                let from = holder.map_or_else(String::new, |h| h.host);
+                return self.take_back(id, lock, max_bytes, (written, by), &from);
             }
         }
         let bytes = read_limited(&mut lock, max_bytes).map_err(|e| io_context("read", &path, e))?;
@@ -200,7 +201,7 @@ impl Spool {
         Ok(Some(Leftover::Orphan(Claim {
             id: id.to_string(),
             bytes,
-            hold: Hold::locked(lock, written),
+            hold: Hold::locked(lock, written, by),
         })))
     }
 
@@ -213,7 +214,7 @@ impl Spool {
         id: &str,
         mut old: Flock<File>,
         max_bytes: u64,
-        written: Option<SystemTime>,
+        (written, by): (Option<SystemTime>, Option<u32>),
         from: &str,
     ) -> io::Result<Option<Leftover>> {
         let path = self.running_job(id);
@@ -225,7 +226,7 @@ impl Spool {
         }
         crate::log!("{id}: recover: the lease of host {from:?} ran out; taken back");
         let bytes = read_limited(&mut old, max_bytes).map_err(|e| io_context("read", &taken, e))?;
-        let mut hold = Hold::taken_back(taken, written);
+        let mut hold = Hold::taken_back(taken, written, by);
         if self.done_record(id).symlink_metadata().is_ok() || self.still_in_new(id, &bytes) {
             self.remove_running(id);
             self.release(hold);
@@ -238,7 +239,7 @@ impl Spool {
             // back into `new/`.
             return Err(io_context("rename into running/", &path, e));
         }
-        self.write_host(id, written);
+        self.write_host(id, written, by);
         hold.set_lock(lock);
         Ok(Some(Leftover::Orphan(Claim {
             id: id.to_string(),
@@ -274,7 +275,7 @@ impl Spool {
         id: &str,
         mut file: File,
         max_bytes: u64,
-        written: Option<SystemTime>,
+        (written, by): (Option<SystemTime>, Option<u32>),
     ) -> io::Result<Claim> {
         let path = self.running_job(id);
         let bytes = read_limited(&mut file, max_bytes).map_err(|e| io_context("read", &path, e))?;
@@ -286,7 +287,7 @@ impl Spool {
         Ok(Claim {
             id: id.to_string(),
             bytes,
-            hold: Hold::locked(lock, written),
+            hold: Hold::locked(lock, written, by),
         })
     }
 

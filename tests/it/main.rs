@@ -31,6 +31,9 @@ mod regression;
 mod report;
 /// Crash recovery, signals, timeouts, retries, cancel, expiry, hostile input.
 mod robust;
+/// `user = "@submitter"`: jobs run as their file's owner, per_user,
+/// cancels only by the submitter, root-owned submissions refused, 422 over HTTP.
+mod submitters;
 /// The harness: TestSpool, waits with deadlines.
 mod support;
 /// Tasks and their processes: the death signal as another user, per-job
