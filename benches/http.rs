@@ -521,6 +521,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
             exit_code: Some(1),
             signal: None,
             error: Some("exited with status 1".to_string()),
+            submitter: None,
         };
         history.observe(&row.kind.clone(), &row, now);
     }
@@ -546,6 +547,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                 started: ago(i as u64),
                 pid: 10_000 + i as u32,
                 attempt: 1,
+                submitter: Some("ann".to_string()),
             })
             .collect(),
         queued: (0..ROWS.min(queued))
@@ -555,6 +557,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                 priority: (i % 3) as i64,
                 submitted: ago(3600 - i as u64),
                 not_before: (i % 7 == 0).then(|| now + Duration::from_secs(600)),
+                submitter: Some("ann".to_string()),
             })
             .collect(),
         finished: (0..ROWS)
@@ -567,6 +570,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                 exit_code: Some((i % 2) as i32),
                 signal: None,
                 error: (i % 2 == 1).then(|| "exited with status 1".to_string()),
+                submitter: Some("ann".to_string()),
             })
             .collect(),
         finished_counts,

@@ -95,6 +95,7 @@ fn main() {
                 priority: 0,
                 submitted: std::time::SystemTime::now(),
                 not_before: None,
+                submitter: None,
             })
             .collect(),
         ..Default::default()

@@ -252,6 +252,7 @@ mod tests {
             exit_code: None,
             signal: None,
             error: None,
+            submitter: None,
         }
     }
 

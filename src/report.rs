@@ -140,17 +140,18 @@ fn running(h: &mut String, rows: &[RunningRow], total: usize, now: SystemTime) -
         return Ok(());
     }
     h.push_str(
-        "<table>\n<thead><tr><th>Job</th><th>Type</th><th>Started</th><th class=\"num\">Elapsed</th>\
+        "<table>\n<thead><tr><th>Job</th><th>Type</th><th>By</th><th>Started</th><th class=\"num\">Elapsed</th>\
          <th class=\"num\">Attempt</th><th class=\"num\">PID</th><th>Output</th></tr></thead>\n<tbody>\n",
     );
     for r in rows {
         let elapsed = now.duration_since(r.started).unwrap_or(Duration::ZERO);
         writeln!(
             h,
-            "<tr><td class=\"id\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
+            "<tr><td class=\"id\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&r.id),
             escape(&r.kind),
+            escape(r.submitter.as_deref().unwrap_or("")),
             clock(r.started),
             escape(&time::format_duration(elapsed)),
             r.attempt,
@@ -173,7 +174,7 @@ fn queued(h: &mut String, rows: &[QueuedRow], total: usize, now: SystemTime) -> 
         return Ok(());
     }
     h.push_str(
-        "<table>\n<thead><tr><th class=\"num\">#</th><th>Job</th><th>Type</th><th class=\"num\">Priority</th>\
+        "<table>\n<thead><tr><th class=\"num\">#</th><th>Job</th><th>Type</th><th>By</th><th class=\"num\">Priority</th>\
          <th>Submitted</th><th>Not before</th></tr></thead>\n<tbody>\n",
     );
     for (i, q) in rows.iter().enumerate() {
@@ -190,11 +191,12 @@ fn queued(h: &mut String, rows: &[QueuedRow], total: usize, now: SystemTime) -> 
         };
         writeln!(
             h,
-            "<tr><td class=\"num\">{}</td><td class=\"id\">{}</td><td>{}</td><td class=\"num\">{}</td>\
+            "<tr><td class=\"num\">{}</td><td class=\"id\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
              <td>{}</td><td>{not_before}</td></tr>",
             i + 1,
             escape(&q.id),
             escape(&q.kind),
+            escape(q.submitter.as_deref().unwrap_or("")),
             q.priority,
             stamp(q.submitted)
         )?;
@@ -211,7 +213,7 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
         return Ok(());
     }
     h.push_str(
-        "<table>\n<thead><tr><th>Job</th><th>Type</th><th>Status</th><th>Finished</th>\
+        "<table>\n<thead><tr><th>Job</th><th>Type</th><th>By</th><th>Status</th><th>Finished</th>\
          <th class=\"num\">Duration</th><th class=\"num\">Exit</th><th>Output</th></tr></thead>\n<tbody>\n",
     );
     for f in rows {
@@ -229,7 +231,7 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
                 let short: String = e.chars().take(90).collect();
                 let cut = if short.len() < e.len() { "…" } else { "" };
                 format!(
-                    "<tr class=\"why-row\"><td colspan=\"7\"><div class=\"why\">{}{cut}</div></td></tr>\n",
+                    "<tr class=\"why-row\"><td colspan=\"8\"><div class=\"why\">{}{cut}</div></td></tr>\n",
                     escape(&short)
                 )
             }
@@ -245,7 +247,7 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
         };
         write!(
             h,
-            "<tr{}><td class=\"id\">{}</td><td>{}</td><td><span class=\"st {}\">{}</span></td>\
+            "<tr{}><td class=\"id\">{}</td><td>{}</td><td>{}</td><td><span class=\"st {}\">{}</span></td>\
              <td><span title=\"{}\">{}</span></td><td class=\"num\">{}</td><td class=\"num\">{exit}</td><td>{}</td></tr>\n{why}",
             if why.is_empty() {
                 ""
@@ -254,6 +256,7 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
             },
             escape(&f.id),
             escape(&f.kind),
+            escape(f.submitter.as_deref().unwrap_or("")),
             status_class(f.status),
             escape(f.status.as_str()),
             escape(&time::format_rfc3339(f.finished)),
@@ -453,7 +456,7 @@ fn more(h: &mut String, total: usize, shown: usize, what: &str) -> std::fmt::Res
     if total > shown {
         write!(
             h,
-            "<tr class=\"more\"><td colspan=\"7\">… and {} more {what} job{} not shown</td></tr>",
+            "<tr class=\"more\"><td colspan=\"8\">… and {} more {what} job{} not shown</td></tr>",
             group(total - shown),
             if total - shown == 1 { "" } else { "s" }
         )?;
@@ -662,6 +665,7 @@ mod tests {
                 started: at(10),
                 pid: 4242,
                 attempt: 1,
+                submitter: Some("ann".into()),
             }],
             queued: (0..queued_total.min(crate::status::ROWS))
                 .map(|i| QueuedRow {
@@ -670,6 +674,7 @@ mod tests {
                     priority: 0,
                     submitted: at(i as u64),
                     not_before: None,
+                    submitter: Some("bob".into()),
                 })
                 .collect(),
             finished: vec![FinishedRow {
@@ -681,6 +686,7 @@ mod tests {
                 exit_code: Some(3),
                 signal: None,
                 error: Some("exited with <b>status</b> 3".into()),
+                submitter: Some("<i>eve</i>".into()),
             }],
             finished_counts: BTreeMap::new(),
             durations: BTreeMap::new(),
@@ -718,6 +724,12 @@ mod tests {
             ),
             "the error, escaped: {html}"
         );
+        // Who submitted each job, escaped, in its own column.
+        assert!(html.contains("<td>&lt;i&gt;eve&lt;/i&gt;</td>"), "{html}");
+        assert!(html.contains("<td>ann</td>"), "{html}");
+        let queued = render(&snapshot(1), at(100));
+        assert!(queued.contains("<td>bob</td>"), "{queued}");
+        assert!(html.contains("<th>By</th>"));
         assert_eq!(escape("a&\"'<>"), "a&amp;&quot;&#39;&lt;&gt;");
         assert_eq!(href_path("../x"), "%2E.%2Fx");
     }
@@ -795,8 +807,8 @@ mod props {
                 draining: true,
                 history: Default::default(),
                 types: vec![TypeRow { name: "t".into(), limit: total, running, queued }],
-                running: vec![RunningRow { id: "r".into(), kind: "t".into(), started, pid: 1, attempt }],
-                queued: vec![QueuedRow { id: "q".into(), kind: "t".into(), priority, submitted, not_before }],
+                running: vec![RunningRow { id: "r".into(), kind: "t".into(), started, pid: 1, attempt, submitter: Some("u".repeat(32)) }],
+                queued: vec![QueuedRow { id: "q".into(), kind: "t".into(), priority, submitted, not_before, submitter: Some("u".repeat(32)) }],
                 finished: vec![FinishedRow {
                     id: "f".into(),
                     kind: "t".into(),
@@ -806,6 +818,7 @@ mod props {
                     exit_code: Some(0),
                     signal: None,
                     error: None,
+                    submitter: Some("u".repeat(32)),
                 }],
                 finished_counts: BTreeMap::from([(("t".to_string(), Status::Succeeded), n)]),
                 durations: BTreeMap::from([("t".to_string(), h)]),

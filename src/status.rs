@@ -66,6 +66,8 @@ pub struct RunningRow {
     pub started: SystemTime,
     pub pid: u32,
     pub attempt: u32,
+    /// Who submitted it (a user name), when known.
+    pub submitter: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +77,8 @@ pub struct QueuedRow {
     pub priority: i64,
     pub submitted: SystemTime,
     pub not_before: Option<SystemTime>,
+    /// Who submitted it (a user name), when known.
+    pub submitter: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +92,8 @@ pub struct FinishedRow {
     pub signal: Option<String>,
     /// Why it failed or was rejected, in words.
     pub error: Option<String>,
+    /// Who submitted it, as its record says.
+    pub submitter: Option<String>,
 }
 
 /// How many finished jobs the [`FinishedIndex`] holds: `GET /jobs` shows

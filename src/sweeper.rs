@@ -115,6 +115,7 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
                 exit_code: rec.exit_code,
                 signal: rec.signal,
                 error: rec.error,
+                submitter: rec.submitter,
             });
         } else {
             unplaced = true;

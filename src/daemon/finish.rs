@@ -255,6 +255,7 @@ impl Daemon {
             exit_code: rec.exit_code,
             signal: rec.signal.clone(),
             error: rec.error.clone(),
+            submitter: rec.submitter.clone(),
         };
         std::sync::Arc::make_mut(&mut self.history).observe(&counted, &row, time::now());
         self.recent.push_front(row);

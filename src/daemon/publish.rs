@@ -79,6 +79,7 @@ impl Daemon {
                 started: r.started,
                 pid: r.task.id(),
                 attempt: r.attempt,
+                submitter: r.hold.submitter().map(super::submitter::shown_name),
             })
             .collect();
         running.sort_by_key(|r| r.started);
@@ -100,6 +101,7 @@ impl Daemon {
                     priority: q.priority,
                     submitted: q.submitted,
                     not_before: q.not_before,
+                    submitter: q.submitter.map(super::submitter::shown_name),
                 })
                 .collect(),
             finished: self.recent.iter().cloned().collect(),

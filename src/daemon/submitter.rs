@@ -35,6 +35,24 @@ pub(super) fn name_of(uid: u32) -> String {
         .map_or_else(|| uid.to_string(), |u| u.name)
 }
 
+/// [`name_of`] for the report, from a cache (the snapshot names up to a
+/// few hundred rows a second; a user renamed meanwhile shows its old name
+/// until restart).
+pub(super) fn shown_name(uid: u32) -> String {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static NAMES: RefCell<HashMap<u32, String>> = RefCell::new(HashMap::new());
+    }
+    NAMES.with(|n| {
+        let mut n = n.borrow_mut();
+        if n.len() > 10_000 {
+            n.clear();
+        }
+        n.entry(uid).or_insert_with(|| name_of(uid)).clone()
+    })
+}
+
 /// Who a task of an `@submitter` type runs as, for submitter `uid`; the
 /// error is the record's `error`.
 pub(super) fn run_as(uid: Option<u32>) -> Result<RunAs, String> {

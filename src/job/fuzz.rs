@@ -374,6 +374,7 @@ pub(crate) fn everything_with(
             started: submitted,
             pid: u32::MAX,
             attempt,
+            submitter: Some("\u{202e}<b>".into()),
         }],
         queued: vec![QueuedRow {
             id: "j".into(),
@@ -381,6 +382,7 @@ pub(crate) fn everything_with(
             priority: job.priority,
             submitted,
             not_before: job.not_before,
+            submitter: None,
         }],
         finished: vec![FinishedRow {
             id: "j".into(),
@@ -391,6 +393,7 @@ pub(crate) fn everything_with(
             exit_code: None,
             signal: Some("SIGKILL".into()),
             error: Some(format!("timed out after {}", time::format_duration(ran))),
+            submitter: Some("ann".into()),
         }],
         finished_counts: BTreeMap::from([((job.kind.clone(), Status::TimedOut), u64::MAX)]),
         durations,

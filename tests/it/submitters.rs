@@ -74,12 +74,19 @@ fn open_spool(t: &TestSpool) {
     }
 }
 
-fn started(r: &toml::Table) -> String {
-    r["started"].to_string()
+/// A record's datetime field as an instant (a string compare would put
+/// `…:24Z` after `…:24.001Z`).
+fn instant(r: &toml::Table, key: &str) -> std::time::SystemTime {
+    let text = r[key].to_string();
+    raccoond::time::parse_rfc3339(&text).unwrap_or_else(|e| panic!("{key} = {text}: {e}"))
 }
 
-fn finished(r: &toml::Table) -> String {
-    r["finished"].to_string()
+fn started(r: &toml::Table) -> std::time::SystemTime {
+    instant(r, "started")
+}
+
+fn finished(r: &toml::Table) -> std::time::SystemTime {
+    instant(r, "finished")
 }
 
 #[test]
