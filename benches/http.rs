@@ -527,6 +527,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                 memory_peak_bytes: None,
                 oom_killed: None,
             }),
+            submitter: None,
         };
         history.observe(&row.kind.clone(), &row, now);
     }
@@ -554,6 +555,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                 started: ago(i as u64),
                 pid: 10_000 + i as u32,
                 attempt: 1,
+                submitter: Some("ann".to_string()),
             })
             .collect(),
         queued: (0..ROWS.min(queued))
@@ -564,6 +566,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                 submitted: ago(3600 - i as u64),
                 not_before: (i % 7 == 0).then(|| now + Duration::from_secs(600)),
                 waiting_for: Vec::new(),
+                submitter: Some("ann".to_string()),
             })
             .collect(),
         finished: (0..ROWS)
@@ -582,6 +585,7 @@ fn render_cost(queued: usize, pages: usize) -> Render {
                     memory_peak_bytes: None,
                     oom_killed: None,
                 }),
+                submitter: Some("ann".to_string()),
             })
             .collect(),
         finished_counts,

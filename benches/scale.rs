@@ -96,6 +96,7 @@ fn main() {
                 submitted: std::time::SystemTime::now(),
                 not_before: None,
                 waiting_for: Vec::new(),
+                submitter: None,
             })
             .collect(),
         ..Default::default()

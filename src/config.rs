@@ -47,10 +47,18 @@ pub struct Config {
     pub stop_timeout: Duration,
     pub kill_grace: Duration,
     /// `None` when periodic scans of `new/` are off (`rescan = "0"`).
+    /// Unset, 60 s, or 2 s on a network file system (inotify does not see
+    /// other hosts' writes there).
     pub rescan: Option<Duration>,
     /// Jobs held in memory at most (queued, and files in `new/` waiting to
     /// settle): what bounds the daemon's memory whatever `new/` holds.
     pub max_queued: usize,
+    /// This daemon's host identity (`host`, default the host name):
+    /// daemons of other hosts wait for its leases rather than trust locks.
+    pub host: String,
+    /// How long a running job of this daemon stays its own for daemons of
+    /// other hosts after the last refresh of its lease (`lease`, 60 s).
+    pub lease: Duration,
     pub http: HttpConfig,
     pub mail: Option<MailConfig>,
     /// `[resources]`: each counted resource's units, by name (SPEC §13).
@@ -156,8 +164,15 @@ pub struct TypeConfig {
     pub retry_delay: Duration,
     pub keep: Option<Duration>,
     pub notify: Notify,
-    /// `None`: run as the daemon's own user.
+    /// `None`: run as the daemon's own user (or, with `as_submitter`, as
+    /// each job's submitter).
     pub user: Option<RunAs>,
+    /// `user = "@submitter"` (the at(1) model): each job runs as the owner
+    /// of its submitted file, never as root.
+    pub as_submitter: bool,
+    /// `per_user`: at most this many jobs of the type run at once per
+    /// submitter.
+    pub per_user: Option<usize>,
     pub env: BTreeMap<String, String>,
     pub dir: Option<PathBuf>,
     pub accept_args: bool,
@@ -220,6 +235,8 @@ struct FileConfig {
     kill_grace: Option<Dur>,
     rescan: Option<Dur>,
     max_queued: Option<Queued>,
+    host: Option<String>,
+    lease: Option<Dur>,
     http: Option<FileHttp>,
     mail: Option<FileMail>,
     resources: Option<toml::Table>,
@@ -255,6 +272,7 @@ struct FileMail {
 struct FileType {
     command: Vec<String>,
     limit: Option<Slots>,
+    per_user: Option<Slots>,
     timeout: Option<Dur>,
     retries: Option<Count>,
     retry_delay: Option<Dur>,
@@ -328,9 +346,23 @@ impl Config {
             ),
         };
         let max_job_bytes = raw.max_job_bytes.map_or(1 << 20, JobBytes::get);
-        let rescan = raw.rescan.map_or(Some(Duration::from_secs(60)), |d| {
-            (!d.0.is_zero()).then_some(d.0)
-        });
+        let rescan = raw.rescan.map_or_else(
+            || Some(default_rescan(&spool)),
+            |d| (!d.0.is_zero()).then_some(d.0),
+        );
+        let host = raw.host.unwrap_or_else(crate::ids::hostname);
+        if host.is_empty() || host.len() > 255 || host.chars().any(|c| c.is_control()) {
+            return Err(err(format!(
+                "host = {host:?}: must be 1 to 255 characters, none of them control characters"
+            )));
+        }
+        let lease = raw.lease.map_or(Duration::from_secs(60), |d| d.0);
+        if lease < Duration::from_secs(3) {
+            return Err(err(format!(
+                "lease = {:?}: must be at least 3s (it is refreshed every lease / 3)",
+                humantime::format_duration(lease).to_string()
+            )));
+        }
 
         let http = match (&over.listen, raw.http) {
             (listen, None) => HttpConfig {
@@ -416,6 +448,8 @@ impl Config {
             kill_grace: raw.kill_grace.map_or(Duration::from_secs(10), |d| d.0),
             rescan,
             max_queued: raw.max_queued.map_or(DEFAULT_MAX_QUEUED, Queued::usize),
+            host,
+            lease,
             http,
             mail,
             resources,
@@ -429,6 +463,11 @@ impl Config {
             config.schedules.insert(sname, s);
         }
         Ok(config)
+    }
+
+    /// How often each running job's lease is refreshed: a third of it.
+    pub fn lease_refresh(&self) -> Duration {
+        self.lease / 3
     }
 
     /// The limit of a type, or the total when it has none.
@@ -607,7 +646,9 @@ fn type_config(
             ));
         }
     };
-    let user = match (t.user, we_are_root) {
+    let as_submitter = t.user.as_deref() == Some(SUBMITTER);
+    let user = match (t.user.filter(|u| u != SUBMITTER), we_are_root) {
+        (None, _) if as_submitter => None,
         (None, true) => {
             return Err(
                 "user: required when raccoond runs as root (write user = \"root\" to run this type as root)"
@@ -649,6 +690,8 @@ fn type_config(
         keep: t.keep.map(|d| d.0),
         notify,
         user,
+        as_submitter,
+        per_user: t.per_user.map(Slots::usize),
         env: t.env,
         dir: t.dir.map(|d| resolve(&d)),
         accept_args: t.accept_args.unwrap_or(false),
@@ -682,6 +725,9 @@ fn parse_param_spec(text: &str) -> Result<ParamSpec, String> {
     };
     Ok(ParamSpec { kind, optional })
 }
+
+/// `user = "@submitter"`: each job runs as whoever submitted it.
+pub const SUBMITTER: &str = "@submitter";
 
 /// Resolves `user`. As root any user; otherwise only the daemon's own user,
 /// since switching needs privileges it does not have.
@@ -741,6 +787,27 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
+/// `rescan` when it is not set: 2 s on a network file system (NFS, CephFS,
+/// SMB, FUSE: other hosts' writes raise no inotify event), else 60 s. A
+/// spool that cannot be looked at yet counts as local.
+// `f_type` is an i64 here and an i32 on 32-bit targets.
+#[allow(clippy::unnecessary_cast)]
+fn default_rescan(spool: &Path) -> Duration {
+    let network =
+        nix::sys::statfs::statfs(spool).is_ok_and(|s| is_network_fs(s.filesystem_type().0 as i64));
+    Duration::from_secs(if network { 2 } else { 60 })
+}
+
+/// Whether a statfs `f_type` is a network (or user-space) file system.
+fn is_network_fs(magic: i64) -> bool {
+    const NFS: i64 = 0x6969;
+    const CEPH: i64 = 0x00c3_6400;
+    const SMB2: i64 = 0xfe53_4d42;
+    const CIFS: i64 = 0xff53_4d42;
+    const FUSE: i64 = 0x6573_5546;
+    [NFS, CEPH, SMB2, CIFS, FUSE].contains(&magic)
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -749,6 +816,49 @@ fn absolute(p: &Path) -> PathBuf {
 )]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_submitter_and_per_user() {
+        let c =
+            load("[types.a]\ncommand = [\"x\"]\nuser = \"@submitter\"\nper_user = 2\n").unwrap();
+        let t = &c.types["a"];
+        assert!(t.as_submitter && t.user.is_none());
+        assert_eq!(t.per_user, Some(2));
+        let c = load(&format!(
+            "[types.a]\ncommand = [\"x\"]\nuser = \"{}\"\n",
+            me()
+        ))
+        .unwrap();
+        assert!(!c.types["a"].as_submitter && c.types["a"].per_user.is_none());
+    }
+
+    #[test]
+    fn network_file_systems_by_their_magic() {
+        for (magic, network) in [
+            (0x6969, true),
+            (0x00c3_6400, true),
+            (0xfe53_4d42, true),
+            (0x6573_5546, true),
+            (0xef53, false),
+            (0x0102_1994, false),
+        ] {
+            assert_eq!(is_network_fs(magic), network, "{magic:#x}");
+        }
+    }
+
+    #[test]
+    fn host_and_lease_have_defaults_and_bounds() {
+        let base = format!("[types.a]\ncommand = [\"x\"]\nuser = \"{}\"\n", me());
+        let c = load(&base).unwrap();
+        assert_eq!(c.host, crate::ids::hostname());
+        assert_eq!(c.lease, Duration::from_secs(60));
+        assert_eq!(c.lease_refresh(), Duration::from_secs(20));
+        let c = load(&format!("host = \"b\"\nlease = \"3s\"\n{base}")).unwrap();
+        assert_eq!((c.host.as_str(), c.lease), ("b", Duration::from_secs(3)));
+        for bad in ["host = \"\"\n", "lease = \"2s\"\n"] {
+            assert!(load(&format!("{bad}{base}")).is_err(), "{bad}");
+        }
+    }
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_text(

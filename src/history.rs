@@ -40,6 +40,8 @@ pub struct FinishedRow {
     /// in the row and, per type, over the last hour. `None` for a job
     /// that never ran.
     pub usage: Option<Usage>,
+    /// Who submitted it, as its record says.
+    pub submitter: Option<String>,
 }
 
 /// Minutes the chart covers, the current one included.
@@ -315,6 +317,7 @@ mod tests {
             signal: None,
             error: None,
             usage: None,
+            submitter: None,
         }
     }
 

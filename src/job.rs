@@ -42,6 +42,7 @@ struct JobFile {
     after_any: Option<Vec<String>>,
     unique: Option<String>,
     needs: Option<std::collections::BTreeMap<String, i64>>,
+    submitter: Option<String>,
 }
 
 /// The most job ids `after` and `after_any` may name together: each is
@@ -92,6 +93,9 @@ pub struct Job {
     /// The resources it needs (its own `needs`, else its type's): none
     /// zero, each within what `[resources]` has.
     pub needs: std::collections::BTreeMap<String, u32>,
+    /// Who first submitted it (a user name), when the daemon wrote it into
+    /// a requeued copy; believed only in a file of the daemon's own.
+    pub submitter: Option<String>,
 }
 
 /// The configuration file read and checked whole: [`Config::load`], then
@@ -230,6 +234,7 @@ fn parse_text(text: &str, config: &Config) -> Result<Job, String> {
         after_any,
         unique,
         needs,
+        submitter: raw.submitter,
     })
 }
 

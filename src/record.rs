@@ -101,6 +101,10 @@ pub struct Record {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_as: Option<String>,
+    /// Who submitted the job: the user name owning the submitted file (the
+    /// daemon's user for HTTP submissions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub email: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +214,7 @@ impl Record {
             signal: None,
             error: None,
             submitted_as: None,
+            submitter: None,
             email: Vec::new(),
             mail: None,
             priority: None,
@@ -538,6 +543,7 @@ mod tests {
             after_any: Vec::new(),
             unique: Some("nightly".into()),
             needs: std::collections::BTreeMap::from([("gpu".into(), 1)]),
+            submitter: None,
         };
         let outcome = Outcome {
             status: Status::Failed,

@@ -166,17 +166,18 @@ fn running(h: &mut String, rows: &[RunningRow], total: usize, now: SystemTime) -
         return Ok(());
     }
     h.push_str(
-        "<table>\n<thead><tr><th>Job</th><th>Type</th><th>Started</th><th class=\"num\">Elapsed</th>\
+        "<table>\n<thead><tr><th>Job</th><th>Type</th><th>By</th><th>Started</th><th class=\"num\">Elapsed</th>\
          <th class=\"num\">Attempt</th><th class=\"num\">PID</th><th>Output</th></tr></thead>\n<tbody>\n",
     );
     for r in rows {
         let elapsed = now.duration_since(r.started).unwrap_or(Duration::ZERO);
         writeln!(
             h,
-            "<tr><td class=\"id\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
+            "<tr><td class=\"id\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&r.id),
             escape(&r.kind),
+            escape(r.submitter.as_deref().unwrap_or("")),
             clock(r.started),
             escape(&time::format_duration(elapsed)),
             r.attempt,
@@ -201,7 +202,7 @@ fn queued(h: &mut String, s: &Snapshot, now: SystemTime) -> std::fmt::Result {
         return Ok(());
     }
     h.push_str(
-        "<table>\n<thead><tr><th class=\"num\">#</th><th>Job</th><th>Type</th><th class=\"num\">Priority</th>\
+        "<table>\n<thead><tr><th class=\"num\">#</th><th>Job</th><th>Type</th><th>By</th><th class=\"num\">Priority</th>\
          <th>Submitted</th><th>Not before</th><th>Waits for</th></tr></thead>\n<tbody>\n",
     );
     for (i, q) in rows.iter().enumerate() {
@@ -230,11 +231,12 @@ fn queued(h: &mut String, s: &Snapshot, now: SystemTime) -> std::fmt::Result {
         };
         writeln!(
             h,
-            "<tr><td class=\"num\">{}</td><td class=\"id\">{}</td><td>{}</td><td class=\"num\">{}</td>\
+            "<tr><td class=\"num\">{}</td><td class=\"id\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
              <td>{}</td><td>{not_before}</td><td class=\"why\">{waits}</td></tr>",
             i + 1,
             escape(&q.id),
             escape(&q.kind),
+            escape(q.submitter.as_deref().unwrap_or("")),
             q.priority,
             stamp(q.submitted)
         )?;
@@ -287,7 +289,7 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
         return Ok(());
     }
     h.push_str(
-        "<table>\n<thead><tr><th>Job</th><th>Type</th><th>Status</th><th>Finished</th>\
+        "<table>\n<thead><tr><th>Job</th><th>Type</th><th>By</th><th>Status</th><th>Finished</th>\
          <th class=\"num\">Duration</th><th class=\"num\" title=\"CPU time · max RSS\">Used</th>\
          <th class=\"num\">Exit</th><th>Output</th></tr></thead>\n<tbody>\n",
     );
@@ -315,7 +317,7 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
                 let short: String = e.chars().take(90).collect();
                 let cut = if short.len() < e.len() { "…" } else { "" };
                 format!(
-                    "<tr class=\"why-row\"><td colspan=\"8\"><div class=\"why\">{}{cut}</div></td></tr>\n",
+                    "<tr class=\"why-row\"><td colspan=\"9\"><div class=\"why\">{}{cut}</div></td></tr>\n",
                     escape(&short)
                 )
             }
@@ -331,7 +333,7 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
         };
         write!(
             h,
-            "<tr{}><td class=\"id\">{}</td><td>{}</td><td><span class=\"st {}\">{}</span></td>\
+            "<tr{}><td class=\"id\">{}</td><td>{}</td><td>{}</td><td><span class=\"st {}\">{}</span></td>\
              <td><span title=\"{}\">{}</span></td><td class=\"num\">{}</td><td class=\"num used\">{used}</td>\
              <td class=\"num\">{exit}</td><td>{}</td></tr>\n{why}",
             if why.is_empty() {
@@ -341,6 +343,7 @@ fn finished(h: &mut String, rows: &[FinishedRow], now: SystemTime) -> std::fmt::
             },
             escape(&f.id),
             escape(&f.kind),
+            escape(f.submitter.as_deref().unwrap_or("")),
             status_class(f.status),
             escape(f.status.as_str()),
             escape(&time::format_rfc3339(f.finished)),
@@ -566,7 +569,7 @@ fn more(h: &mut String, total: usize, shown: usize, what: &str) -> std::fmt::Res
     if total > shown {
         write!(
             h,
-            "<tr class=\"more\"><td colspan=\"7\">… and {} more {what} job{} not shown</td></tr>",
+            "<tr class=\"more\"><td colspan=\"8\">… and {} more {what} job{} not shown</td></tr>",
             group(total - shown),
             if total - shown == 1 { "" } else { "s" }
         )?;
@@ -717,6 +720,7 @@ const CSS_HOUR: &str = "
 .why{white-space:normal;max-width:none}
 tr.has-why td{border-bottom:0}.why-row td{padding-top:0}
 #types td:first-child,#running td:nth-child(2),#finished td:nth-child(2),#queued td:nth-child(3),.per-type td:first-child{max-width:14em;overflow:hidden;text-overflow:ellipsis}
+#running td:nth-child(3),#finished td:nth-child(3),#queued td:nth-child(4){max-width:8em;overflow:hidden;text-overflow:ellipsis}
 .row2{display:grid;grid-template-columns:minmax(0,1fr) 19em;gap:0 14px;align-items:start}
 @media (max-width:1150px){.row2{grid-template-columns:minmax(0,1fr)}}
 .hour{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:10px 20px;align-items:start}
@@ -740,9 +744,9 @@ rect.ok{fill:#2f9e44}rect.bad{fill:#e03131}rect.meh{fill:#adb5bd}
 @media (max-width:600px){
 body{padding:12px 10px}
 .id{max-width:36vw}
-#running th:nth-child(3),#running td:nth-child(3),#running th:nth-child(5),#running td:nth-child(5),#running th:nth-child(6),#running td:nth-child(6),
-#finished th:nth-child(2),#finished td:nth-child(2),#finished th:nth-child(4),#finished td:nth-child(4),#finished th:nth-child(5),#finished td:nth-child(5),#finished th:nth-child(6),#finished td:nth-child(6),#finished th:nth-child(7),#finished td:nth-child(7),
-#queued th:nth-child(4),#queued td:nth-child(4),#queued th:nth-child(5),#queued td:nth-child(5),
+#running th:nth-child(3),#running td:nth-child(3),#running th:nth-child(4),#running td:nth-child(4),#running th:nth-child(6),#running td:nth-child(6),#running th:nth-child(7),#running td:nth-child(7),
+#finished th:nth-child(2),#finished td:nth-child(2),#finished th:nth-child(3),#finished td:nth-child(3),#finished th:nth-child(5),#finished td:nth-child(5),#finished th:nth-child(6),#finished td:nth-child(6),#finished th:nth-child(7),#finished td:nth-child(7),#finished th:nth-child(8),#finished td:nth-child(8),
+#queued th:nth-child(4),#queued td:nth-child(4),#queued th:nth-child(5),#queued td:nth-child(5),#queued th:nth-child(6),#queued td:nth-child(6),
 .per-type th:nth-child(4),.per-type td:nth-child(4),.per-type th:nth-child(n+6),.per-type td:nth-child(n+6){display:none}
 }
 ";
@@ -777,6 +781,7 @@ mod tests {
                 started: at(10),
                 pid: 4242,
                 attempt: 1,
+                submitter: Some("ann".into()),
             }],
             queued: (0..queued_total.min(crate::status::ROWS))
                 .map(|i| QueuedRow {
@@ -786,6 +791,7 @@ mod tests {
                     submitted: at(i as u64),
                     not_before: None,
                     waiting_for: Vec::new(),
+                    submitter: Some("bob".into()),
                 })
                 .collect(),
             finished: vec![FinishedRow {
@@ -803,6 +809,7 @@ mod tests {
                     memory_peak_bytes: None,
                     oom_killed: Some(true),
                 }),
+                submitter: Some("<i>eve</i>".into()),
             }],
             finished_counts: BTreeMap::new(),
             durations: BTreeMap::new(),
@@ -841,6 +848,12 @@ mod tests {
             ),
             "the error, escaped: {html}"
         );
+        // Who submitted each job, escaped, in its own column.
+        assert!(html.contains("<td>&lt;i&gt;eve&lt;/i&gt;</td>"), "{html}");
+        assert!(html.contains("<td>ann</td>"), "{html}");
+        let queued = render(&snapshot(1), at(100));
+        assert!(queued.contains("<td>bob</td>"), "{queued}");
+        assert!(html.contains("<th>By</th>"));
         assert_eq!(escape("a&\"'<>"), "a&amp;&quot;&#39;&lt;&gt;");
         assert_eq!(href_path("../x"), "%2E.%2Fx");
     }
@@ -1022,8 +1035,8 @@ mod props {
                     last: Some("s-99991231T235959Z".into()),
                 }],
                 types: vec![TypeRow { name: "t".into(), limit: total, running, queued, paused: false }],
-                running: vec![RunningRow { id: "r".into(), kind: "t".into(), started, pid: 1, attempt }],
-                queued: vec![QueuedRow { id: "q".into(), kind: "t".into(), priority, submitted, not_before, waiting_for: vec!["p<".into()] }],
+                running: vec![RunningRow { id: "r".into(), kind: "t".into(), started, pid: 1, attempt, submitter: Some("u".repeat(32)) }],
+                queued: vec![QueuedRow { id: "q".into(), kind: "t".into(), priority, submitted, not_before, waiting_for: vec!["p<".into()], submitter: Some("u".repeat(32)) }],
                 finished: vec![FinishedRow {
                     id: "f".into(),
                     kind: "t".into(),
@@ -1039,6 +1052,7 @@ mod props {
                         memory_peak_bytes: None,
                         oom_killed: None,
                     }),
+                    submitter: Some("u".repeat(32)),
                 }],
                 finished_counts: BTreeMap::from([(("t".to_string(), Status::Succeeded), n)]),
                 durations: BTreeMap::from([("t".to_string(), h)]),

@@ -36,6 +36,12 @@
 //! more than exists (after a reload shrank a resource) is handed out to be
 //! claimed, so that the daemon's check rejects it rather than keep it
 //! forever.
+//!
+//! Per submitter (`per_user`): [`Slots::allow`] says whether a job's
+//! submitter may start one more of its type ([`per_user_allows`]); within
+//! a class the candidate is then the first job allowed, so a submitter at
+//! the limit waits without blocking anyone else's jobs behind theirs (one
+//! look per job skipped).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -74,6 +80,8 @@ pub struct Queued {
     /// Whether its file is a first submission (no `submitted` written
     /// when a daemon put it back): only then must its parents exist.
     pub fresh: bool,
+    /// Who submitted it (uid), when known: `per_user` counts by it.
+    pub submitter: Option<u32>,
 }
 
 impl Queued {
@@ -93,6 +101,8 @@ impl Queued {
             needs: job.needs.iter().map(|(r, n)| (r.clone(), *n)).collect(),
             ino,
             fresh: job.submitted.is_none(),
+            // Known from the file's owner, not the job: the reader sets it.
+            submitter: None,
         }
     }
 }
@@ -195,6 +205,10 @@ pub struct Slots<'a> {
     pub free: &'a BTreeMap<String, usize>,
     /// Units of each resource there are.
     pub capacity: &'a BTreeMap<String, usize>,
+    /// Whether a job may start now as far as its submitter goes (its
+    /// type's `per_user`, see [`per_user_allows`]): a refused job waits
+    /// without blocking the others of its class behind it.
+    pub allow: &'a dyn Fn(&Queued) -> bool,
 }
 
 impl Queue {
@@ -450,7 +464,13 @@ impl Queue {
             .filter(|((kind, _), _)| {
                 !(slots.paused)(kind) && (slots.running)(kind) < (slots.limit)(kind)
             })
-            .filter_map(|(class, set)| set.first_key_value().map(|(k, n)| (*k, n, class)))
+            .filter_map(|(class, set)| {
+                // A job `allow` refuses waits without blocking the others
+                // of its class behind it.
+                set.iter()
+                    .find(|(_, n)| self.get(n).is_some_and(slots.allow))
+                    .map(|(k, n)| (*k, n, class))
+            })
             .collect();
         heads.sort_by_key(|(k, _, _)| *k);
         let mut free = slots.free.clone();
@@ -597,6 +617,12 @@ impl Queue {
     }
 }
 
+/// Whether a submitter with `running` jobs of a type may start one more,
+/// under the type's `per_user` (none: no limit). Pure.
+pub fn per_user_allows(per_user: Option<usize>, running: usize) -> bool {
+    per_user.is_none_or(|limit| running < limit)
+}
+
 fn key(job: &Queued, seq: u64) -> Key {
     (Reverse(job.priority), job.submitted, seq)
 }
@@ -639,7 +665,55 @@ mod tests {
             needs: Vec::new(),
             ino: 0,
             fresh: true,
+            submitter: None,
         }
+    }
+
+    #[test]
+    fn per_user_limits_each_submitter_and_never_blocks_the_others() {
+        for (limit, running, ok) in [
+            (None, 0, true),
+            (None, 100, true),
+            (Some(1), 0, true),
+            (Some(1), 1, false),
+            (Some(2), 1, true),
+            (Some(2), 2, false),
+        ] {
+            assert_eq!(per_user_allows(limit, running), ok, "{limit:?} {running}");
+        }
+        // Ann (1000) has one running of a type with per_user = 1: her
+        // next waits, Bob's (1001) behind it starts.
+        let mut q = Queue::default();
+        let mut a = job("a", "x", 0, 1, None);
+        a.submitter = Some(1000);
+        let mut b = job("b", "x", 0, 2, None);
+        b.submitter = Some(1001);
+        q.push(a, at(10), &pending);
+        q.push(b, at(10), &pending);
+        let limit = |_: &str| 10;
+        let run = |_: &str| 1;
+        let paused = |_: &str| false;
+        let none = BTreeMap::new();
+        let running_of = |uid: Option<u32>| usize::from(uid == Some(1000));
+        let per_user = |j: &Queued| per_user_allows(Some(1), running_of(j.submitter));
+        let anyone = |_: &Queued| true;
+        let slots_with = |allow| Slots {
+            total: 10,
+            running_total: 1,
+            limit: &limit,
+            running: &run,
+            paused: &paused,
+            free: &none,
+            capacity: &none,
+            allow,
+        };
+        let (limited, open) = (slots_with(&per_user), slots_with(&anyone));
+        let name = |c: Option<Choice>| c.map(|c| c.name);
+        assert_eq!(name(q.choose(&limited)).as_deref(), Some("b.toml"));
+        assert_eq!(name(q.choose(&open)).as_deref(), Some("a.toml"));
+        assert_eq!(q.pick(&limited).map(|j| j.id), Some("b".into()));
+        assert_eq!(name(q.choose(&limited)), None);
+        assert_eq!(q.pick(&open).map(|j| j.id), Some("a".into()));
     }
 
     fn pending(_: &str) -> Parent {
@@ -720,6 +794,7 @@ mod tests {
                 paused: &paused,
                 free: &free,
                 capacity: &capacity,
+                allow: &|_| true,
             };
             let Some(next) = q.pick(&slots) else {
                 break;

@@ -89,6 +89,8 @@ pub struct RunningRow {
     pub started: SystemTime,
     pub pid: u32,
     pub attempt: u32,
+    /// Who submitted it (a user name), when known.
+    pub submitter: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,8 @@ pub struct QueuedRow {
     pub not_before: Option<SystemTime>,
     /// The jobs it waits for (`after`, `after_any`) that have not ended.
     pub waiting_for: Vec<String>,
+    /// Who submitted it (a user name), when known.
+    pub submitter: Option<String>,
 }
 
 /// How many finished jobs the [`FinishedIndex`] holds: `GET /jobs` shows

@@ -116,6 +116,7 @@ fn run<F: FnOnce(FirstScan)>(spool: Spool, rx: Receiver<(String, SystemTime)>, o
                 signal: rec.signal,
                 error: rec.error,
                 usage: rec.usage,
+                submitter: rec.submitter,
             });
         } else {
             unplaced = true;

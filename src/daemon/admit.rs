@@ -24,7 +24,7 @@ impl Daemon {
             return;
         }
         let q = match self.take_key(name, q) {
-            Admitted::Queued(q) => q,
+            Admitted::Queued(q) => *q,
             Admitted::Duplicate(id) => {
                 self.reject(name, Some(format!("duplicate of {id}")));
                 return;

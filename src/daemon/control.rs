@@ -4,7 +4,9 @@
 //! claimed and ends at once); SIGTERM and SIGINT start draining (nothing
 //! new starts; tasks still running after `stop_timeout` are stopped and put
 //! back); SIGHUP reads the configuration again. The signal thread started
-//! here only forwards signals to the loop.
+//! here only forwards signals to the loop. A cancel request whose owner is
+//! not the job's submitter, root or the daemon's user is removed and
+//! logged (SPEC §13).
 //!
 //! Never acts on a job another live daemon runs, and never changes the
 //! spool's location or the mail settings of a running daemon.
@@ -15,6 +17,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::ingest::submitted_as;
+use super::submitter::{may_cancel, name_of, submitter_uid};
 use super::{Daemon, Event, Fatal, Stop};
 use crate::job;
 use crate::record::{Outcome, Record, Status, signal_name};
@@ -45,6 +48,10 @@ impl Daemon {
     /// says `cancelled` once it exits); a queued job is claimed and ends
     /// `cancelled` at once; a job another daemon runs is left to it.
     pub(super) fn cancel(&mut self, id: &str) {
+        if !self.cancel_allowed(id) {
+            let _ = self.spool.clear_cancel(id);
+            return;
+        }
         if let Some(r) = self.running.get_mut(id) {
             if r.stop.is_none() || r.stop == Some(Stop::Drain) {
                 crate::log!("{id}: cancelling (SIGTERM to the process group)");
@@ -117,6 +124,56 @@ impl Daemon {
         let _ = self.spool.clear_cancel(id);
     }
 
+    /// Whether `cancel/<id>` may cancel the job: its owner is the job's
+    /// submitter, root, or the daemon's user (SPEC §13). A refused request
+    /// is logged (the caller removes it); a request already gone asks
+    /// nothing. A job that is neither running
+    /// here nor queued here is not judged here.
+    fn cancel_allowed(&self, id: &str) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(request) = std::fs::symlink_metadata(self.spool.cancel_path(id)) else {
+            // Gone (acted on, or refused and removed, by the time this
+            // event came): nothing asks any more.
+            return false;
+        };
+        let by = request.uid();
+        let submitter = if let Some(r) = self.running.get(id) {
+            r.hold.submitter()
+        } else if let Some(name) = self.queue.name_of(id) {
+            self.queued_submitter(name)
+        } else {
+            return true;
+        };
+        if may_cancel(by, submitter) {
+            return true;
+        }
+        crate::log!(
+            "{id}: cancel/{id} refused and removed: its owner {} is not the job's submitter ({}), root or raccoond's user",
+            name_of(by),
+            submitter.map_or_else(|| "unknown".into(), name_of)
+        );
+        false
+    }
+
+    /// Who submitted a queued job: its file's owner, or for a file of the
+    /// daemon's own (a requeued copy) the `submitter` it names.
+    fn queued_submitter(&self, name: &str) -> Option<u32> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let Ok(crate::spool::Entry::Regular { file, meta }) = self.spool.open_new(name) else {
+            return None;
+        };
+        let mut bytes = Vec::new();
+        let read = file
+            .take(self.config.max_job_bytes + 1)
+            .read_to_end(&mut bytes);
+        let key = read
+            .ok()
+            .and_then(|_| job::parse(&bytes, &self.config).ok())
+            .and_then(|j| j.submitter);
+        submitter_uid(Some(meta.uid()), key.as_deref())
+    }
+
     /// SIGTERM or SIGINT starts draining; SIGHUP reloads.
     pub(super) fn signal(&mut self, sig: i32) {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -158,6 +215,14 @@ impl Daemon {
                         self.config.spool.display()
                     );
                     c.spool = self.config.spool.clone();
+                }
+                if c.host != self.config.host {
+                    // Other hosts know our jobs by the host we wrote.
+                    crate::log!(
+                        "reload: host cannot change while running; keeping {:?}",
+                        self.config.host
+                    );
+                    c.host = self.config.host.clone();
                 }
                 crate::log!(
                     "reload: configuration read again from {}",

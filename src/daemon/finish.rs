@@ -98,6 +98,17 @@ impl Daemon {
     /// into `new/`, or a record to commit. `hold` is let go of once the
     /// requeued copy or the record is in place.
     pub(super) fn end(&mut self, c: Claimed, hold: Hold, cause: Cause, output: Option<Output>) {
+        if !self.spool.still_ours(c.id, &hold) {
+            // Cut off longer than the lease: a daemon of another host took
+            // the job back and records or reruns it; ours would be a
+            // second record.
+            crate::log!(
+                "{}: taken back by another host while it ran here (lease ran out); no record from this host",
+                c.id
+            );
+            self.spool.release(hold);
+            return;
+        }
         let now = time::now();
         let terms = c.job.map_or_else(Terms::default, |job| Terms {
             retries: job.retries,
@@ -126,7 +137,10 @@ impl Daemon {
                     ),
                     None => crate::log!("{id}: put back in new/ ({})", r.why),
                 }
-                let text = r.text(c.bytes, c.submitted.unwrap_or(now));
+                let mut text = r.text(c.bytes, c.submitted.unwrap_or(now));
+                if let Some(uid) = hold.submitter() {
+                    text = with_submitter(&text, &super::submitter::name_of(uid));
+                }
                 self.requeue(id, text.as_bytes(), hold);
             }
             Ending::Record(outcome) => {
@@ -188,6 +202,12 @@ impl Daemon {
             self.release_key(&rec.id, j);
         }
         self.job_ended(&rec.id, rec.status);
+        if rec.submitter.is_none() {
+            rec.submitter = hold
+                .as_ref()
+                .and_then(Hold::submitter)
+                .map(super::submitter::name_of);
+        }
         let notify = job
             .and_then(|j| self.config.types.get(&j.kind))
             .map_or(Notify::Always, |t| t.notify);
@@ -242,6 +262,7 @@ impl Daemon {
             signal: rec.signal.clone(),
             error: rec.error.clone(),
             usage: rec.usage,
+            submitter: rec.submitter.clone(),
         };
         std::sync::Arc::make_mut(&mut self.history).observe(&counted, &row, time::now());
         self.recent.push_front(row);
@@ -286,4 +307,14 @@ fn jitter(now: SystemTime) -> f64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     f64::from(nanos % 2001) / 10_000.0 - 0.1
+}
+
+/// A requeued copy's text with its first submitter written down (the copy
+/// is the daemon's own file: its owner no longer says who submitted it).
+fn with_submitter(text: &str, name: &str) -> String {
+    let Ok(mut table) = toml::from_str::<toml::Table>(text) else {
+        return text.to_string();
+    };
+    table.insert("submitter".into(), toml::Value::String(name.into()));
+    toml::to_string(&table).unwrap_or_else(|_| text.to_string())
 }

@@ -278,13 +278,20 @@ fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined
         return Examined::Unreadable(e);
     }
     match job::parse(&bytes, config) {
-        Ok(job) => Examined::Job(Box::new(Queued::of(
-            name,
-            crate::ids::id_from_name(name).map_or_else(crate::ids::fresh_id, str::to_string),
-            &job,
-            mtime,
-            std::os::unix::fs::MetadataExt::ino(&meta),
-        ))),
+        Ok(job) => {
+            let mut queued = Queued::of(
+                name,
+                crate::ids::id_from_name(name).map_or_else(crate::ids::fresh_id, str::to_string),
+                &job,
+                mtime,
+                std::os::unix::fs::MetadataExt::ino(&meta),
+            );
+            queued.submitter = super::submitter::submitter_uid(
+                Some(std::os::unix::fs::MetadataExt::uid(&meta)),
+                job.submitter.as_deref(),
+            );
+            Examined::Job(Box::new(queued))
+        }
         Err(_) => Examined::Reject,
     }
 }

@@ -74,6 +74,7 @@ mod publish;
 mod recover;
 mod schedules;
 mod start;
+mod submitter;
 mod unique;
 
 /// How long a file found by a scan (not announced by a close or a rename)
@@ -208,8 +209,12 @@ pub struct Daemon {
     /// daemon, or the escaped children of a dead one's task): not ours to
     /// end, looked at again by recovery while any remain.
     held: HashSet<String>,
-    /// When recovery looks at the held jobs again; `None` while none is.
+    /// When recovery looks at `running/` again: soon while a job is held
+    /// by someone else, else every `lease`.
     next_held_check: Option<Instant>,
+    /// When the leases of our claimed jobs are refreshed next (every
+    /// `lease / 3`): daemons of other hosts see only those.
+    next_lease: Option<Instant>,
     /// A sender into the loop's channel, for HTTP's health checks.
     tx: Sender<Event>,
     /// The loop's one inbox: every thread reports here.
@@ -326,7 +331,8 @@ impl Daemon {
     /// Opens the spool and starts every thread that reports to the loop.
     fn new(config: Config, overrides: Overrides) -> Result<Daemon, Fatal> {
         let spool = Spool::open(&config.spool, config.fsync)
-            .map_err(|e| Fatal::Temporary(format!("spool: {e}")))?;
+            .map_err(|e| Fatal::Temporary(format!("spool: {e}")))?
+            .with_host(&config.host);
         let (tx, rx) = crossbeam_channel::unbounded();
         let to_loop = tx.clone();
         let threads = Threads::new(move |dead| {
@@ -399,6 +405,7 @@ impl Daemon {
             backlog: false,
             held: HashSet::new(),
             next_held_check: None,
+            next_lease: None,
             tx,
             rx,
             draining: None,
@@ -537,6 +544,10 @@ impl Daemon {
             self.next_held_check = None;
             self.recover();
         }
+        if self.next_lease.is_none_or(|t| t <= now) {
+            self.refresh_leases();
+            self.next_lease = Some(time::deadline(now, self.config.lease_refresh()));
+        }
         let drain_due = self.draining.is_some_and(|t| t <= now);
         let grace = self.config.kill_grace;
         for (id, r) in self.running.iter_mut() {
@@ -579,6 +590,21 @@ impl Daemon {
         }
     }
 
+    /// Refreshes the lease of every job this daemon holds (running, or
+    /// claimed and waiting for room): its file's modification time.
+    fn refresh_leases(&self) {
+        let holds = self
+            .running
+            .iter()
+            .map(|(id, r)| (id.as_str(), &r.hold))
+            .chain(self.stalled.iter().map(|s| (s.id(), s.hold())));
+        for (id, hold) in holds {
+            if let Err(e) = hold.refresh_lease() {
+                crate::log!("{id}: cannot refresh its lease: {e}");
+            }
+        }
+    }
+
     /// The earliest of everything [`Daemon::tick`] waits for.
     fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
@@ -590,6 +616,7 @@ impl Daemon {
         consider(self.settling.values().min().copied());
         consider(self.next_rescan);
         consider(self.next_held_check);
+        consider(self.next_lease);
         consider(self.next_watchdog);
         consider(self.report_due);
         consider(

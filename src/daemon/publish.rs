@@ -91,6 +91,7 @@ impl Daemon {
                 started: r.started,
                 pid: r.task.id(),
                 attempt: r.attempt,
+                submitter: r.hold.submitter().map(super::submitter::shown_name),
             })
             .collect();
         running.sort_by_key(|r| r.started);
@@ -114,6 +115,7 @@ impl Daemon {
                     submitted: q.submitted,
                     not_before: q.not_before,
                     waiting_for: self.queue.waiting_for(&q.name),
+                    submitter: q.submitter.map(super::submitter::shown_name),
                 })
                 .collect(),
             finished: self.recent.iter().cloned().collect(),

@@ -1,7 +1,9 @@
 //! Recovery: what a dead daemon left in `running/`.
 //!
-//! At start, and again every `RECHECK_HELD` while some job in `running/` is
-//! held by a live process that is not ours, asks the spool for the jobs no
+//! At start, again every `RECHECK_HELD` while some job in `running/` is
+//! held by a live process that is not ours (or by another host's lease),
+//! and every `lease` in any case (a daemon of another host dies without an
+//! event here), asks the spool for the jobs no
 //! live process holds: each ends as [`super::ending::decide`] says for an
 //! interrupted attempt (back to `new/` with the attempt counted, or
 //! `failed`/`interrupted` past its retries), or is rejected when its text
@@ -28,7 +30,10 @@ use crate::spool::{Claim, Leftover};
 impl Daemon {
     /// Looks at `running/` for jobs whose daemon died, and ends them.
     pub(super) fn recover(&mut self) {
-        let leftovers = match self.spool.recover(self.config.max_job_bytes) {
+        let leftovers = match self
+            .spool
+            .recover(self.config.max_job_bytes, self.config.lease)
+        {
             Ok(l) => l,
             Err(e) => {
                 crate::log!("recover: {e}");
@@ -78,8 +83,14 @@ impl Daemon {
                 }
             }
         }
-        if !self.held.is_empty() {
-            self.next_held_check = Some(Instant::now() + RECHECK_HELD);
-        }
+        // Held jobs are looked at again soon; and since a daemon of
+        // another host may die at any time with no event to say so, all of
+        // running/ is looked at again every lease.
+        let again = if self.held.is_empty() {
+            self.config.lease
+        } else {
+            RECHECK_HELD.min(self.config.lease)
+        };
+        self.next_held_check = Some(Instant::now() + again);
     }
 }

@@ -26,11 +26,12 @@ use std::time::{Instant, SystemTime};
 use super::ending::Cause;
 use super::finish::Claimed;
 use super::ingest::submitted_as;
+use super::submitter::{run_as, submitter_uid};
 use super::{Daemon, RunningJob, SETTLE};
 use crate::job::{self, Job};
 use crate::pool::{self, Grant};
 use crate::runner;
-use crate::scheduler::{Queued, Slots};
+use crate::scheduler::{Queued, Slots, per_user_allows};
 use crate::space::{self, Room};
 use crate::spool::{Claim, ClaimOutcome, Hold};
 use crate::time;
@@ -53,6 +54,18 @@ pub(super) struct Stalled {
     submitted: SystemTime,
     /// The name it had in `new/` when that is not `<id>.toml`.
     submitted_as: Option<String>,
+}
+
+impl Stalled {
+    /// The id it runs under.
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// What holds it: its lease is refreshed through it.
+    pub(super) fn hold(&self) -> &Hold {
+        &self.hold
+    }
 }
 
 impl Daemon {
@@ -88,6 +101,26 @@ impl Daemon {
             let limit = |k: &str| config.limit_of(k);
             let running = |k: &str| by_type.get(k).copied().unwrap_or(0);
             let paused = |k: &str| self.pauses.held(k);
+            // `per_user`: jobs running per (type, submitter).
+            let mut by_submitter: HashMap<(&str, Option<u32>), usize> = HashMap::new();
+            for r in self.running.values() {
+                *by_submitter
+                    .entry((r.job.kind.as_str(), r.hold.submitter()))
+                    .or_default() += 1;
+            }
+            for s in &self.stalled {
+                *by_submitter
+                    .entry((s.job.kind.as_str(), s.hold.submitter()))
+                    .or_default() += 1;
+            }
+            let allow = |q: &Queued| {
+                let per_user = config.types.get(&q.kind).and_then(|t| t.per_user);
+                let running = by_submitter
+                    .get(&(q.kind.as_str(), q.submitter))
+                    .copied()
+                    .unwrap_or(0);
+                per_user_allows(per_user, running)
+            };
             let (free, capacity) = (self.pool.free(), self.pool.capacity());
             let slots = Slots {
                 total: config.total,
@@ -97,11 +130,13 @@ impl Daemon {
                 paused: &paused,
                 free: &free,
                 capacity: &capacity,
+                allow: &allow,
             };
             let Some(choice) = self.queue.choose(&slots) else {
                 return;
             };
             drop(by_type);
+            drop(by_submitter);
             if !room_checked {
                 room_checked = true;
                 // One statvfs per batch of starts; when it fails, the
@@ -135,33 +170,42 @@ impl Daemon {
 
     /// Claims a queued job and starts its task.
     fn start(&mut self, q: Queued) {
-        let Claim { id, bytes, hold } =
-            match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
-                Ok(ClaimOutcome::Claimed(c)) => c,
-                // Swapped since it was queued for what is no file to read.
-                Ok(ClaimOutcome::Refused(r)) => {
-                    let submitted_as = submitted_as(&r.id, &q.name);
-                    self.refuse(r, &format!("new/{}", q.name), submitted_as);
-                    return;
-                }
-                Ok(ClaimOutcome::Gone) => return,
-                // Another daemon is claiming it: look again after the
-                // settle time.
-                Ok(ClaimOutcome::Busy) => {
-                    self.settling.insert(q.name, Instant::now() + SETTLE);
-                    return;
-                }
-                Err(e) => {
-                    crate::log!("new/{}: cannot claim: {e}", q.name);
-                    return;
-                }
-            };
+        let Claim {
+            id,
+            bytes,
+            mut hold,
+        } = match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
+            Ok(ClaimOutcome::Claimed(c)) => c,
+            // Swapped since it was queued for what is no file to read.
+            Ok(ClaimOutcome::Refused(r)) => {
+                let submitted_as = submitted_as(&r.id, &q.name);
+                self.refuse(r, &format!("new/{}", q.name), submitted_as);
+                return;
+            }
+            Ok(ClaimOutcome::Gone) => return,
+            // Another daemon is claiming it: look again after the
+            // settle time.
+            Ok(ClaimOutcome::Busy) => {
+                self.settling.insert(q.name, Instant::now() + SETTLE);
+                return;
+            }
+            Err(e) => {
+                crate::log!("new/{}: cannot claim: {e}", q.name);
+                return;
+            }
+        };
         let submitted_as = submitted_as(&id, &q.name);
         self.key_claimed(&q, &id);
         // The file may have changed since it was queued: what runs is what
         // is in running/ now, checked again.
         let job = match job::parse(&bytes, &self.config) {
-            Ok(j) => j,
+            Ok(j) => {
+                // A requeued copy (the daemon's own) names its submitter.
+                if let Some(uid) = submitter_uid(hold.submitter(), j.submitter.as_deref()) {
+                    hold.set_submitter(uid);
+                }
+                j
+            }
             Err(error) => {
                 let claimed = Claimed {
                     id: &id,
@@ -208,7 +252,25 @@ impl Daemon {
     fn launch(&mut self, s: Stalled) {
         // A job that parses has a known type; without one, or without the
         // lock its task must inherit, it cannot start.
-        let ty = self.config.types.get(&s.job.kind).cloned();
+        let mut ty = self.config.types.get(&s.job.kind).cloned();
+        if let Some(t) = ty.as_mut().filter(|t| t.as_submitter) {
+            match run_as(s.hold.submitter()) {
+                Ok(who) => t.user = Some(who),
+                Err(why) => {
+                    let claimed = Claimed {
+                        id: &s.id,
+                        job: Some(&s.job),
+                        bytes: &s.bytes,
+                        submitted: Some(s.submitted),
+                        submitted_as: s.submitted_as.clone(),
+                        started: None,
+                        attempt: s.job.attempts,
+                    };
+                    self.end(claimed, s.hold, Cause::Rejected(why), None);
+                    return;
+                }
+            }
+        }
         let (Some(ty), Some(lock_fd)) = (ty, s.hold.lock_fd()) else {
             let claimed = Claimed {
                 id: &s.id,

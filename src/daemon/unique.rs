@@ -21,7 +21,7 @@ use crate::spool::unique::{Holder, Take};
 /// What became of a unique job read from `new/`.
 pub(super) enum Admitted {
     /// It holds its key (or has none): queue it.
-    Queued(Queued),
+    Queued(Box<Queued>),
     /// Another queued or running job holds the key: reject it so.
     Duplicate(String),
     /// Cannot tell now: look at the file again later.
@@ -33,7 +33,7 @@ impl Daemon {
     /// `unique` passes as it is.
     pub(super) fn take_key(&mut self, name: &str, mut q: Queued) -> Admitted {
         let Some(key) = q.unique.clone() else {
-            return Admitted::Queued(q);
+            return Admitted::Queued(Box::new(q));
         };
         if let Some(other) = self.queue.holder(&q.kind, &key)
             && other.name != q.name
@@ -56,7 +56,7 @@ impl Daemon {
         };
         let took = self.spool.take_unique(&q.kind, &key, &me, false, || Ok(()));
         match took {
-            Ok(Take::Taken) => Admitted::Queued(q),
+            Ok(Take::Taken) => Admitted::Queued(Box::new(q)),
             Ok(Take::Duplicate(id)) => Admitted::Duplicate(id),
             Ok(Take::Busy) => {
                 self.settling

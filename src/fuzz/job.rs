@@ -371,6 +371,7 @@ pub(crate) fn everything_with(
         paused: &paused,
         free: &free,
         capacity: &free,
+        allow: &|_| true,
     };
     let _ = (q.first(50).len(), q.pick(&slots).is_some());
 
@@ -404,6 +405,7 @@ pub(crate) fn everything_with(
             started: submitted,
             pid: u32::MAX,
             attempt,
+            submitter: Some("\u{202e}<b>".into()),
         }],
         queued: vec![QueuedRow {
             id: "j".into(),
@@ -412,6 +414,7 @@ pub(crate) fn everything_with(
             submitted,
             not_before: job.not_before,
             waiting_for: job.after.iter().chain(&job.after_any).cloned().collect(),
+            submitter: None,
         }],
         finished: vec![FinishedRow {
             id: "j".into(),
@@ -428,6 +431,7 @@ pub(crate) fn everything_with(
                 memory_peak_bytes: Some(u64::MAX),
                 oom_killed: Some(true),
             }),
+            submitter: Some("ann".into()),
         }],
         finished_counts: BTreeMap::from([((job.kind.clone(), Status::TimedOut), u64::MAX)]),
         durations,

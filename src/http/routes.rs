@@ -360,6 +360,23 @@ impl Api {
             ));
         }
         let parsed = job::parse(text.as_bytes(), config).map_err(|e| fail(422, e))?;
+        // Over HTTP the submitter would be the daemon itself (SPEC §13).
+        if config
+            .types
+            .get(&parsed.kind)
+            .is_some_and(|t| t.as_submitter)
+        {
+            return Err(fail(
+                422,
+                format!(
+                    "type {}: runs as its submitter (user = \"@submitter\"): submit it as a file or with the raccoon client",
+                    parsed.kind
+                ),
+            ));
+        }
+        if parsed.submitter.is_some() {
+            return Err(fail(422, "submitter: only raccoond writes it"));
+        }
         for p in parsed.after.iter().chain(&parsed.after_any) {
             if self.find(p)?.is_none() {
                 return Err(fail(422, format!("unknown dependency {p}")));

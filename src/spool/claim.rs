@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use super::lease::CLAIMING;
 use super::look::{Look, Odd, Peek, look, odd, peek, same_inode};
 use super::{Spool, private, remove_any, rename_noreplace};
 use crate::fsio::{io_context, open_nofollow};
@@ -62,28 +63,82 @@ pub struct Hold {
     /// What was taken out of `new/`, in `.tmp/`: removed once the record
     /// or requeued copy is in place.
     taken: Option<PathBuf>,
+    /// When the job was submitted, as the claim found it (the
+    /// submission's modification time) or recovery read it (the host
+    /// file's): the job file's own time is the lease's.
+    written: Option<std::time::SystemTime>,
+    /// Who submitted the job: the owner of the submitted file, as the
+    /// claim's `fstat` found it (kept in the host file across a crash).
+    /// `@submitter` types run as this user; cancels are checked against it.
+    submitter: Option<u32>,
 }
 
 impl Hold {
+    /// The uid of whoever submitted the job, when known.
+    pub fn submitter(&self) -> Option<u32> {
+        self.submitter
+    }
+
+    /// Sets who submitted the job: the daemon's own requeued copy says so
+    /// in its `submitter` key, which the claim's `fstat` cannot see.
+    pub fn set_submitter(&mut self, uid: u32) {
+        self.submitter = Some(uid);
+    }
+
     /// The locked descriptor a task inherits; `None` when nothing is
     /// locked (a submission that was never copied).
     pub fn lock_fd(&self) -> Option<RawFd> {
         self.lock.as_ref().map(|l| l.as_raw_fd())
     }
 
-    /// When the job was submitted as its copy in `running/` says (the
-    /// claim gives the copy the submission's modification time): what a
-    /// recovery takes for `submitted` when the job file does not say.
+    /// When the job was submitted as the claim found it (the host file
+    /// in `running/` keeps it across a crash): what a recovery takes for
+    /// `submitted` when the job file does not say.
     pub fn written(&self) -> Option<std::time::SystemTime> {
-        let lock = self.lock.as_ref()?;
-        lock.metadata().and_then(|m| m.modified()).ok()
+        self.written
     }
 
-    /// Holding only a lock: a job found in `running/` by recovery.
-    pub(super) fn locked(lock: Flock<File>) -> Hold {
+    /// The locked copy in `running/`, whose modification time is the
+    /// job's lease: refreshed through it (see `lease`).
+    pub fn refresh_lease(&self) -> io::Result<()> {
+        match &self.lock {
+            Some(l) => super::lease::refresh(l),
+            None => Ok(()),
+        }
+    }
+
+    /// Holding a job taken back from another host: the taken file, the
+    /// lock to come.
+    pub(super) fn taken_back(
+        taken: PathBuf,
+        written: Option<std::time::SystemTime>,
+        submitter: Option<u32>,
+    ) -> Hold {
+        Hold {
+            lock: None,
+            taken: Some(taken),
+            written,
+            submitter,
+        }
+    }
+
+    /// The lock on the new copy of a job taken back.
+    pub(super) fn set_lock(&mut self, lock: Flock<File>) {
+        self.lock = Some(lock);
+    }
+
+    /// Holding only a lock: a job found in `running/` by recovery,
+    /// submitted at `written` as far as it knows.
+    pub(super) fn locked(
+        lock: Flock<File>,
+        written: Option<std::time::SystemTime>,
+        submitter: Option<u32>,
+    ) -> Hold {
         Hold {
             lock: Some(lock),
             taken: None,
+            written,
+            submitter,
         }
     }
 }
@@ -120,10 +175,6 @@ pub enum ClaimOutcome {
     /// settle time (it will be gone).
     Busy,
 }
-
-/// How long a copy in `running/` counts as another daemon's claim in
-/// progress, at most (a claim takes a copy and two renames).
-const CLAIMING: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Spool {
     /// Claims the submission at `new/<name>` for job `want` (or a fresh id
@@ -171,12 +222,17 @@ impl Spool {
             };
         }
         if same_inode(&read, &taken) {
-            // Ours now: the copy takes the submission's time, so that a
-            // recovery after a crash still knows when it was submitted.
-            stamp(&lock, read.metadata().and_then(|m| m.modified()).ok());
+            // Ours now: the host file says so to other hosts, and keeps
+            // the submission's time for a recovery after a crash.
+            let meta = read.metadata().ok();
+            let written = meta.as_ref().and_then(|m| m.modified().ok());
+            let submitter = meta.as_ref().map(std::os::unix::fs::MetadataExt::uid);
+            self.write_host(&id, written, submitter);
             let hold = Hold {
                 lock: Some(lock),
                 taken: Some(taken),
+                written,
+                submitter,
             };
             return Ok(ClaimOutcome::Claimed(Claim { id, bytes, hold }));
         }
@@ -211,6 +267,8 @@ impl Spool {
         let mut hold = Hold {
             lock: None,
             taken: Some(taken),
+            written: None,
+            submitter: None,
         };
         let looked = match &hold.taken {
             Some(t) => look(t, max_bytes),
@@ -230,11 +288,14 @@ impl Spool {
         });
         match copied {
             Ok(lock) => {
-                let when = hold
+                let meta = hold
                     .taken
                     .as_ref()
-                    .and_then(|t| fs::symlink_metadata(t).and_then(|m| m.modified()).ok());
-                stamp(&lock, when);
+                    .and_then(|t| fs::symlink_metadata(t).ok());
+                let when = meta.as_ref().and_then(|m| m.modified().ok());
+                hold.submitter = meta.as_ref().map(std::os::unix::fs::MetadataExt::uid);
+                self.write_host(&id, when, hold.submitter);
+                hold.written = when;
                 hold.lock = Some(lock);
                 Ok(ClaimOutcome::Claimed(Claim { id, bytes, hold }))
             }
@@ -265,6 +326,8 @@ impl Spool {
             hold: Hold {
                 lock: None,
                 taken: Some(taken),
+                written: None,
+                submitter: None,
             },
         }))
     }
@@ -383,6 +446,24 @@ impl Spool {
         }
     }
 
+    /// Whether the job file in `running/<id>.toml` is still the one `hold`
+    /// locked: `false` once a daemon of another host took the job back
+    /// (this daemon was cut off longer than its lease), so that the job
+    /// gets no second record from here. A hold without a lock (a refused
+    /// entry) is always ours.
+    pub fn still_ours(&self, id: &str, hold: &Hold) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(lock) = &hold.lock else {
+            return true;
+        };
+        match (lock.metadata(), fs::symlink_metadata(self.running_job(id))) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            // Cannot tell: the record is written, as before leases.
+            (Err(_), _) => true,
+            (Ok(_), Err(e)) => e.kind() != io::ErrorKind::NotFound,
+        }
+    }
+
     /// Lets go of a job whose record or requeued copy is in place: removes
     /// what was taken out of `new/` (a folder is renamed aside first, so
     /// that a removal cut short is never put back as a new submission),
@@ -406,22 +487,6 @@ impl Spool {
         }
         drop(hold.lock);
     }
-}
-
-/// Gives the locked copy the submission's modification time `when`; a
-/// failure costs only that time (the copy keeps the claim's).
-fn stamp(lock: &Flock<File>, when: Option<std::time::SystemTime>) {
-    let Some(when) = when else { return };
-    let Ok(since) = when.duration_since(std::time::UNIX_EPOCH) else {
-        return;
-    };
-    let t = nix::sys::time::TimeSpec::from_duration(since);
-    // The daemon owns the copy: setting its times needs no write access.
-    let _ = nix::sys::stat::futimens(
-        std::os::fd::AsFd::as_fd(&**lock),
-        &nix::sys::time::TimeSpec::UTIME_OMIT,
-        &t,
-    );
 }
 
 #[cfg(test)]
@@ -540,6 +605,19 @@ mod tests {
         assert_eq!(fs::read_to_string(&secret).unwrap(), "SECRET");
         assert_eq!(fs::metadata(&secret).unwrap().nlink(), 1);
         assert!(spool.names(&spool.running_dir()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_job_taken_back_by_another_host_is_no_longer_ours() {
+        let (_d, spool) = spool();
+        fs::write(spool.new_path("t.toml"), "type = \"x\"\n").unwrap();
+        let c = claimed(spool.claim("t.toml", "t", 100).unwrap());
+        assert!(spool.still_ours("t", &c.hold));
+        // Another host's take-back: renamed away, a new copy in its place.
+        fs::rename(spool.running_job("t"), spool.private_dir().join("gone")).unwrap();
+        assert!(!spool.still_ours("t", &c.hold));
+        fs::write(spool.running_job("t"), "type = \"x\"\n").unwrap();
+        assert!(!spool.still_ours("t", &c.hold));
     }
 
     #[test]

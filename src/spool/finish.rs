@@ -52,6 +52,7 @@ impl Spool {
                 // Output and files were moved: only these can be left.
                 let _ = fs::remove_file(self.running_result(&rec.id));
                 let _ = fs::remove_file(self.running_job(&rec.id));
+                self.remove_host(&rec.id);
             }
         }
         results
@@ -200,6 +201,7 @@ impl Spool {
         let _ = fs::remove_file(self.running_result(id));
         let _ = remove_any(&self.running_files(id));
         let _ = fs::remove_file(self.running_job(id));
+        self.remove_host(id);
     }
 
     /// Deletes a finished job: its record, output and files.

@@ -102,6 +102,8 @@ pub(super) enum Look {
 impl Spool {
     /// Looks at a name in `new/` without following it or blocking on it,
     /// and opens it only when it is a regular file.
+    /// `Err` of kind `WouldBlock`: a file of the daemon's own still being
+    /// placed (look again later).
     pub fn open_new(&self, name: &str) -> io::Result<Entry> {
         let path = self.new_path(name);
         let meta = match fs::symlink_metadata(&path) {
@@ -122,6 +124,9 @@ impl Spool {
         let meta = file.metadata().map_err(|e| io_context("stat", &path, e))?;
         if let Some(kind) = irregular(&meta) {
             return Ok(Entry::Other(kind));
+        }
+        if placing(&meta) {
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         // Maybe someone else's file, linked in: never to be read.
         if meta.nlink() > 1 {
@@ -273,4 +278,21 @@ fn hard_link(meta: &fs::Metadata) -> Odd {
         links: meta.nlink(),
         size: meta.len(),
     }
+}
+
+/// Whether a file with two links is a daemon's own being placed by a link
+/// and an unlink (where the file system refuses `RENAME_NOREPLACE`): its
+/// owner is this daemon's user and its last change is a moment ago. Such
+/// a file is looked at again later, not refused as a hard link.
+fn placing(meta: &Metadata) -> bool {
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            u64::try_from(meta.ctime()).unwrap_or(0),
+            u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+        );
+    meta.nlink() == 2
+        && meta.uid() == nix::unistd::geteuid().as_raw()
+        && std::time::SystemTime::now()
+            .duration_since(changed)
+            .map_or(true, |age| age < super::lease::CLAIMING)
 }

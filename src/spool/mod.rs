@@ -9,7 +9,8 @@
 //! read-only), `names` (names in `new/` that are not UTF-8), `outputs` (a
 //! running task's files), `recovery` (leftovers of a dead daemon, from
 //! `/proc`), `private` (the daemon's own folder `.tmp/`: who wrote what,
-//! and a dead writer's leftovers), `catalog` (`types.json`, the daemon's
+//! and a dead writer's leftovers), `lease` (several hosts: who holds a
+//! job in `running/`, and for how long), `catalog` (`types.json`, the daemon's
 //! description of what it accepts, and whether its writer still runs),
 //! `ticks` (`.ticks/`, which schedule ticks were fired, and the `O_EXCL`
 //! claim of a tick), and [`query`] (the read side).
@@ -62,6 +63,7 @@ mod catalog;
 mod claim;
 mod finish;
 mod freeze;
+pub mod lease;
 mod look;
 mod names;
 mod outputs;
@@ -89,6 +91,11 @@ pub struct Spool {
     /// Whether files and folders are fsynced around the renames that
     /// commit transitions (`fsync` in the configuration).
     fsync: bool,
+    /// This daemon's host identity (`host` in the configuration): written
+    /// beside each job it claims, so that daemons of other hosts sharing
+    /// the spool wait for its lease rather than trust a lock they cannot
+    /// see.
+    host: String,
 }
 
 /// The folders of a spool that everyone sees, made by [`Spool::open`].
@@ -135,7 +142,11 @@ impl Spool {
         }
         // Tasks and logs see one clean absolute path.
         let root = fs::canonicalize(root).map_err(|e| io_context("resolve", root, e))?;
-        Ok(Spool { root, fsync })
+        Ok(Spool {
+            root,
+            fsync,
+            host: crate::ids::hostname(),
+        })
     }
 
     /// A spool handle for readers (the client): creates nothing.
@@ -143,6 +154,7 @@ impl Spool {
         Spool {
             root: root.to_path_buf(),
             fsync: true,
+            host: crate::ids::hostname(),
         }
     }
 
@@ -154,8 +166,16 @@ impl Spool {
 
     pub fn with_fsync(&self, fsync: bool) -> Spool {
         Spool {
-            root: self.root.clone(),
             fsync,
+            ..self.clone()
+        }
+    }
+
+    /// The same spool, claimed under host identity `host`.
+    pub fn with_host(&self, host: &str) -> Spool {
+        Spool {
+            host: host.to_string(),
+            ..self.clone()
         }
     }
 
@@ -362,16 +382,34 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
     match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
         Ok(()) => Ok(()),
-        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => match fs::hard_link(from, to) {
-            Ok(()) => fs::remove_file(from),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
-            Err(_) if to.symlink_metadata().is_ok() => {
-                Err(io::Error::from(io::ErrorKind::AlreadyExists))
-            }
-            Err(_) => fs::rename(from, to),
-        },
+        // Refused (NFS, CephFS, FUSE): link(2) never replaces either, and
+        // `from` is a name unique to this daemon, so whether the link is
+        // ours is decided by that name, never by a look at `to` first.
+        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => link_noreplace(from, to),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `from` (a name of this daemon's own) placed at `to` by a hard link,
+/// then unlinked. A link whose answer was lost (a retransmission on a
+/// network file system says it exists) is ours when `to` is the very
+/// inode of `from`. A file system without links refuses: no fallback that
+/// looks first and renames after.
+fn link_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let ours = match (fs::symlink_metadata(from), fs::symlink_metadata(to)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if !ours {
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    fs::remove_file(from)
 }
 
 /// Removes whatever is at `path` without following it: a file, a link, a
@@ -450,5 +488,22 @@ mod tests {
         rename_noreplace(&a, &b).unwrap();
         assert_eq!(fs::read_to_string(&b).unwrap(), "a");
         assert!(!a.exists());
+    }
+
+    #[test]
+    fn the_link_fallback_never_replaces_and_knows_its_own_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, "a").unwrap();
+        fs::write(&b, "b").unwrap();
+        let e = link_noreplace(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_to_string(&b).unwrap(), "b");
+        fs::remove_file(&b).unwrap();
+        // An earlier link whose answer was lost: the name is ours already.
+        fs::hard_link(&a, &b).unwrap();
+        link_noreplace(&a, &b).unwrap();
+        assert!(!a.exists());
+        assert_eq!(fs::read_to_string(&b).unwrap(), "a");
     }
 }

@@ -28,7 +28,12 @@ use std::os::unix::fs::MetadataExt;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::{Claim, Hold, Refused, Spool, read_limited, remove_any, same_file};
+use std::time::{Duration, SystemTime};
+
+use super::lease::{self, Verdict};
+use super::{
+    Claim, Hold, Refused, Spool, private, read_limited, remove_any, rename_noreplace, same_file,
+};
 use crate::fsio::{io_context, open_nofollow, open_regular};
 use crate::ids::{fresh_id, valid_id};
 
@@ -64,13 +69,21 @@ impl Spool {
     /// leftovers of jobs that already have a record or a requeued copy,
     /// leaves alone those a live daemon holds, takes out what is no job
     /// file, and hands back the rest.
-    pub fn recover(&self, max_bytes: u64) -> io::Result<Vec<Leftover>> {
+    ///
+    /// A job whose host file names another host is left alone while its
+    /// lease (`lease`, by the file system's clock) runs, and taken back by
+    /// a rename once it ran out (see `lease`).
+    pub fn recover(&self, max_bytes: u64, lease: Duration) -> io::Result<Vec<Leftover>> {
         let mut out = Vec::new();
+        let clock = Clock {
+            now: self.fs_now().ok(),
+            lease,
+        };
         for name in self.names(&self.running_dir())? {
             let Some(stem) = name.strip_suffix(".toml") else {
                 continue;
             };
-            match self.recover_one(&name, stem, max_bytes) {
+            match self.recover_one(&name, stem, max_bytes, &clock) {
                 Ok(Some(left)) => out.push(left),
                 Ok(None) => {}
                 Err(e) => crate::log!("recover: running/{name}: {e}"),
@@ -92,13 +105,24 @@ impl Spool {
     }
 
     /// Recovery of `running/<name>` (`<stem>.toml`).
-    fn recover_one(&self, name: &str, stem: &str, max_bytes: u64) -> io::Result<Option<Leftover>> {
+    fn recover_one(
+        &self,
+        name: &str,
+        stem: &str,
+        max_bytes: u64,
+        clock: &Clock,
+    ) -> io::Result<Option<Leftover>> {
         let path = self.running_dir().join(name);
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_context("stat", &path, e)),
         };
+        if meta.is_file() && meta.nlink() == 2 && clock.young(&meta) {
+            // A claim placing its copy by a link (where rename cannot
+            // refuse to replace) has not unlinked its own name yet.
+            return Ok(None);
+        }
         if !valid_id(stem) || !meta.is_file() || meta.nlink() > 1 {
             let id = if valid_id(stem) && self.done_record(stem).symlink_metadata().is_err() {
                 stem.to_string()
@@ -122,15 +146,21 @@ impl Spool {
             // Changed under us: looked at again next time.
             return Ok(None);
         }
+        let holder = self.read_host(id);
+        let written = holder
+            .as_ref()
+            .and_then(|h| h.submitted)
+            .or_else(|| opened.modified().ok());
+        let by = holder.as_ref().and_then(|h| h.submitter);
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((file, Errno::EWOULDBLOCK)) => {
-                return match holder(&opened) {
+                return match holder_of(&opened) {
                     Holder::Squatters(pids) => {
                         crate::log!(
                             "{id}: recover: its job file is locked by pid {pids:?}, not a daemon; replaced by a new copy"
                         );
-                        self.take_over(id, file, max_bytes)
+                        self.take_over(id, file, max_bytes, (written, by))
                             .map(|c| Some(Leftover::Orphan(c)))
                     }
                     _ => Ok(Some(Leftover::Alive(id.to_string()))),
@@ -141,6 +171,28 @@ impl Spool {
         if !same_file(&lock, &path) {
             return Ok(None);
         }
+        // A lock taken on another host is not seen here: its lease is.
+        let touched = lock.metadata().and_then(|m| m.modified());
+        let verdict = match (clock.now, touched) {
+            (Some(now), Ok(touched)) => lease::verdict(
+                holder.as_ref().map(|h| h.host.as_str()),
+                &self.host,
+                touched,
+                now,
+                clock.lease,
+            ),
+            // Without the file system's clock, only what is surely ours.
+            _ if holder.as_ref().is_some_and(|h| h.host == self.host) => Verdict::Ours,
+            _ => Verdict::Leased,
+        };
+        match verdict {
+            Verdict::Ours => {}
+            Verdict::Leased => return Ok(Some(Leftover::Alive(id.to_string()))),
+            Verdict::Expired => {
+                let from = holder.map_or_else(String::new, |h| h.host);
+                return self.take_back(id, lock, max_bytes, (written, by), &from);
+            }
+        }
         let bytes = read_limited(&mut lock, max_bytes).map_err(|e| io_context("read", &path, e))?;
         if self.done_record(id).symlink_metadata().is_ok() || self.still_in_new(id, &bytes) {
             self.remove_running(id);
@@ -149,7 +201,50 @@ impl Spool {
         Ok(Some(Leftover::Orphan(Claim {
             id: id.to_string(),
             bytes,
-            hold: Hold::locked(lock),
+            hold: Hold::locked(lock, written, by),
+        })))
+    }
+
+    /// Takes back a job of host `from` whose lease ran out: its job file
+    /// is renamed into `.tmp/` as a claim of this daemon's (the rename
+    /// decides between hosts taking it at once; the loser finds it gone),
+    /// and a new locked copy of ours takes its place in `running/`.
+    fn take_back(
+        &self,
+        id: &str,
+        mut old: Flock<File>,
+        max_bytes: u64,
+        (written, by): (Option<SystemTime>, Option<u32>),
+        from: &str,
+    ) -> io::Result<Option<Leftover>> {
+        let path = self.running_job(id);
+        let taken = self.private_dir().join(private::claim_name(id));
+        match fs::rename(&path, &taken) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_context("take back", &path, e)),
+        }
+        crate::log!("{id}: recover: the lease of host {from:?} ran out; taken back");
+        let bytes = read_limited(&mut old, max_bytes).map_err(|e| io_context("read", &taken, e))?;
+        let mut hold = Hold::taken_back(taken, written, by);
+        if self.done_record(id).symlink_metadata().is_ok() || self.still_in_new(id, &bytes) {
+            self.remove_running(id);
+            self.release(hold);
+            return Ok(Some(Leftover::Cleaned(id.to_string())));
+        }
+        let (copy, lock) = self.write_locked_copy(&bytes)?;
+        if let Err(e) = rename_noreplace(&copy, &path) {
+            let _ = fs::remove_file(&copy);
+            // The job stays claimed in `.tmp/`: the next start puts it
+            // back into `new/`.
+            return Err(io_context("rename into running/", &path, e));
+        }
+        self.write_host(id, written, by);
+        hold.set_lock(lock);
+        Ok(Some(Leftover::Orphan(Claim {
+            id: id.to_string(),
+            bytes,
+            hold,
         })))
     }
 
@@ -175,7 +270,13 @@ impl Spool {
 
     /// Replaces a job file someone else has locked with a new, locked copy
     /// of the daemon's own: the old inode, lock and all, is left to them.
-    fn take_over(&self, id: &str, mut file: File, max_bytes: u64) -> io::Result<Claim> {
+    fn take_over(
+        &self,
+        id: &str,
+        mut file: File,
+        max_bytes: u64,
+        (written, by): (Option<SystemTime>, Option<u32>),
+    ) -> io::Result<Claim> {
         let path = self.running_job(id);
         let bytes = read_limited(&mut file, max_bytes).map_err(|e| io_context("read", &path, e))?;
         let (copy, lock) = self.write_locked_copy(&bytes)?;
@@ -186,7 +287,7 @@ impl Spool {
         Ok(Claim {
             id: id.to_string(),
             bytes,
-            hold: Hold::locked(lock),
+            hold: Hold::locked(lock, written, by),
         })
     }
 
@@ -201,7 +302,7 @@ impl Spool {
         let Ok(meta) = fs::symlink_metadata(&path) else {
             return 0;
         };
-        if holder(&meta) != Holder::Escaped {
+        if holder_of(&meta) != Holder::Escaped {
             return 0;
         }
         let mut killed = 0;
@@ -220,8 +321,28 @@ impl Spool {
     }
 }
 
+/// The file system's clock for one pass of recovery, and the lease.
+struct Clock {
+    /// The file system's now, read once per pass; `None` when it could
+    /// not be read (then no other host's job is taken back).
+    now: Option<SystemTime>,
+    /// How long a lease runs after its last refresh.
+    lease: Duration,
+}
+
+impl Clock {
+    /// Whether a file changed less than [`lease::CLAIMING`] ago (or the
+    /// clock is unknown).
+    fn young(&self, meta: &Metadata) -> bool {
+        match (self.now, meta.modified()) {
+            (Some(now), Ok(t)) => now.duration_since(t).unwrap_or_default() < lease::CLAIMING,
+            _ => true,
+        }
+    }
+}
+
 /// Who holds the lock on a file that could not be locked.
-fn holder(meta: &Metadata) -> Holder {
+fn holder_of(meta: &Metadata) -> Holder {
     let takers = flock_takers(meta);
     if takers.is_empty() {
         return Holder::Unknown;

@@ -15,6 +15,9 @@ mod features;
 mod follow;
 /// Hostile submitters and tasks: one test per finding of the security review.
 mod hostile;
+/// Several hosts on one spool: two bindfs mounts, a daemon with its own
+/// `host` on each; each job runs once, a dead host's jobs after its lease.
+mod hosts;
 /// The HTTP API: every endpoint and error, tokens, traversal, idle clients.
 mod http;
 /// The HTTP server's limits: long heads, idle and excess connections,
@@ -39,6 +42,9 @@ mod scale;
 /// through two bindfs "hosts", catch_up after a SIGKILL, `raccoon
 /// schedules` and the report's card, errors that stop the daemon.
 mod schedules;
+/// `user = "@submitter"`: jobs run as their file's owner, per_user,
+/// cancels only by the submitter, root-owned submissions refused, 422 over HTTP.
+mod submitters;
 /// The harness: TestSpool, waits with deadlines.
 mod support;
 /// Tasks and their processes: the death signal as another user, per-job
