@@ -218,11 +218,6 @@ pub fn rough_bytes(n: u64) -> String {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use super::*;
     use serde::Deserialize;

@@ -809,11 +809,6 @@ fn is_network_fs(magic: i64) -> bool {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use super::*;
 

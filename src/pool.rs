@@ -124,11 +124,6 @@ pub fn environment(grant: &Grant) -> Vec<(String, String)> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use super::*;
 

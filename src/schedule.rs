@@ -459,11 +459,6 @@ impl FromStr for Tick {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use super::*;
     use crate::config::{Config, Overrides};

@@ -632,11 +632,6 @@ fn class_of(job: &Queued) -> Class {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};

@@ -368,11 +368,6 @@ pub fn jitter(t: SystemTime) -> f64 {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use super::*;
 
@@ -576,11 +571,6 @@ mod tests {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 pub(crate) mod props {
     //! Property tests: every admitted value goes through every formatter
     //! and every sum without a panic. Each runs 256 cases.

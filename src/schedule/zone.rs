@@ -127,7 +127,6 @@ pub fn local() -> Result<Zone, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "a test's panic is its failure report")]
 mod tests {
     use super::*;
 

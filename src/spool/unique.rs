@@ -306,11 +306,6 @@ fn read_marker(path: &Path) -> io::Result<Option<Holder>> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test's panic is its failure report"
-)]
 mod tests {
     use super::*;
 
