@@ -227,7 +227,7 @@ fn a_tick_missed_while_killed_is_submitted_once_at_restart_with_catch_up() {
 }
 
 #[test]
-fn a_tick_missed_while_killed_is_skipped_without_catch_up() {
+fn a_tick_missed_while_killed_is_not_submitted_without_catch_up() {
     let (mut t, _keep, missed, fired) = kill_across_a_tick(false);
     let next = tick_at(missed.secs() + 4);
     t.wait_record_for(&beat_id(next), Duration::from_secs(15));
