@@ -19,14 +19,12 @@
 //! record (the commit thread does).
 
 use std::collections::HashMap;
-use std::time::Instant;
 
+use super::Daemon;
 use super::ingest::submitted_as;
-use super::{Daemon, SETTLE};
 use crate::job;
 use crate::record::{Outcome, Record, Status};
 use crate::scheduler::{Parent, Queued};
-use crate::spool::ClaimOutcome;
 use crate::spool::query::Located;
 use crate::time;
 
@@ -141,24 +139,8 @@ impl Daemon {
     /// Claims a queued job and ends it `cancelled` with `why`, without
     /// running it.
     fn cancel_unstarted(&mut self, q: Queued, why: String) {
-        let claim = match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
-            Ok(ClaimOutcome::Claimed(c)) => c,
-            // Swapped since it was queued for what is no file to read.
-            Ok(ClaimOutcome::Refused(r)) => {
-                let submitted_as = submitted_as(&r.id, &q.name);
-                self.refuse(r, &format!("new/{}", q.name), submitted_as);
-                return;
-            }
-            // Another daemon took it (it dooms it too).
-            Ok(ClaimOutcome::Gone) => return,
-            Ok(ClaimOutcome::Busy) => {
-                self.settling.insert(q.name, Instant::now() + SETTLE);
-                return;
-            }
-            Err(e) => {
-                crate::log!("new/{}: cannot claim to cancel it: {e}", q.name);
-                return;
-            }
+        let Some(claim) = self.claim_queued(&q, "claim to cancel it") else {
+            return;
         };
         let now = time::now();
         let submitted_as = submitted_as(&claim.id, &q.name);

@@ -168,31 +168,41 @@ impl Daemon {
         }
     }
 
-    /// Claims a queued job and starts its task.
-    fn start(&mut self, q: Queued) {
-        let Claim {
-            id,
-            bytes,
-            mut hold,
-        } = match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
-            Ok(ClaimOutcome::Claimed(c)) => c,
-            // Swapped since it was queued for what is no file to read.
+    /// Claims the queued job `q` for `what` (a start, a cancel). `None`
+    /// when there is nothing to do now: it was swapped for what is no file
+    /// to read (then recorded as refused), it is gone (another daemon took
+    /// it), another daemon is claiming it right now (looked at again after
+    /// the settle time), or the claim failed (logged).
+    pub(super) fn claim_queued(&mut self, q: &Queued, what: &str) -> Option<Claim> {
+        match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
+            Ok(ClaimOutcome::Claimed(c)) => Some(c),
             Ok(ClaimOutcome::Refused(r)) => {
                 let submitted_as = submitted_as(&r.id, &q.name);
                 self.refuse(r, &format!("new/{}", q.name), submitted_as);
-                return;
+                None
             }
-            Ok(ClaimOutcome::Gone) => return,
-            // Another daemon is claiming it: look again after the
-            // settle time.
+            Ok(ClaimOutcome::Gone) => None,
             Ok(ClaimOutcome::Busy) => {
-                self.settling.insert(q.name, Instant::now() + SETTLE);
-                return;
+                self.settling
+                    .insert(q.name.clone(), Instant::now() + SETTLE);
+                None
             }
             Err(e) => {
-                crate::log!("new/{}: cannot claim: {e}", q.name);
-                return;
+                crate::log!("new/{}: cannot {what}: {e}", q.name);
+                None
             }
+        }
+    }
+
+    /// Claims a queued job and starts its task.
+    fn start(&mut self, q: Queued) {
+        let Some(Claim {
+            id,
+            bytes,
+            mut hold,
+        }) = self.claim_queued(&q, "claim")
+        else {
+            return;
         };
         let submitted_as = submitted_as(&id, &q.name);
         self.key_claimed(&q, &id);

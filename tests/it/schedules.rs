@@ -170,6 +170,17 @@ fn kill_across_a_tick(catch_up: bool) -> (TestSpool, tempfile::TempDir, Tick, Ti
     let before = wait_for("a first tick's job", Duration::from_secs(15), || {
         beat_jobs(&t).keys().next_back().copied()
     });
+    // Killed with no beat job queued or running: one left there would be
+    // put back at the restart and hold `unique = beat`, making the missed
+    // tick a duplicate (as it should be), which is not what this tests.
+    let idle = |t: &TestSpool| {
+        ["new", "running"]
+            .iter()
+            .all(|d| t.ls(d).iter().all(|n| !n.starts_with("beat-")))
+    };
+    wait_for("the beat jobs so far to end", Duration::from_secs(15), || {
+        idle(&t).then_some(())
+    });
     t.kill9();
     // Whatever fired before the kill is on disk now: nothing fires after.
     let fired = *beat_jobs(&t).keys().next_back().unwrap();
