@@ -3,7 +3,9 @@
 //! the first rename to the last record. Beside it, in the same run: the
 //! `xargs -P8` baseline forking `/bin/true` N times, and — when installed
 //! (`benches/install-peers.sh`) — task-spooler, nq and pueue doing the
-//! same work. Also: raccoond with 100 000 old records in done/.
+//! same work. Also: raccoond with 100 000 old records in done/, and 10 000
+//! jobs in eight dependency chains (each job `after` the one eight before
+//! it), so that the price of `after` shows beside the plain rows.
 //!
 //! `cargo bench --bench throughput` (RACCOON_BENCH_N=1000 for a quick run).
 
@@ -52,6 +54,37 @@ fn raccoond_run(
         std::fs::rename(from, to).unwrap();
     }
     let ids: Vec<String> = (0..n).map(|i| format!("j{i:06}")).collect();
+    let end = b.wait_records(&ids, Duration::from_secs(600));
+    b.stop();
+    (n as f64 / (end - begin).as_secs_f64(), b)
+}
+
+/// Runs raccoond over `n` jobs in `PAR` chains: job `i` waits for job
+/// `i - PAR` (`after`), so at most `PAR` can run at once and each start
+/// waits for a record. Returns jobs/s.
+fn chains_run(n: usize) -> (f64, Bench) {
+    let top = format!("total = {PAR}\nfsync = false\nrescan = \"0\"");
+    let mut b = Bench::new(&top, &[("noop", "command = [\"/bin/true\"]")]);
+    b.start();
+    let jobs: Vec<(std::path::PathBuf, std::path::PathBuf)> = (0..n)
+        .map(|i| {
+            let name = format!("c{i:06}");
+            let text = if i >= PAR {
+                format!("type = \"noop\"\nafter = [\"c{:06}\"]\n", i - PAR)
+            } else {
+                "type = \"noop\"\n".to_string()
+            };
+            let tmp = b.spool.join("tmp").join(&name);
+            std::fs::write(&tmp, text).unwrap();
+            (tmp, b.spool.join("new").join(format!("{name}.toml")))
+        })
+        .collect();
+    let begin = Instant::now();
+    // In order: a parent is in the spool before any child names it.
+    for (from, to) in &jobs {
+        std::fs::rename(from, to).unwrap();
+    }
+    let ids: Vec<String> = (0..n).map(|i| format!("c{i:06}")).collect();
     let end = b.wait_records(&ids, Duration::from_secs(600));
     b.stop();
     (n as f64 / (end - begin).as_secs_f64(), b)
@@ -107,6 +140,16 @@ fn main() {
     rows.push((
         format!("raccoond, fsync off, {old} records in done/"),
         Some(best(&mut kept, false, old, None)),
+    ));
+
+    let chains = if std::env::var("RACCOON_BENCH_N").is_ok() {
+        n
+    } else {
+        10_000
+    };
+    rows.push((
+        format!("raccoond, {chains} jobs in {PAR} dependency chains"),
+        Some(keep(&mut kept, chains_run(chains))),
     ));
 
     if have("tsp") {

@@ -178,9 +178,11 @@ fn kill_across_a_tick(catch_up: bool) -> (TestSpool, tempfile::TempDir, Tick, Ti
             .iter()
             .all(|d| t.ls(d).iter().all(|n| !n.starts_with("beat-")))
     };
-    wait_for("the beat jobs so far to end", Duration::from_secs(15), || {
-        idle(&t).then_some(())
-    });
+    wait_for(
+        "the beat jobs so far to end",
+        Duration::from_secs(15),
+        || idle(&t).then_some(()),
+    );
     t.kill9();
     // Whatever fired before the kill is on disk now: nothing fires after.
     let fired = *beat_jobs(&t).keys().next_back().unwrap();
