@@ -11,8 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The daemon under test: this build's, or `RACCOON_BENCH_BIN` (another
+/// build, to compare two versions in one run of the same harness).
 pub fn raccoond() -> &'static str {
-    env!("CARGO_BIN_EXE_raccoond")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("RACCOON_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_raccoond").into())
+    })
 }
 
 pub fn raccoon() -> &'static str {
