@@ -267,32 +267,14 @@ impl Daemon {
             match run_as(s.hold.submitter()) {
                 Ok(who) => t.user = Some(who),
                 Err(why) => {
-                    let claimed = Claimed {
-                        id: &s.id,
-                        job: Some(&s.job),
-                        bytes: &s.bytes,
-                        submitted: Some(s.submitted),
-                        submitted_as: s.submitted_as.clone(),
-                        started: None,
-                        attempt: s.job.attempts,
-                    };
-                    self.end(claimed, s.hold, Cause::Rejected(why), None);
+                    self.end_stalled(s, None, false, Cause::Rejected(why));
                     return;
                 }
             }
         }
         let (Some(ty), Some(lock_fd)) = (ty, s.hold.lock_fd()) else {
-            let claimed = Claimed {
-                id: &s.id,
-                job: Some(&s.job),
-                bytes: &s.bytes,
-                submitted: Some(s.submitted),
-                submitted_as: s.submitted_as.clone(),
-                started: None,
-                attempt: s.job.attempts + 1,
-            };
             let why = Cause::Unstartable("its type or its lock is missing".into());
-            self.end(claimed, s.hold, why, None);
+            self.end_stalled(s, None, true, why);
             return;
         };
         let attempt = s.job.attempts + 1;
@@ -354,17 +336,7 @@ impl Daemon {
             }
             Err(e) => {
                 crate::log!("{}: cannot start: {e}", s.id);
-                self.pool.give(&s.grant);
-                let claimed = Claimed {
-                    id: &s.id,
-                    job: Some(&s.job),
-                    bytes: &s.bytes,
-                    submitted: Some(s.submitted),
-                    submitted_as: s.submitted_as.clone(),
-                    started: Some(started),
-                    attempt,
-                };
-                self.end(claimed, s.hold, Cause::Unstartable(e.to_string()), None);
+                self.end_stalled(s, Some(started), true, Cause::Unstartable(e.to_string()));
             }
         }
     }
@@ -373,17 +345,40 @@ impl Daemon {
     /// `new/`, their attempt not counted.
     pub(super) fn release_stalled(&mut self) {
         for s in std::mem::take(&mut self.stalled) {
-            self.pool.give(&s.grant);
-            let claimed = Claimed {
-                id: &s.id,
-                job: Some(&s.job),
-                bytes: &s.bytes,
-                submitted: Some(s.submitted),
-                submitted_as: s.submitted_as.clone(),
-                started: None,
-                attempt: s.job.attempts + 1,
-            };
-            self.end(claimed, s.hold, Cause::Drained, None);
+            self.end_stalled(s, None, true, Cause::Drained);
         }
+    }
+
+    /// Ends a claimed job whose task did not start (or just failed to):
+    /// its resource units go back, and `finish` ends it with `cause`;
+    /// `next_attempt` says whether this was an attempt (the job's next) or
+    /// the job was turned away before any.
+    fn end_stalled(
+        &mut self,
+        s: Stalled,
+        started: Option<SystemTime>,
+        next_attempt: bool,
+        cause: Cause,
+    ) {
+        self.pool.give(&s.grant);
+        let Stalled {
+            id,
+            job,
+            bytes,
+            hold,
+            submitted,
+            submitted_as,
+            ..
+        } = s;
+        let claimed = Claimed {
+            id: &id,
+            job: Some(&job),
+            bytes: &bytes,
+            submitted: Some(submitted),
+            submitted_as,
+            started,
+            attempt: job.attempts + u32::from(next_attempt),
+        };
+        self.end(claimed, hold, cause, None);
     }
 }

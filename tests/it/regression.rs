@@ -24,3 +24,24 @@ fn requeue_race_a_retry_without_delay_ran_under_a_fresh_id() {
     }
     assert_eq!(t.records().len(), 200, "a retry ran under another id");
 }
+
+/// A job turned away after it was granted resource units (a root-owned
+/// submission to a type that runs as its submitter) kept them: the one GPU
+/// stayed taken and every later job needing it waited for ever.
+#[test]
+fn resource_leak_a_job_turned_away_at_start_kept_its_units() {
+    require_root("a root-owned submission is what gets turned away");
+    let t = TestSpool::builder()
+        .top("[resources]\ngpu = 1")
+        .ty(
+            "mine",
+            "command = [\"true\"]\nuser = \"@submitter\"\nneeds = { gpu = 1 }",
+        )
+        .ty("gpu", "command = [\"true\"]\nneeds = { gpu = 1 }")
+        .start();
+    t.drop_job("turned.toml", "type = \"mine\"\n");
+    assert_eq!(status_of(&t.wait_record("turned")), "rejected");
+    t.drop_job("after.toml", "type = \"gpu\"\n");
+    let r = t.wait_record("after");
+    assert_eq!(status_of(&r), "succeeded", "{r:?}\n{}", t.log());
+}
