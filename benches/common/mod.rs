@@ -147,6 +147,26 @@ impl Bench {
         })
     }
 
+    /// Renames every prepared job (`prepare`) into `new/` as fast as it
+    /// can, waits for all their records, stops the daemon: jobs/s from the
+    /// first rename to the last record.
+    pub fn drop_all(&mut self, jobs: &[(PathBuf, PathBuf)], timeout: Duration) -> f64 {
+        let ids: Vec<String> = jobs
+            .iter()
+            .map(|(_, to)| {
+                let name = to.file_name().unwrap().to_string_lossy();
+                name.strip_suffix(".toml").unwrap_or(&name).to_string()
+            })
+            .collect();
+        let begin = Instant::now();
+        for (from, to) in jobs {
+            fs::rename(from, to).unwrap();
+        }
+        let end = self.wait_records(&ids, timeout);
+        self.stop();
+        jobs.len() as f64 / (end - begin).as_secs_f64()
+    }
+
     /// Waits until done/ holds `n` records; the time when it did.
     pub fn wait_done(&self, n: usize, timeout: Duration) -> Instant {
         wait(&format!("{n} records"), timeout, || {
