@@ -274,15 +274,15 @@ impl JobCgroup {
         self.limits_memory
     }
 
-    /// `cgroup.procs`, open for writing: the task writes `0` into it
-    /// between clone and exec to join the cgroup before it runs anything.
-    pub fn open_procs(&self) -> io::Result<File> {
-        let path = self.path.join("cgroup.procs");
+    /// The cgroup's folder, open: the task is born in it
+    /// (`CLONE_INTO_CGROUP`), or joins it through its `cgroup.procs`
+    /// between clone and exec, before it runs anything.
+    pub fn open_folder(&self) -> io::Result<File> {
         OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| io_context("open", &path, e))
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
+            .open(&self.path)
+            .map_err(|e| io_context("open", &self.path, e))
     }
 
     /// SIGKILL to every process in the cgroup, detached ones included.

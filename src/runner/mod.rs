@@ -160,7 +160,7 @@ pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Task> {
         env: &env,
         dir: &dir,
         lock_fd: l.lock_fd,
-        cgroup_procs: None,
+        cgroup: None,
     };
     let started = launch(place, limits, stdin, cgroup.as_ref());
     let (pid, pidfd, pipes) = match started {
@@ -197,8 +197,8 @@ fn launch(
     stdin: File,
     cgroup: Option<&Arc<JobCgroup>>,
 ) -> io::Result<(i32, OwnedFd, [File; 2])> {
-    let procs = cgroup.map(|c| c.open_procs()).transpose()?;
-    place.cgroup_procs = procs.as_ref().map(|f| f.as_raw_fd());
+    let folder = cgroup.map(|c| c.open_folder()).transpose()?;
+    place.cgroup = folder.as_ref().map(|f| f.as_raw_fd());
     let (stdout, stdout_w) = pipe()?;
     let (stderr, stderr_w) = pipe()?;
     let spec = Spec::new(&place, limits)?;
@@ -207,9 +207,14 @@ fn launch(
         stdout_w.as_raw_fd(),
         stderr_w.as_raw_fd(),
     ];
-    let pid = spawn::spawn(&spec, stdio, TASK_NOFILE.get().copied())?;
-    drop((stdin, stdout_w, stderr_w, procs));
-    match pidfd_open(pid) {
+    let child = spawn::spawn(&spec, stdio, TASK_NOFILE.get().copied())?;
+    drop((stdin, stdout_w, stderr_w, folder));
+    let pid = child.pid;
+    let pidfd = match child.pidfd {
+        Some(fd) => Ok(fd),
+        None => pidfd_open(pid),
+    };
+    match pidfd {
         Ok(fd) => Ok((pid, fd, [stdout, stderr])),
         Err(e) => {
             let task = Task {

@@ -1,5 +1,11 @@
-//! One process from clone to exec: `clone(CLONE_VM | CLONE_VFORK)`, then
+//! One process from clone to exec: `clone3(CLONE_VM | CLONE_VFORK |
+//! CLONE_INTO_CGROUP)` (or `clone` where the kernel has no `clone3`), then
 //! the child's system calls on data the parent prepared.
+//!
+//! Why `clone3`: a process born in its cgroup is never migrated, and a
+//! migration (writing into `cgroup.procs`) waits for the cgroup
+//! subsystem's read-copy-update grace period: 0.3 ms typically and
+//! several ms at worst, with the daemon's main loop suspended meanwhile.
 //!
 //! The child joins the job's cgroup, starts its own session, keeps the
 //! job lock, takes its stdio, lowers its limits, goes to its folder, takes
@@ -21,7 +27,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 /// Limits applied in the child between clone and exec, prepared before.
 #[derive(Clone)]
@@ -86,9 +93,8 @@ pub(super) struct Spec {
     /// The locked job file, inherited so that the lock lives as long as
     /// some process of the job does.
     lock_fd: RawFd,
-    /// The job cgroup's `cgroup.procs`, open for writing, or -1 without a
-    /// cgroup.
-    cgroup_procs: RawFd,
+    /// The job cgroup's folder, open, or -1 without a cgroup.
+    cgroup: RawFd,
     /// The daemon's pid: the child's parent until the daemon dies.
     parent: libc::pid_t,
     /// The child's errno when a step before exec failed.
@@ -113,7 +119,8 @@ pub(super) struct Place<'a> {
     pub env: &'a [(String, String)],
     pub dir: &'a Path,
     pub lock_fd: RawFd,
-    pub cgroup_procs: Option<RawFd>,
+    /// The job cgroup's folder, open (`O_DIRECTORY`).
+    pub cgroup: Option<RawFd>,
 }
 
 impl Spec {
@@ -153,7 +160,7 @@ impl Spec {
             dir,
             limits,
             lock_fd: place.lock_fd,
-            cgroup_procs: place.cgroup_procs.unwrap_or(-1),
+            cgroup: place.cgroup.unwrap_or(-1),
             parent: nix::unistd::getpid().as_raw(),
             error: AtomicI32::new(0),
             step: AtomicUsize::new(0),
@@ -167,58 +174,236 @@ struct ChildArgs<'a> {
     stdio: [RawFd; 3],
     /// The soft limit on open files tasks get back.
     nofile: Option<libc::rlimit>,
+    /// The job cgroup's `cgroup.procs`, open for writing, when the child
+    /// must join it itself (`clone` without `clone3`); else -1.
+    join: RawFd,
+    /// Whether the kernel already reset the signal handlers
+    /// (`CLONE_CLEAR_SIGHAND`).
+    handlers_reset: bool,
 }
 
-/// Starts the task with `clone(CLONE_VM | CLONE_VFORK)`, as posix_spawn
-/// does: no page tables are copied and the parent's memory is never
+/// `struct clone_args` of linux/sched.h, as far as version 2 (5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Cleared for good once the kernel says it has no `clone3` with
+/// `CLONE_INTO_CGROUP` (before 5.7): tasks then join their cgroup
+/// themselves.
+static CLONE3: AtomicBool = AtomicBool::new(true);
+
+/// A started child: its pid, and its pidfd when `clone3` gave one.
+pub(super) struct Child {
+    pub pid: i32,
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Starts the task with `CLONE_VM | CLONE_VFORK`, as posix_spawn does:
+/// no page tables are copied and the parent's memory is never
 /// write-protected, which matters when hundreds of tasks start a second.
 /// The child only makes system calls, on data prepared by the parent,
-/// then execs; the calling thread waits until it has. Gives the pid.
+/// then execs; the calling thread waits until it has.
 pub(super) fn spawn(
     spec: &Spec,
     stdio: [RawFd; 3],
     nofile: Option<libc::rlimit>,
-) -> io::Result<i32> {
-    let args = ChildArgs {
+) -> io::Result<Child> {
+    let mut args = ChildArgs {
         spec,
         stdio,
         nofile,
+        join: -1,
+        handlers_reset: false,
     };
-    let mut stack = vec![0u8; 64 * 1024];
+    let mut stack = vec![0u64; 8 * 1024];
+    // Opened only when the child must join its cgroup itself.
+    let mut procs: Option<OwnedFd> = None;
     // SAFETY: the stack grows down from the end of a buffer that outlives
     // the child's use of it (CLONE_VFORK suspends us until exec or exit);
     // all signals are blocked around clone so that no handler of ours runs
     // on the child's stack; the child resets them before unblocking.
-    unsafe {
-        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+    let started = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
-            child_main,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &args as *const ChildArgs as *mut libc::c_void,
-        );
-        let clone_error = io::Error::last_os_error();
+        let mut started = None;
+        if spec.cgroup >= 0 && CLONE3.load(Ordering::Relaxed) {
+            args.handlers_reset = true;
+            match clone3_vfork(&mut stack, &args, spec.cgroup) {
+                Ok(child) => started = Some(Ok(child)),
+                Err(e) => {
+                    args.handlers_reset = false;
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+                    ) {
+                        CLONE3.store(false, Ordering::Relaxed);
+                    }
+                    // Any other refusal: the old way says what is wrong.
+                }
+            }
+        }
+        let started = match started {
+            Some(s) => s,
+            None => {
+                if spec.cgroup >= 0 {
+                    let fd = libc::openat(
+                        spec.cgroup,
+                        c"cgroup.procs".as_ptr(),
+                        libc::O_WRONLY | libc::O_CLOEXEC,
+                    );
+                    if fd >= 0 {
+                        procs = Some(OwnedFd::from_raw_fd(fd));
+                        args.join = fd;
+                    }
+                }
+                if spec.cgroup >= 0 && args.join < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    clone_vfork(&mut stack, &args)
+                }
+            }
+        };
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if pid < 0 {
-            return Err(clone_error);
-        }
-        let errno = spec.error.load(Ordering::SeqCst);
-        if errno != 0 {
-            let step = STEPS
-                .get(spec.step.load(Ordering::SeqCst))
-                .copied()
-                .unwrap_or("");
-            let mut status = 0;
-            libc::waitpid(pid, &mut status, 0);
-            let e = io::Error::from_raw_os_error(errno);
-            return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
-        }
-        Ok(pid)
+        started
+    };
+    drop(procs);
+    let child = started.map_err(|e| io::Error::new(e.kind(), format!("clone: {e}")))?;
+    let errno = spec.error.load(Ordering::SeqCst);
+    if errno != 0 {
+        let step = STEPS
+            .get(spec.step.load(Ordering::SeqCst))
+            .copied()
+            .unwrap_or("");
+        let mut status = 0;
+        // SAFETY: reaping the child that just failed before exec.
+        unsafe { libc::waitpid(child.pid, &mut status, 0) };
+        let e = io::Error::from_raw_os_error(errno);
+        return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
     }
+    Ok(child)
+}
+
+/// The top of a child stack: 16-byte aligned, as the ABI wants it at a
+/// call.
+fn stack_top(stack: &mut [u64]) -> *mut u64 {
+    // SAFETY: one past the end of the slice, never dereferenced here.
+    let end = unsafe { stack.as_mut_ptr().add(stack.len()) };
+    (end as usize & !15) as *mut u64
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK)` through glibc's wrapper.
+///
+/// # Safety
+/// Signals blocked; `stack` and `args` outlive the child's use of them.
+unsafe fn clone_vfork(stack: &mut [u64], args: &ChildArgs) -> io::Result<Child> {
+    // SAFETY: as the caller promises.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            stack_top(stack) as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            args as *const ChildArgs as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Child { pid, pidfd: None })
+}
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP | CLONE_PIDFD |
+/// CLONE_CLEAR_SIGHAND)`: the child is born in the cgroup whose folder
+/// `cgroup` is, with default signal handlers, and runs [`child_main`] on
+/// `stack`. glibc has no wrapper: the child's first instructions are
+/// ours.
+///
+/// # Safety
+/// Signals blocked; `stack` and `args` outlive the child's use of them.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_vfork(stack: &mut [u64], args: &ChildArgs, cgroup: RawFd) -> io::Result<Child> {
+    let base = stack.as_mut_ptr() as u64;
+    let top = stack_top(stack) as u64;
+    let mut pidfd: libc::c_int = -1;
+    let mut cl = CloneArgs {
+        flags: libc::CLONE_VM as u64
+            | libc::CLONE_VFORK as u64
+            | CLONE_PIDFD
+            | CLONE_CLEAR_SIGHAND
+            | CLONE_INTO_CGROUP,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: base,
+        stack_size: top - base,
+        cgroup: cgroup as u64,
+        ..CloneArgs::default()
+    };
+    let entry = child_main as extern "C" fn(*mut libc::c_void) -> libc::c_int;
+    let ret: i64;
+    // SAFETY: the kernel starts the child on `stack` (its top, 16-byte
+    // aligned) with the parent's registers but rax = 0: it calls
+    // child_main(args) there and never comes back into this function
+    // (child_main execs or exits; should it return, the child exits).
+    // The parent goes on after the label with rax = the pid or -errno;
+    // `syscall` clobbers rcx and r11 only.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "mov edi, eax",
+            "mov eax, 60",
+            "syscall",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &mut cl as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") entry as usize,
+            in("r13") args as *const ChildArgs as usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error((-ret) as i32));
+    }
+    // SAFETY: CLONE_PIDFD put a new descriptor of ours there.
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+    Ok(Child {
+        pid: ret as i32,
+        pidfd,
+    })
+}
+
+/// Elsewhere the child joins its cgroup itself.
+///
+/// # Safety
+/// Nothing to uphold: it always declines.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_vfork(_: &mut [u64], _: &ChildArgs, _: RawFd) -> io::Result<Child> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 /// The child, between clone and exec. Only raw system calls: glibc's
@@ -244,7 +429,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         for sig in 1..65 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            if !args.handlers_reset && sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::syscall(
                     libc::SYS_rt_sigaction,
                     sig,
@@ -266,9 +451,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             return fail(Step::Signals);
         }
         // Into the job's cgroup before anything of the task runs, so that
-        // every process it ever makes is in it ("0": the writer itself).
-        if spec.cgroup_procs >= 0
-            && libc::write(spec.cgroup_procs, b"0".as_ptr() as *const libc::c_void, 1) < 0
+        // every process it ever makes is in it ("0": the writer itself),
+        // unless it was born there.
+        if args.join >= 0 && libc::write(args.join, b"0".as_ptr() as *const libc::c_void, 1) < 0
         {
             return fail(Step::Cgroup);
         }
