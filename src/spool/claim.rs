@@ -15,7 +15,8 @@
 //!    file its submitter cannot read).
 //! 2. Copy what was read into a new file of the daemon's own in `.tmp/`,
 //!    locked (the "alive" lock, on a read-only descriptor the task
-//!    inherits) and fsynced with `fsync = true`, and rename it, never
+//!    inherits; not fsynced: the submission is kept until the record is
+//!    durable, see step 4), and rename it, never
 //!    replacing, into `running/<id>.toml`. For a moment the job is in
 //!    both folders; it is never in neither.
 //! 3. `rename(new/<name> → .tmp/<id>.….claim)`: the rename decides which
@@ -64,11 +65,11 @@ pub struct Hold {
     /// or requeued copy is in place.
     taken: Option<PathBuf>,
     /// When the job was submitted, as the claim found it (the
-    /// submission's modification time) or recovery read it (the host
-    /// file's): the job file's own time is the lease's.
+    /// submission's modification time) or recovery read it (the holder
+    /// mark): the job file's own time is the lease's.
     written: Option<std::time::SystemTime>,
     /// Who submitted the job: the owner of the submitted file, as the
-    /// claim's `fstat` found it (kept in the host file across a crash).
+    /// claim's `fstat` found it (kept in the holder mark across a crash).
     /// `@submitter` types run as this user; cancels are checked against it.
     submitter: Option<u32>,
 }
@@ -91,7 +92,7 @@ impl Hold {
         self.lock.as_ref().map(|l| l.as_raw_fd())
     }
 
-    /// When the job was submitted as the claim found it (the host file
+    /// When the job was submitted as the claim found it (the holder mark
     /// in `running/` keeps it across a crash): what a recovery takes for
     /// `submitted` when the job file does not say.
     pub fn written(&self) -> Option<std::time::SystemTime> {
@@ -198,7 +199,7 @@ impl Spool {
             }
             id = fresh_id();
         }
-        let (copy, lock) = self.write_locked_copy(&bytes)?;
+        let (copy, lock) = self.write_locked_copy(&bytes, false)?;
         if let Err(e) = rename_noreplace(&copy, &self.running_job(&id)) {
             let _ = fs::remove_file(&copy);
             return match e.kind() {
@@ -222,12 +223,12 @@ impl Spool {
             };
         }
         if same_inode(&read, &taken) {
-            // Ours now: the host file says so to other hosts, and keeps
+            // Ours now: the holder mark says so to other hosts, and keeps
             // the submission's time for a recovery after a crash.
             let meta = read.metadata().ok();
             let written = meta.as_ref().and_then(|m| m.modified().ok());
             let submitter = meta.as_ref().map(std::os::unix::fs::MetadataExt::uid);
-            self.write_host(&id, written, submitter);
+            self.write_host(&id, &lock, written, submitter);
             let hold = Hold {
                 lock: Some(lock),
                 taken: Some(taken),
@@ -282,10 +283,12 @@ impl Spool {
                 return Err(e);
             }
         };
-        let copied = self.write_locked_copy(&bytes).and_then(|(copy, lock)| {
-            self.publish(&copy, &mut id, Some(&mut hold))?;
-            Ok(lock)
-        });
+        let copied = self
+            .write_locked_copy(&bytes, false)
+            .and_then(|(copy, lock)| {
+                self.publish(&copy, &mut id, Some(&mut hold))?;
+                Ok(lock)
+            });
         match copied {
             Ok(lock) => {
                 let meta = hold
@@ -294,7 +297,7 @@ impl Spool {
                     .and_then(|t| fs::symlink_metadata(t).ok());
                 let when = meta.as_ref().and_then(|m| m.modified().ok());
                 hold.submitter = meta.as_ref().map(std::os::unix::fs::MetadataExt::uid);
-                self.write_host(&id, when, hold.submitter);
+                self.write_host(&id, &lock, when, hold.submitter);
                 hold.written = when;
                 hold.lock = Some(lock);
                 Ok(ClaimOutcome::Claimed(Claim { id, bytes, hold }))
@@ -399,12 +402,21 @@ impl Spool {
         ))
     }
 
-    /// A job file of the daemon's own in `.tmp/`, fsynced with `fsync =
-    /// true` (the submission it copies goes once the record is written, so
-    /// the copy must survive a power cut), and locked through a read-only
-    /// descriptor (the task inherits it: it must not be able to write it).
-    pub(super) fn write_locked_copy(&self, bytes: &[u8]) -> io::Result<(PathBuf, Flock<File>)> {
-        let copy = self.write_private(bytes, "job", self.fsync)?;
+    /// A job file of the daemon's own in `.tmp/`, locked through a
+    /// read-only descriptor (the task inherits it: it must not be able to
+    /// write it), fsynced when `sync`.
+    ///
+    /// A claim's copy needs no fsync: what it copies stays in `.tmp/`
+    /// until the job's record or requeued copy is durable, and a start
+    /// after a power cut puts it back into `new/` when the copy lost its
+    /// text (see `private`). Only a copy that replaces the last one
+    /// (`take_over`) must survive on its own.
+    pub(super) fn write_locked_copy(
+        &self,
+        bytes: &[u8],
+        sync: bool,
+    ) -> io::Result<(PathBuf, Flock<File>)> {
+        let copy = self.write_private(bytes, "job", sync)?;
         let locked = open_nofollow(&copy).and_then(|f| {
             Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
         });

@@ -1,26 +1,35 @@
 //! Leases: how a daemon of one host tells the daemons of other hosts that
 //! a job in `running/` is alive, where file locks do not reach (SPEC §14).
 //!
-//! Owns the host file `running/<id>.host` (the holder's host identity,
-//! written once the daemon's copy is in place; its modification time is
-//! the job's submission time), the lease itself (the modification time of
+//! Owns the holder mark of a job (the holder's host identity, who
+//! submitted the job and when): an extended attribute `user.raccoond` of
+//! the daemon's copy `running/<id>.toml`, set through the locked
+//! descriptor, and where the file system has no extended attributes a host
+//! file `running/<id>.host` (its modification time is the submission
+//! time). Also the lease itself (the modification time of
 //! `running/<id>.toml`, refreshed through the locked descriptor), the
 //! file system's clock (the modification time of a file just touched in
 //! `.tmp/`), and the pure decision [`verdict`] of whether a job that could
 //! be locked is still someone's.
 //!
+//! Why an attribute first: it costs one system call and no inode, where a
+//! host file cost an inode created, renamed and removed per job.
+//!
 //! Never compares a file's time with this machine's clock: hosts' clocks
 //! drift, the file server's clock is the one every host reads.
 //!
-//! Invariant: a job whose host file names another host is never taken
-//! while its lease runs, whatever its lock says (a lock taken on another
-//! host is not seen here). A job without a host file (written by a daemon
-//! before leases, or claimed a moment ago and its host file not yet
-//! written) counts as this host's once it is older than [`CLAIMING`].
+//! Invariant: a job whose mark names another host is never taken while
+//! its lease runs, whatever its lock says (a lock taken on another host is
+//! not seen here). A job without a mark (written by a daemon before
+//! leases, or claimed a moment ago and its mark not yet set) counts as
+//! this host's once it is older than [`CLAIMING`]; one whose mark this
+//! daemon cannot read (a mount without extended attributes of a file
+//! system that has them) counts as another host's.
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,16 +38,23 @@ use nix::sys::time::TimeSpec;
 use super::Spool;
 use crate::fsio::{io_context, open_regular};
 
-/// How long a job file without a host file counts as another daemon's
-/// claim in progress (a claim writes the host file right after its copy).
+/// How long a job file without a holder mark counts as another daemon's
+/// claim in progress (a claim marks its copy right after placing it).
 pub const CLAIMING: Duration = Duration::from_secs(5);
 
-/// What `running/<id>.host` says.
+/// The name of the holder mark's extended attribute.
+const MARK: &std::ffi::CStr = c"user.raccoond";
+
+/// The holder a job has when its mark cannot be read here: no configured
+/// host is empty, so it is always another host's.
+pub const UNKNOWN_HOLDER: &str = "";
+
+/// What a job's holder mark says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFile {
     /// The host identity of the daemon that holds the job.
     pub host: String,
-    /// When the job was submitted (the host file's modification time).
+    /// When the job was submitted (the mark says, or the host file's modification time).
     pub submitted: Option<SystemTime>,
     /// Who submitted it (the uid that owned the submitted file).
     pub submitter: Option<u32>,
@@ -58,7 +74,7 @@ pub enum Verdict {
 }
 
 /// Whether a job file that this daemon could lock is still someone's.
-/// `holder`: the host its host file names (`None`: no host file);
+/// `holder`: the host its holder mark names (`None`: no mark);
 /// `touched`: the job file's modification time (the lease's last refresh);
 /// `now`: the file system's clock. Pure.
 pub fn verdict(
@@ -85,12 +101,42 @@ impl Spool {
         self.running_dir().join(format!("{id}.host"))
     }
 
-    /// Writes the host file of a job this daemon has just placed in
-    /// `running/`, with the job's submission time `submitted` as its
-    /// modification time (a copy in `.tmp/` renamed into place, so that a
-    /// reader sees all of it or none). A failure is logged: without it the
-    /// job counts as this host's, as before leases.
-    pub(super) fn write_host(&self, id: &str, submitted: Option<SystemTime>, by: Option<u32>) {
+    /// Marks a job this daemon has just placed in `running/` (its copy
+    /// open as `copy`) as held by this host, submitted at `submitted` by
+    /// uid `by`: the attribute, else a host file. A failure is logged:
+    /// without a mark the job counts as this host's, as before leases.
+    pub(super) fn write_host(
+        &self,
+        id: &str,
+        copy: &File,
+        submitted: Option<SystemTime>,
+        by: Option<u32>,
+    ) {
+        let when = submitted
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+            .unwrap_or_default();
+        let uid = by.map(|u| u.to_string()).unwrap_or_default();
+        let value = format!("{}\n{uid}\n{when}\n", self.host);
+        // SAFETY: the descriptor is open; name and value are valid for the
+        // lengths given.
+        let set = unsafe {
+            libc::fsetxattr(
+                copy.as_raw_fd(),
+                MARK.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if set == 0 {
+            return;
+        }
+        self.write_host_file(id, submitted, by);
+    }
+
+    /// The host file: where the file system keeps no extended attributes.
+    fn write_host_file(&self, id: &str, submitted: Option<SystemTime>, by: Option<u32>) {
         let dest = self.running_host(id);
         let text = match by {
             Some(uid) => format!("{}\n{uid}\n", self.host),
@@ -110,14 +156,49 @@ impl Spool {
                 })
             });
         if let Err(e) = placed {
-            crate::log!("{id}: cannot write its host file: {e}");
+            crate::log!("{id}: cannot mark it as this host's: {e}");
         }
     }
 
     /// The host that holds a job in `running/`, when the job was
-    /// submitted and by whom (uid), as its host file says; `None` without
-    /// one.
+    /// submitted and by whom (uid), as its mark says; `None` without one,
+    /// [`UNKNOWN_HOLDER`] when it cannot be read here.
     pub(super) fn read_host(&self, id: &str) -> Option<HostFile> {
+        let mut buf = [0u8; 512];
+        let Ok(path) = std::ffi::CString::new(self.running_job(id).into_os_string().into_vec())
+        else {
+            return None;
+        };
+        // SAFETY: path and name are NUL-terminated; the buffer is ours
+        // and its length is given.
+        let got = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                MARK.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let unreadable = match usize::try_from(got) {
+            Ok(n) => return parse_mark(buf.get(..n).unwrap_or_default()),
+            Err(_) => matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENOTSUP | libc::EACCES | libc::EPERM)
+            ),
+        };
+        match self.read_host_file(id) {
+            Some(h) => Some(h),
+            None if unreadable => Some(HostFile {
+                host: UNKNOWN_HOLDER.to_string(),
+                submitted: None,
+                submitter: None,
+            }),
+            None => None,
+        }
+    }
+
+    /// What a host file says.
+    fn read_host_file(&self, id: &str) -> Option<HostFile> {
         let path = self.running_host(id);
         let (mut file, meta) = open_regular(&path).ok()??;
         let mut text = String::new();
@@ -144,6 +225,29 @@ impl Spool {
         let _ = fs::remove_file(&path);
         t.map_err(|e| io_context("stat", &path, e))
     }
+}
+
+/// Reads a holder mark: `host`, `uid` (may be empty), `secs.nanos` of the
+/// submission (may be empty), one per line. `None` when it names no host.
+fn parse_mark(bytes: &[u8]) -> Option<HostFile> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.lines();
+    let host = lines.next()?.trim();
+    if host.is_empty() {
+        return None;
+    }
+    let submitter = lines.next().and_then(|l| l.trim().parse().ok());
+    let submitted = lines.next().and_then(|l| {
+        let (s, n) = l.trim().split_once('.')?;
+        let secs: u64 = s.parse().ok()?;
+        let nanos: u32 = n.parse().ok().filter(|n| *n < 1_000_000_000)?;
+        UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+    });
+    Some(HostFile {
+        host: host.to_string(),
+        submitted,
+        submitter,
+    })
 }
 
 /// Refreshes a job's lease: the modification time of its file in
@@ -194,29 +298,83 @@ mod tests {
     }
 
     #[test]
-    fn the_host_file_says_who_holds_a_job_and_when_it_was_submitted() {
+    fn the_mark_says_who_holds_a_job_and_when_it_was_submitted() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(&dir.path().join("s"), false)
             .unwrap()
             .with_host("h1");
         assert_eq!(spool.read_host("j"), None);
-        let when = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        spool.write_host("j", Some(when), Some(1234));
+        fs::write(spool.running_job("j"), "type = \"x\"\n").unwrap();
+        let copy = File::open(spool.running_job("j")).unwrap();
+        let when = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        spool.write_host("j", &copy, Some(when), Some(1234));
         let want = HostFile {
             host: "h1".into(),
             submitted: Some(when),
             submitter: Some(1234),
         };
-        assert_eq!(spool.read_host("j"), Some(want));
-        spool.write_host("j", None, None);
-        assert_eq!(spool.read_host("j").unwrap().submitter, None);
-        spool.remove_host("j");
-        assert_eq!(spool.read_host("j"), None);
+        assert_eq!(spool.read_host("j"), Some(want.clone()));
+        // An attribute where the file system has them: no host file.
+        assert!(!spool.running_host("j").exists());
+        spool.write_host("j", &copy, None, None);
+        let bare = spool.read_host("j").unwrap();
+        assert_eq!((bare.submitter, bare.submitted), (None, None));
+        // Where it has none: the host file says the same (its time to the
+        // microsecond or so, as file systems keep it).
+        spool.write_host_file("k", Some(when), Some(1234));
+        fs::write(spool.running_job("k"), "type = \"x\"\n").unwrap();
+        let k = spool.read_host("k").unwrap();
+        assert_eq!((k.host.as_str(), k.submitter), ("h1", Some(1234)));
+        assert!(k.submitted.is_some());
+        spool.remove_host("k");
+        assert_eq!(spool.read_host("k"), None);
         let now = spool.fs_now().unwrap();
         let age = SystemTime::now()
             .duration_since(now)
             .unwrap_or(Duration::ZERO);
         assert!(age < Duration::from_secs(5));
         assert!(spool.names(&spool.private_dir()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn marks_read_back_and_odd_marks_name_no_host() {
+        let t = UNIX_EPOCH + Duration::new(5, 7);
+        let cases: [(&[u8], Option<HostFile>); 6] = [
+            (
+                b"a\n1000\n5.000000007\n",
+                Some(HostFile {
+                    host: "a".into(),
+                    submitted: Some(t),
+                    submitter: Some(1000),
+                }),
+            ),
+            (
+                b"a\n\n\n",
+                Some(HostFile {
+                    host: "a".into(),
+                    submitted: None,
+                    submitter: None,
+                }),
+            ),
+            (
+                b"a\nx\n5.9999999999\n",
+                Some(HostFile {
+                    host: "a".into(),
+                    submitted: None,
+                    submitter: None,
+                }),
+            ),
+            (b"\n1\n", None),
+            (b"", None),
+            (b"\xff\xfe", None),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(parse_mark(bytes), want, "{bytes:?}");
+        }
+        // Far past what a time can hold: no time, no panic.
+        assert_eq!(
+            parse_mark(b"a\n\n18446744073709551615.999999999\n").and_then(|h| h.submitted),
+            None
+        );
     }
 }

@@ -18,6 +18,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,10 +177,50 @@ impl Spool {
         }
     }
 
+    /// Whether `running/<id>.toml` is a copy of the claim at `claim` that
+    /// lost its text: not fsynced (see `claim`), a power cut can leave it
+    /// empty or short. While its claim is in `.tmp/`, a job's copy holds
+    /// the claim's very bytes (it is never rewritten), so any difference
+    /// is a loss; a copy someone holds locked is a live job, left alone.
+    fn copy_lost_its_text(&self, claim: &Path, id: &str) -> bool {
+        let Ok(Some((copy, meta))) = crate::fsio::open_regular(&self.running_job(id)) else {
+            return false;
+        };
+        let Ok(Some((taken, taken_meta))) = crate::fsio::open_regular(claim) else {
+            return false;
+        };
+        // The claim itself can be anything a submitter renamed into new/.
+        if taken_meta.nlink() > 1 || meta.nlink() > 1 {
+            return false;
+        }
+        let Ok(copy) = nix::fcntl::Flock::lock(copy, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        else {
+            return false;
+        };
+        if meta.len() != taken_meta.len() {
+            return true;
+        }
+        let read = |f: &File, len: u64| {
+            let mut v = Vec::with_capacity(len as usize);
+            f.take(len + 1).read_to_end(&mut v).map(|_| v)
+        };
+        match (read(&copy, meta.len()), read(&taken, meta.len())) {
+            (Ok(a), Ok(b)) => a != b,
+            _ => false,
+        }
+    }
+
     /// A dead daemon's claim for job `id`: gone if the job went on, else
     /// back into `new/` as `<id>.toml` (under a fresh id when that name is
     /// taken by someone else's file).
     fn settle_claim(&self, path: &Path, id: &str) {
+        if self.copy_lost_its_text(path, id) {
+            crate::log!(
+                "{id}: recover: running/{id}.toml lost its text (a power cut before it reached the disk); the job goes back"
+            );
+            let _ = fs::remove_file(self.running_job(id));
+            self.remove_host(id);
+        }
         let went_on = self.running_job(id).symlink_metadata().is_ok()
             || self.done_record(id).symlink_metadata().is_ok()
             || Spool::is_own_file(&self.new_path(&format!("{id}.toml")));
@@ -214,6 +255,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::fcntl::{Flock, FlockArg};
 
     #[test]
     fn private_names_say_which_process_of_which_host_wrote_them() {
@@ -276,5 +318,47 @@ mod tests {
             "type = \"x\"\n"
         );
         assert!(!spool.new_path("ran.toml").exists());
+        assert!(spool.running_job("ran").exists());
+    }
+
+    /// A claim's copy is not fsynced: after a power cut it can be empty or
+    /// short while its claim is whole. The job goes back into `new/`; a
+    /// copy a live task holds locked is its job going on, left alone.
+    #[test]
+    fn a_copy_that_lost_its_text_in_a_power_cut_sends_its_claim_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), false).unwrap();
+        let private = spool.private_dir();
+        let host = host_tag();
+        let dead = |id: &str| format!("{id}.{host}.1-1.0000abcd.7.claim");
+        let text = "type = \"x\"\n";
+        for (id, copy) in [
+            ("empty", ""),
+            ("short", "type = "),
+            ("other", "type = \"y\"\n"),
+        ] {
+            fs::write(private.join(dead(id)), text).unwrap();
+            fs::write(spool.running_job(id), copy).unwrap();
+        }
+        fs::write(private.join(dead("held")), text).unwrap();
+        fs::write(spool.running_job("held"), "").unwrap();
+        let held = Flock::lock(
+            File::open(spool.running_job("held")).unwrap(),
+            FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+        spool.clean_dead_tmp();
+        for id in ["empty", "short", "other"] {
+            assert_eq!(
+                fs::read_to_string(spool.new_path(&format!("{id}.toml"))).unwrap(),
+                text,
+                "{id}"
+            );
+            assert!(!spool.running_job(id).exists(), "{id}");
+        }
+        assert!(spool.running_job("held").exists());
+        assert!(!spool.new_path("held.toml").exists());
+        assert!(spool.names(&private).unwrap().is_empty());
+        drop(held);
     }
 }

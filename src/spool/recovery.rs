@@ -70,7 +70,7 @@ impl Spool {
     /// leaves alone those a live daemon holds, takes out what is no job
     /// file, and hands back the rest.
     ///
-    /// A job whose host file names another host is left alone while its
+    /// A job whose holder mark names another host is left alone while its
     /// lease (`lease`, by the file system's clock) runs, and taken back by
     /// a rename once it ran out (see `lease`).
     pub fn recover(&self, max_bytes: u64, lease: Duration) -> io::Result<Vec<Leftover>> {
@@ -232,14 +232,14 @@ impl Spool {
             self.release(hold);
             return Ok(Some(Leftover::Cleaned(id.to_string())));
         }
-        let (copy, lock) = self.write_locked_copy(&bytes)?;
+        let (copy, lock) = self.write_locked_copy(&bytes, false)?;
         if let Err(e) = rename_noreplace(&copy, &path) {
             let _ = fs::remove_file(&copy);
             // The job stays claimed in `.tmp/`: the next start puts it
             // back into `new/`.
             return Err(io_context("rename into running/", &path, e));
         }
-        self.write_host(id, written, by);
+        self.write_host(id, &lock, written, by);
         hold.set_lock(lock);
         Ok(Some(Leftover::Orphan(Claim {
             id: id.to_string(),
@@ -279,7 +279,7 @@ impl Spool {
     ) -> io::Result<Claim> {
         let path = self.running_job(id);
         let bytes = read_limited(&mut file, max_bytes).map_err(|e| io_context("read", &path, e))?;
-        let (copy, lock) = self.write_locked_copy(&bytes)?;
+        let (copy, lock) = self.write_locked_copy(&bytes, self.fsync)?;
         fs::rename(&copy, &path).map_err(|e| {
             let _ = fs::remove_file(&copy);
             io_context("replace", &path, e)

@@ -212,11 +212,21 @@ fn a_dead_hosts_jobs_are_taken_back_only_once_its_lease_ran_out() {
     }
     let running = h.src.join("running");
     let held_by_a = |n: usize| {
+        // The holder mark: the job file's `user.raccoond` attribute, or a
+        // `.host` file beside it where the file system has no attributes.
         let hosts: Vec<String> = fs::read_dir(&running)
             .ok()?
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".host"))
-            .filter_map(|e| fs::read_to_string(e.path()).ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".host") {
+                    fs::read_to_string(e.path()).ok()
+                } else if name.ends_with(".toml") {
+                    holder_mark(&e.path())
+                } else {
+                    None
+                }
+            })
             .filter(|h| h.lines().next() == Some("a"))
             .collect();
         (hosts.len() >= n).then_some(())
@@ -260,4 +270,22 @@ fn a_dead_hosts_jobs_are_taken_back_only_once_its_lease_ran_out() {
             v[1].0 - killed
         );
     }
+}
+
+/// The `user.raccoond` attribute of a job file.
+fn holder_mark(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = [0u8; 512];
+    // SAFETY: NUL-terminated path and name; the buffer's length is given.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"user.raccoond".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
