@@ -85,6 +85,9 @@ pub struct JobCgroup {
     /// Whether `memory.max` holds the type's `max_memory`, which then
     /// replaces `RLIMIT_AS`.
     limits_memory: bool,
+    /// Whether it has the memory controller: without it, `memory.peak`
+    /// and `memory.events` are not looked for (two failed opens a job).
+    memory: bool,
 }
 
 /// What [`Tree::remove_dead`] did.
@@ -192,6 +195,7 @@ impl Tree {
         let mut job = JobCgroup {
             path,
             limits_memory: false,
+            memory: self.memory,
         };
         if let (true, Some(max)) = (self.memory, max_memory) {
             if let Err(e) = write_value(&job.path, "memory.max", &max.to_string()) {
@@ -309,8 +313,16 @@ impl JobCgroup {
         let read = |file: &str| fs::read_to_string(self.path.join(file)).ok();
         Stats {
             cpu_usec: read("cpu.stat").and_then(|t| flat_value(&t, "usage_usec")),
-            memory_peak: read("memory.peak").and_then(|t| t.trim().parse().ok()),
-            oom_kills: read("memory.events").and_then(|t| flat_value(&t, "oom_kill")),
+            memory_peak: self
+                .memory
+                .then(|| read("memory.peak"))
+                .flatten()
+                .and_then(|t| t.trim().parse().ok()),
+            oom_kills: self
+                .memory
+                .then(|| read("memory.events"))
+                .flatten()
+                .and_then(|t| flat_value(&t, "oom_kill")),
         }
     }
 

@@ -139,7 +139,7 @@ impl Daemon {
                 }
                 let mut text = r.text(c.bytes, c.submitted.unwrap_or(now));
                 if let Some(uid) = hold.submitter() {
-                    text = with_submitter(&text, &super::submitter::name_of(uid));
+                    text = with_submitter(&text, &super::submitter::shown_name(uid));
                 }
                 self.requeue(id, text.as_bytes(), hold);
             }
@@ -206,7 +206,7 @@ impl Daemon {
             rec.submitter = hold
                 .as_ref()
                 .and_then(Hold::submitter)
-                .map(super::submitter::name_of);
+                .map(super::submitter::shown_name);
         }
         let notify = job
             .and_then(|j| self.config.types.get(&j.kind))

@@ -35,21 +35,33 @@ pub(super) fn name_of(uid: u32) -> String {
         .map_or_else(|| uid.to_string(), |u| u.name)
 }
 
-/// [`name_of`] for the report, from a cache (the snapshot names up to a
-/// few hundred rows a second; a user renamed meanwhile shows its old name
-/// until restart).
+/// [`name_of`] from a cache, for the report and records (the snapshot
+/// names up to a few hundred rows a second, and each record its
+/// submitter: without it, every job read the user database). A name is
+/// looked up again after a minute, so a renamed user shows its new name
+/// soon enough.
 pub(super) fn shown_name(uid: u32) -> String {
     use std::cell::RefCell;
     use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+    const FRESH: Duration = Duration::from_secs(60);
     thread_local! {
-        static NAMES: RefCell<HashMap<u32, String>> = RefCell::new(HashMap::new());
+        static NAMES: RefCell<HashMap<u32, (String, Instant)>> = RefCell::new(HashMap::new());
     }
     NAMES.with(|n| {
         let mut n = n.borrow_mut();
         if n.len() > 10_000 {
             n.clear();
         }
-        n.entry(uid).or_insert_with(|| name_of(uid)).clone()
+        let now = Instant::now();
+        match n.get(&uid) {
+            Some((name, at)) if now.duration_since(*at) < FRESH => name.clone(),
+            _ => {
+                let name = name_of(uid);
+                n.insert(uid, (name.clone(), now));
+                name
+            }
+        }
     })
 }
 

@@ -435,17 +435,20 @@ fn supervise<F: Fn(String, Output)>(
             };
             drop(t.pipes);
             drop(t.events);
-            if let Some(cg) = t.cgroup {
+            if let Some(cg) = &t.cgroup {
                 output.measured = cg.stats();
-                if cg.remove().is_err() {
-                    lingering.push(Lingering {
-                        cgroup: cg,
-                        since: now,
-                        next: now + LINGER_RETRY,
-                    });
-                }
             }
+            // The job ends first: removing its emptied cgroup is tidying.
             on_exit(t.id, output);
+            if let Some(cg) = t.cgroup
+                && cg.remove().is_err()
+            {
+                lingering.push(Lingering {
+                    cgroup: cg,
+                    since: now,
+                    next: now + LINGER_RETRY,
+                });
+            }
         }
         lingering.retain_mut(|l| {
             if l.next > now {
