@@ -95,14 +95,29 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-/// raccoond over `n` jobs on a fresh spool under `base`: jobs/s, and the
-/// bench (its spool is deleted when the caller drops it).
-fn raccoond_run(n: usize, fsync: bool, base: &Path) -> (f64, Bench) {
+/// Inodes in use on the file system of `path`.
+fn inodes_used(path: &Path) -> u64 {
+    let s = nix::sys::statvfs::statvfs(path).unwrap();
+    (s.files() as u64).saturating_sub(s.files_free() as u64)
+}
+
+/// raccoond over `n` jobs on a fresh spool under `base`: jobs/s, the
+/// inodes each finished job left (its record, its files folder, ...), and
+/// the bench (its spool is deleted when the caller drops it).
+fn raccoond_run(n: usize, fsync: bool, base: &Path) -> (f64, f64, Bench) {
     let top = format!("total = {PAR}\nfsync = {fsync}\nrescan = \"0\"");
     let mut b = Bench::new_in(base, &top, &[("noop", "command = [\"/bin/true\"]")]);
     b.start();
+    let before = inodes_used(base);
     let jobs = b.prepare("j", n, "type = \"noop\"\n");
-    (b.drop_all(&jobs, Duration::from_secs(900)), b)
+    let rate = b.drop_all(&jobs, Duration::from_secs(900));
+    // The taken submissions go a moment after their records.
+    let private = b.spool.join(".tmp");
+    wait("claims released", Duration::from_secs(60), || {
+        (std::fs::read_dir(&private).map_or(0, |d| d.count()) == 0).then_some(())
+    });
+    let per_job = inodes_used(base).saturating_sub(before) as f64 / n as f64;
+    (rate, per_job, b)
 }
 
 fn xargs_run(n: usize) -> Option<f64> {
@@ -138,23 +153,27 @@ fn nq_run(n: usize, base: &Path) -> Option<f64> {
 
 const COLUMNS: [&str; 5] = ["xargs", "raccoond", "raccoond fsync", "tsp", "nq"];
 
+/// A row's jobs/s per column, and the inodes a finished job left.
+type Row = ([Option<f64>; 5], f64);
+
 /// One row: every column measured on `base`; `fresh` runs before each
-/// (a mass deletion on the spool's own file system).
-fn row(n: usize, base: &Path, fresh: &dyn Fn()) -> [Option<f64>; 5] {
+/// (a mass deletion on the spool's own file system). Also the inodes a
+/// finished job left (raccoond with fsync off).
+fn row(n: usize, base: &Path, fresh: &dyn Fn()) -> Row {
     let mut kept = Vec::new();
     fresh();
     let xargs = xargs_run(n);
     fresh();
-    let (off, b) = raccoond_run(n, false, base);
+    let (off, inodes, b) = raccoond_run(n, false, base);
     kept.push(b);
     fresh();
-    let (on, b) = raccoond_run(n, true, base);
+    let (on, _, b) = raccoond_run(n, true, base);
     kept.push(b);
     fresh();
     let tsp = tsp_run(n, base);
     fresh();
     let nq = nq_run(n, base);
-    [xargs, Some(off), Some(on), tsp, nq]
+    ([xargs, Some(off), Some(on), tsp, nq], inodes)
 }
 
 fn main() {
@@ -167,7 +186,7 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
-    let mut rows: Vec<(String, Option<[Option<f64>; 5]>)> = Vec::new();
+    let mut rows: Vec<(String, Option<Row>)> = Vec::new();
 
     // tmpfs.
     let tmpfs = if root {
@@ -234,7 +253,7 @@ fn main() {
         print!("{name:<38}");
         match cells {
             None => print!(" {:>16}", "-"),
-            Some(cells) => {
+            Some((cells, _)) => {
                 let x = cells[0];
                 for c in cells {
                     match (c, x) {
@@ -247,4 +266,11 @@ fn main() {
         }
         println!();
     }
+    print!("{:<38}", "inodes left per finished job");
+    for (name, cells) in &rows {
+        if let Some((_, inodes)) = cells {
+            print!("  {}: {inodes:.2}", name.split(',').next().unwrap_or(name));
+        }
+    }
+    println!();
 }

@@ -15,8 +15,22 @@
 //!
 //! ```text
 //! <own>/raccoond.<pid>.<start>/daemon        the daemon itself
-//! <own>/raccoond.<pid>.<start>/job-<id>      each running job
+//! <own>/raccoond.<pid>.<start>/slot-<n>      a job's, reused once empty
+//! <own>/raccoond.<pid>.<start>/job-<id>      a job's, with the memory controller
 //! ```
+//!
+//! Why slots: making and removing a cgroup costs about 70 µs of the
+//! kernel's time (plus deferred work), a large part of a short job. An
+//! emptied cgroup is as good as a new one for the next job: it is killed
+//! whole and measured as a difference of `cpu.stat`. With the memory
+//! controller, `memory.peak` cannot be taken as a difference, so each job
+//! gets a cgroup of its own making, named after it. A cgroup is reused
+//! only once it holds no process and was never killed (`cgroup.kill`: on
+//! this kernel a task later born into a killed cgroup with
+//! `CLONE_INTO_CGROUP` is killed at birth, as the kernel compares the kill
+//! count of the new cgroup with the parent's); a [`JobCgroup`] handed back
+//! is retired first, so a late kill through it never reaches the next
+//! job.
 //!
 //! The daemon moves itself into the `daemon` leaf because of cgroup v2's
 //! "no internal processes" rule: a cgroup that hands a controller (memory)
@@ -37,9 +51,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::fsio::io_context;
+
+/// At most this many emptied cgroups wait for a job: more than the
+/// daemon ever runs at once is waste.
+const MAX_SPARES: usize = 256;
 
 /// How long [`Tree::remove_dead`] waits for a dead daemon's killed
 /// processes to leave their cgroups before it gives up on removing them.
@@ -74,14 +94,45 @@ pub struct Tree {
     /// Whether job cgroups have the memory controller: `memory.max`,
     /// `memory.peak` and `memory.events` exist in them.
     memory: bool,
+    /// Emptied cgroups ready for the next job (never with the memory
+    /// controller); shared with the job cgroups, which go back here.
+    spares: Arc<Mutex<Vec<Spare>>>,
+    /// The number of the next `slot-<n>` made.
+    next_slot: AtomicU64,
+}
+
+/// An emptied cgroup waiting for its next job.
+#[derive(Debug)]
+struct Spare {
+    path: PathBuf,
+    /// Its folder, open (what a task is born in).
+    folder: File,
+    /// `usage_usec` of its `cpu.stat` when it was emptied: the base the
+    /// next job's CPU time is counted from.
+    cpu_used: u64,
 }
 
 /// One job's cgroup.
-#[derive(Debug)]
 pub struct JobCgroup {
-    /// `<base>/job-<id>` (with a suffix when an earlier run's cgroup of
-    /// the same job is still being removed).
+    /// `<base>/slot-<n>`, or `<base>/job-<id>` (with a suffix when an
+    /// earlier run's cgroup of the same job is still being removed).
     path: PathBuf,
+    /// The folder, open: the task is born in it.
+    folder: File,
+    /// `usage_usec` of `cpu.stat` when the job got it (what the jobs
+    /// before it in a reused cgroup used).
+    cpu_base: u64,
+    /// `usage_usec` as [`JobCgroup::stats`] last read it.
+    cpu_seen: AtomicU64,
+    /// Where it goes once empty, for the next job; `None`: removed.
+    spares: Option<Arc<Mutex<Vec<Spare>>>>,
+    /// Set once it is handed back: it then kills nothing (the next job
+    /// may be in it).
+    retired: AtomicBool,
+    /// Set once `cgroup.kill` was written: such a cgroup is never reused,
+    /// because kernels that compare kill sequence numbers across
+    /// `CLONE_INTO_CGROUP` (6.x) would kill every task born into it later.
+    killed: AtomicBool,
     /// Whether `memory.max` holds the type's `max_memory`, which then
     /// replaces `RLIMIT_AS`.
     limits_memory: bool,
@@ -135,6 +186,8 @@ impl Tree {
             base,
             moved,
             memory: false,
+            spares: Arc::default(),
+            next_slot: AtomicU64::new(1),
         };
         tree.memory = tree.enable_memory();
         Ok(tree)
@@ -179,9 +232,34 @@ impl Tree {
         )
     }
 
-    /// Makes a job's cgroup, with `memory.max` set to `max_memory` when
-    /// the memory controller is there.
+    /// A cgroup for a job: an emptied one when there is one, else a new
+    /// one; with the memory controller always a new one, `job-<id>`, with
+    /// `memory.max` set to `max_memory`.
     pub fn create_job(&self, id: &str, max_memory: Option<u64>) -> io::Result<JobCgroup> {
+        if !self.memory {
+            let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
+            let (path, folder, cpu_base) = match spare {
+                Some(s) => (s.path, s.folder, s.cpu_used),
+                None => {
+                    let n = self.next_slot.fetch_add(1, Ordering::Relaxed);
+                    let path = self.base.join(format!("slot-{n}"));
+                    fs::create_dir(&path).map_err(|e| io_context("create cgroup", &path, e))?;
+                    let folder = open_folder(&path)?;
+                    (path, folder, 0)
+                }
+            };
+            return Ok(JobCgroup {
+                path,
+                folder,
+                cpu_base,
+                cpu_seen: AtomicU64::new(cpu_base),
+                spares: Some(self.spares.clone()),
+                retired: AtomicBool::new(false),
+                killed: AtomicBool::new(false),
+                limits_memory: false,
+                memory: false,
+            });
+        }
         let mut n = 1;
         let path = loop {
             let path = self.base.join(job_folder(id, n));
@@ -192,12 +270,25 @@ impl Tree {
                 Err(e) => return Err(io_context("create cgroup", &path, e)),
             }
         };
+        let folder = match open_folder(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_dir(&path);
+                return Err(e);
+            }
+        };
         let mut job = JobCgroup {
             path,
+            folder,
+            cpu_base: 0,
+            cpu_seen: AtomicU64::new(0),
+            spares: None,
+            retired: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
             limits_memory: false,
-            memory: self.memory,
+            memory: true,
         };
-        if let (true, Some(max)) = (self.memory, max_memory) {
+        if let Some(max) = max_memory {
             if let Err(e) = write_value(&job.path, "memory.max", &max.to_string()) {
                 let _ = fs::remove_dir(&job.path);
                 return Err(e);
@@ -281,16 +372,17 @@ impl JobCgroup {
     /// The cgroup's folder, open: the task is born in it
     /// (`CLONE_INTO_CGROUP`), or joins it through its `cgroup.procs`
     /// between clone and exec, before it runs anything.
-    pub fn open_folder(&self) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
-            .open(&self.path)
-            .map_err(|e| io_context("open", &self.path, e))
+    pub fn folder(&self) -> &File {
+        &self.folder
     }
 
-    /// SIGKILL to every process in the cgroup, detached ones included.
+    /// SIGKILL to every process in the cgroup, detached ones included;
+    /// nothing once it was handed back.
     pub fn kill(&self) -> io::Result<()> {
+        if self.retired.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.killed.store(true, Ordering::SeqCst);
         kill_all(&self.path)
     }
 
@@ -311,8 +403,12 @@ impl JobCgroup {
     /// What the cgroup's processes used, as far as the kernel says.
     pub fn stats(&self) -> Stats {
         let read = |file: &str| fs::read_to_string(self.path.join(file)).ok();
+        let used = read("cpu.stat").and_then(|t| flat_value(&t, "usage_usec"));
+        if let Some(u) = used {
+            self.cpu_seen.store(u, Ordering::Relaxed);
+        }
         Stats {
-            cpu_usec: read("cpu.stat").and_then(|t| flat_value(&t, "usage_usec")),
+            cpu_usec: used.map(|u| u.saturating_sub(self.cpu_base)),
             memory_peak: self
                 .memory
                 .then(|| read("memory.peak"))
@@ -326,11 +422,52 @@ impl JobCgroup {
         }
     }
 
+    /// Hands the cgroup back once its job is over and it is empty (its
+    /// processes gone, as the caller found): kept for the next job when
+    /// it can be, else removed. Fails with EBUSY while a process is still
+    /// in it.
+    pub fn retire(&self) -> io::Result<()> {
+        self.retired.store(true, Ordering::SeqCst);
+        if let Some(spares) = &self.spares
+            && !self.killed.load(Ordering::SeqCst)
+            && let Ok(mut spares) = spares.lock()
+            && spares.len() < MAX_SPARES
+            && populated(&self.path) == Some(false)
+            && let Ok(folder) = self.folder.try_clone()
+        {
+            spares.push(Spare {
+                path: self.path.clone(),
+                folder,
+                cpu_used: self.cpu_seen.load(Ordering::Relaxed),
+            });
+            return Ok(());
+        }
+        self.remove()
+    }
+
     /// Removes the cgroup (and any a task made inside it); fails with
     /// EBUSY while a process is still in it.
     pub fn remove(&self) -> io::Result<()> {
+        self.retired.store(true, Ordering::SeqCst);
         remove_tree(&self.path).map_err(|e| io_context("remove cgroup", &self.path, e))
     }
+}
+
+impl std::fmt::Debug for JobCgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobCgroup")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// A cgroup's folder, open for `CLONE_INTO_CGROUP`.
+fn open_folder(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
+        .open(path)
+        .map_err(|e| io_context("open", path, e))
 }
 
 /// Writes one value into a cgroup file with one `write(2)`, as cgroup

@@ -197,8 +197,7 @@ fn launch(
     stdin: File,
     cgroup: Option<&Arc<JobCgroup>>,
 ) -> io::Result<(i32, OwnedFd, [File; 2])> {
-    let folder = cgroup.map(|c| c.open_folder()).transpose()?;
-    place.cgroup = folder.as_ref().map(|f| f.as_raw_fd());
+    place.cgroup = cgroup.map(|c| c.folder().as_raw_fd());
     let (stdout, stdout_w) = pipe()?;
     let (stderr, stderr_w) = pipe()?;
     let spec = Spec::new(&place, limits)?;
@@ -208,7 +207,7 @@ fn launch(
         stderr_w.as_raw_fd(),
     ];
     let child = spawn::spawn(&spec, stdio, TASK_NOFILE.get().copied())?;
-    drop((stdin, stdout_w, stderr_w, folder));
+    drop((stdin, stdout_w, stderr_w));
     let pid = child.pid;
     let pidfd = match child.pidfd {
         Some(fd) => Ok(fd),

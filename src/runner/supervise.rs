@@ -157,16 +157,22 @@ impl Watching {
         let Some(cg) = &self.cgroup else {
             return;
         };
-        if let Err(e) = cg.kill() {
-            crate::log!("{}: cannot kill its cgroup: {e}", self.id);
-        }
         // Opened before reading, so that no change is missed in between.
         self.events = cg.open_events().ok();
-        let populated = match &self.events {
+        let populated = || match &self.events {
             Some(f) => cgroup::events_populated(f),
             None => cg.populated(),
         };
-        self.emptied = populated != Some(true);
+        // Killed only when something is left: a killed cgroup is not
+        // reused (see `cgroup`), and most jobs leave nothing.
+        let mut left = populated();
+        if left != Some(false) {
+            if let Err(e) = cg.kill() {
+                crate::log!("{}: cannot kill its cgroup: {e}", self.id);
+            }
+            left = populated();
+        }
+        self.emptied = left != Some(true);
     }
 
     /// When the thread must look at this task again without a wake-up.
@@ -441,7 +447,7 @@ fn supervise<F: Fn(String, Output)>(
             // The job ends first: removing its emptied cgroup is tidying.
             on_exit(t.id, output);
             if let Some(cg) = t.cgroup
-                && cg.remove().is_err()
+                && cg.retire().is_err()
             {
                 lingering.push(Lingering {
                     cgroup: cg,
