@@ -34,6 +34,7 @@ mod fuzz;
 pub mod history;
 pub mod http;
 pub mod ids;
+pub mod inotify;
 pub mod job;
 pub mod mail;
 pub mod metrics;

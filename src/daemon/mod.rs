@@ -272,7 +272,7 @@ pub struct Daemon {
     /// Every schedule's next tick and last fired job (`schedules`).
     ticker: schedules::Ticker,
     /// Never read: inotify watches `new/` and `cancel/` while it lives.
-    _watcher: notify::RecommendedWatcher,
+    _watcher: watch::Watcher,
 }
 
 impl Daemon {
@@ -349,22 +349,20 @@ impl Daemon {
         };
         let mail_enabled = mailer.is_some();
 
-        // notify runs the closure on a thread of its own: the guard in it
-        // reports that thread's end.
         let to_loop = tx.clone();
-        let guard = threads.guard("watcher");
         let watched = watch::Watched {
             new: spool.new_dir(),
             cancel: spool.cancel_dir(),
             pause: spool.pause_dir(),
         };
-        let watcher = watch::start(&watched, move |fs| {
-            let _alive = &guard;
-            let _ = to_loop.send(Event::Fs(fs));
-        })
-        .map_err(|e| {
-            Fatal::Temporary(format!("cannot watch {}: {e}", spool.new_dir().display()))
-        })?;
+        let watcher = watch::start(
+            &watched,
+            move |fs| {
+                let _ = to_loop.send(Event::Fs(fs));
+            },
+            |body| threads.spawn("watcher", body).map(drop),
+        )
+        .map_err(|e| Fatal::Temporary(format!("cannot watch the spool: {e}")))?;
         control::start_signals(&tx, &threads)?;
 
         let to_loop = tx.clone();

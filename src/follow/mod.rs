@@ -29,8 +29,6 @@
 //! Never writes, moves or deletes anything; never blocks other than in
 //! its wait, which is bounded by [`RECHECK`].
 
-pub mod inotify;
-
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -39,10 +37,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::inotify::{FOLDER_EVENTS, Inotify};
 use crate::record::Record;
 use crate::spool::Spool;
 use crate::spool::query::{Stage, Stream, Trail};
-use inotify::Inotify;
 
 /// How often a follower looks at its job when nothing woke it: inotify
 /// misses what other hosts write on a shared spool.
@@ -112,8 +110,8 @@ impl Watch {
     fn new(trail: Trail) -> io::Result<Watch> {
         let ino = Inotify::new()?;
         let folders = [
-            ino.watch_folder(&trail.running)?,
-            ino.watch_folder(&trail.done)?,
+            ino.watch_folder(&trail.running, FOLDER_EVENTS)?,
+            ino.watch_folder(&trail.done, FOLDER_EVENTS)?,
         ];
         Ok(Watch {
             ino,

@@ -1,11 +1,10 @@
-//! A small inotify(7) instance of one follower's own: watches on two
-//! folders and one open file, and the names its events carry.
+//! A small inotify(7) instance: watches on folders (for the events their
+//! user names) and on open files, and the names its events carry.
 //!
-//! The daemon's watcher (`notify`) runs a thread of its own per watcher;
-//! a follower wants no thread, only a descriptor to `poll(2)` beside
-//! others (a client's socket), so it talks to the kernel directly. Owns
-//! the descriptor and the parsing of the events read from it; never
-//! decides what an event means for a job (the follower does).
+//! Used by the daemon's watcher (`watch`, on a thread of its own) and by
+//! followers (`follow`, which want no thread, only a descriptor to
+//! `poll(2)` beside others). Owns the descriptor and the parsing of the
+//! events read from it; never decides what an event means (its users do).
 //!
 //! Invariant: a folder is watched without following a symlink
 //! (`IN_DONT_FOLLOW`, `IN_ONLYDIR`); an open file is watched through its
@@ -21,7 +20,7 @@ use std::path::Path;
 
 use crate::fsio::io_context;
 
-/// What happened to a name in a watched folder, or to the watched file.
+/// Names coming and going in a folder (what a follower watches).
 pub const FOLDER_EVENTS: u32 =
     libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_MOVED_FROM | libc::IN_DELETE;
 /// The watched file was written to.
@@ -70,10 +69,10 @@ impl Inotify {
         })
     }
 
-    /// Watches a folder for names coming and going; never through a
+    /// Watches a folder for `events` (`IN_*` bits); never through a
     /// symlink.
-    pub fn watch_folder(&self, dir: &Path) -> io::Result<i32> {
-        let mask = FOLDER_EVENTS | libc::IN_ONLYDIR | libc::IN_DONT_FOLLOW;
+    pub fn watch_folder(&self, dir: &Path, events: u32) -> io::Result<i32> {
+        let mask = events | libc::IN_ONLYDIR | libc::IN_DONT_FOLLOW;
         self.add(dir, mask)
             .map_err(|e| io_context("watch (inotify)", dir, e))
     }
@@ -84,6 +83,15 @@ impl Inotify {
         let link = format!("/proc/self/fd/{}", file.as_raw_fd());
         self.add(Path::new(&link), FILE_EVENTS)
             .map_err(|e| io_context("watch (inotify)", Path::new(&link), e))
+    }
+
+    /// The same instance through another descriptor: its watches and
+    /// queue are this one's (one side reads while the other unwatches).
+    pub fn try_clone(&self) -> io::Result<Inotify> {
+        Ok(Inotify {
+            fd: self.fd.try_clone()?,
+            buf: vec![0; self.buf.len()],
+        })
     }
 
     /// Stops a watch (a file no longer followed). A watch the kernel
@@ -183,7 +191,7 @@ mod tests {
     fn a_folder_and_an_open_file_are_watched() {
         let dir = tempfile::tempdir().unwrap();
         let mut ino = Inotify::new().unwrap();
-        let wd = ino.watch_folder(dir.path()).unwrap();
+        let wd = ino.watch_folder(dir.path(), FOLDER_EVENTS).unwrap();
         assert!(ino.drain().unwrap().is_empty(), "nothing yet, and no wait");
         let path = dir.path().join("x.out");
         let mut w = File::create(&path).unwrap();
@@ -212,6 +220,6 @@ mod tests {
         // A symlink to a folder is not watched.
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(dir.path(), &link).unwrap();
-        assert!(ino.watch_folder(&link).is_err());
+        assert!(ino.watch_folder(&link, FOLDER_EVENTS).is_err());
     }
 }
