@@ -422,17 +422,16 @@ impl JobCgroup {
         }
     }
 
-    /// Hands the cgroup back once its job is over and it is empty (its
-    /// processes gone, as the caller found): kept for the next job when
-    /// it can be, else removed. Fails with EBUSY while a process is still
-    /// in it.
+    /// Hands the cgroup back once its job is over: kept for the next job
+    /// when it was never killed (then it was empty when the main process
+    /// exited, and nothing can have joined since), else removed. Fails
+    /// with EBUSY while a process is still in it.
     pub fn retire(&self) -> io::Result<()> {
         self.retired.store(true, Ordering::SeqCst);
         if let Some(spares) = &self.spares
             && !self.killed.load(Ordering::SeqCst)
             && let Ok(mut spares) = spares.lock()
             && spares.len() < MAX_SPARES
-            && populated(&self.path) == Some(false)
             && let Ok(folder) = self.folder.try_clone()
         {
             spares.push(Spare {

@@ -185,6 +185,7 @@ pub fn start(l: &Launch, supervisor: &Supervisor) -> io::Result<Task> {
         streams: [outputs.out, outputs.err],
         cap: l.max_output_bytes,
         cgroup: cgroup.clone(),
+        retry: l.attempt > 1,
     });
     Ok(Task { pid, cgroup })
 }

@@ -116,6 +116,10 @@ pub struct Watched {
     pub(super) cap: u64,
     /// The job's cgroup, shared with the main loop's [`super::Task`].
     pub(super) cgroup: Option<Arc<JobCgroup>>,
+    /// Whether an earlier attempt may have left outputs in `running/`
+    /// (a retry, a recovery): only then is an absent stream's name
+    /// cleared at the end (a first attempt's never exist).
+    pub(super) retry: bool,
 }
 
 /// One long-lived thread that copies every task's output into its files
@@ -138,6 +142,8 @@ struct Watching {
     sinks: [Sink; 2],
     exited_at: Option<Instant>,
     cgroup: Option<Arc<JobCgroup>>,
+    /// See [`Watched::retry`].
+    retry: bool,
     /// `cgroup.events`, open from the main process's exit until the
     /// cgroup is empty.
     events: Option<File>,
@@ -407,6 +413,7 @@ fn supervise<F: Fn(String, Output)>(
                         sinks: [Sink::new(out, w.cap), Sink::new(err, w.cap)],
                         exited_at: None,
                         cgroup: w.cgroup,
+                        retry: w.retry,
                         events: None,
                         emptied: true,
                     })
@@ -429,7 +436,7 @@ fn supervise<F: Fn(String, Output)>(
             }
             let t = tasks.swap_remove(i);
             for sink in &t.sinks {
-                if sink.file.is_none() && !sink.failed {
+                if t.retry && sink.file.is_none() && !sink.failed {
                     sink.place.remove_stale();
                 }
             }
