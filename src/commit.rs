@@ -55,7 +55,7 @@ use crate::record::Record;
 use crate::runner::Output;
 use crate::space::{self, Room};
 use crate::spool::query::{Stage, Stream};
-use crate::spool::{Hold, Spool};
+use crate::spool::{Hold, Present, Spool};
 use crate::threads::{Health, Threads};
 use crate::time::format_duration;
 use crate::values;
@@ -356,16 +356,23 @@ impl Writer {
         }
         let spool = &self.spool;
         let mut records: Vec<Record> = Vec::with_capacity(self.batch.len());
+        let mut present: Vec<Present> = Vec::with_capacity(self.batch.len());
         for f in self.batch.iter_mut() {
             let placeholder = Record::new("", "", f.record.status);
             let mut rec = std::mem::replace(&mut f.record, placeholder);
+            let mut left = Present::default();
             // Read once: a retry finds the output moved to done/ already.
             if let Some(output) = f.output.take() {
+                // Outputs are made at their first byte (a cut one may be
+                // empty); a second attempt at this batch knows nothing.
+                left.out = output.stdout_bytes > 0 || output.cut;
+                left.err = output.stderr_bytes > 0 || output.cut;
                 rec.result = result_of(spool, &rec.id, output);
             }
             records.push(rec);
+            present.push(left);
         }
-        let results = spool.finish_all(&records);
+        let results = spool.finish_all(&records, &present);
         let mut waiting = Vec::new();
         let mut no_room: Option<String> = None;
         let batch = std::mem::take(&mut self.batch);

@@ -19,6 +19,26 @@ use super::{Spool, private, remove_any, rename_noreplace};
 use crate::fsio::io_context;
 use crate::record::Record;
 
+/// Which outputs a finished job may have left in `running/`: what the
+/// commit knows was never made is not moved (a silent task's absent
+/// outputs cost two failed renames a job). Both `true` when unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Present {
+    /// `<id>.out`.
+    pub out: bool,
+    /// `<id>.err`.
+    pub err: bool,
+}
+
+impl Default for Present {
+    fn default() -> Present {
+        Present {
+            out: true,
+            err: true,
+        }
+    }
+}
+
 impl Spool {
     /// Ends jobs: freezes and moves each one's output and files into
     /// `done/`, writes its record (the commit point), then removes what is
@@ -27,8 +47,15 @@ impl Spool {
     /// renames that publish the records, and one fsync of `done/` makes
     /// the renames durable, however many jobs are in the batch. Returns,
     /// per record, whether it was written.
-    pub fn finish_all(&self, records: &[Record]) -> Vec<io::Result<()>> {
-        let staged: Vec<io::Result<PathBuf>> = records.iter().map(|r| self.stage(r)).collect();
+    /// `present[i]` says what record `i`'s job may have left (missing:
+    /// anything).
+    pub fn finish_all(&self, records: &[Record], present: &[Present]) -> Vec<io::Result<()>> {
+        let left = |i: usize| present.get(i).copied().unwrap_or_default();
+        let staged: Vec<io::Result<PathBuf>> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.stage(r, left(i)))
+            .collect();
         if self.fsync {
             self.sync_fs();
         }
@@ -60,12 +87,15 @@ impl Spool {
 
     /// Moves a job's output and (frozen) files into `done/` and writes its
     /// record into `.tmp/`, ready to be renamed into place.
-    fn stage(&self, record: &Record) -> io::Result<PathBuf> {
+    fn stage(&self, record: &Record, present: Present) -> io::Result<PathBuf> {
         let id = record.id.as_str();
-        for (from, to) in [
-            (self.running_out(id), self.done_out(id)),
-            (self.running_err(id), self.done_err(id)),
-        ] {
+        for (from, to, _) in [
+            (self.running_out(id), self.done_out(id), present.out),
+            (self.running_err(id), self.done_err(id), present.err),
+        ]
+        .into_iter()
+        .filter(|(_, _, there)| *there)
+        {
             match fs::rename(&from, &to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -231,7 +261,7 @@ mod tests {
         fs::write(spool.running_job("a"), "type = \"x\"\n").unwrap();
         let job_ino = fs::metadata(spool.running_job("a")).unwrap().ino();
         fs::write(spool.running_out("a"), "out").unwrap();
-        let results = spool.finish_all(&[Record::new("a", "x", Status::Succeeded)]);
+        let results = spool.finish_all(&[Record::new("a", "x", Status::Succeeded)], &[]);
         assert!(results[0].is_ok());
         assert!(spool.names(&spool.running_dir()).unwrap().is_empty());
         assert_eq!(fs::read_to_string(spool.done_out("a")).unwrap(), "out");

@@ -76,6 +76,7 @@ mod ticks;
 pub mod unique;
 
 pub use catalog::{this_writer, writer_alive};
+pub use finish::Present;
 pub use claim::{Claim, ClaimOutcome, Hold, Refused};
 pub use look::{Entry, Odd, irregular};
 pub use outputs::{OutputFile, Outputs};
