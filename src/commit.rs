@@ -356,22 +356,44 @@ impl Writer {
         }
         let spool = &self.spool;
         let mut records: Vec<Record> = Vec::with_capacity(self.batch.len());
-        let mut present: Vec<Present> = Vec::with_capacity(self.batch.len());
+        let mut streams: Vec<(bool, bool)> = Vec::with_capacity(self.batch.len());
         for f in self.batch.iter_mut() {
             let placeholder = Record::new("", "", f.record.status);
             let mut rec = std::mem::replace(&mut f.record, placeholder);
-            let mut left = Present::default();
+            let mut left = (true, true);
             // Read once: a retry finds the output moved to done/ already.
             if let Some(output) = f.output.take() {
                 // Outputs are made at their first byte (a cut one may be
                 // empty); a second attempt at this batch knows nothing.
-                left.out = output.stdout_bytes > 0 || output.cut;
-                left.err = output.stderr_bytes > 0 || output.cut;
+                left = (
+                    output.stdout_bytes > 0 || output.cut,
+                    output.stderr_bytes > 0 || output.cut,
+                );
                 rec.result = result_of(spool, &rec.id, output);
             }
             records.push(rec);
-            present.push(left);
+            streams.push(left);
         }
+        // A copy becomes its record only while there is room: on a full
+        // file system records wait, in order, as they always did (a record
+        // written over its copy needs no new inode, and would slip past
+        // the records waiting before it).
+        let roomy = self.full.is_none()
+            && crate::space::Room::of(spool.root()).is_ok_and(|r| !r.is_short());
+        let present: Vec<Present> = self
+            .batch
+            .iter()
+            .zip(streams)
+            .map(|(f, (out, err))| Present {
+                out,
+                err,
+                copy: f
+                    .hold
+                    .as_ref()
+                    .and_then(Hold::copy_with_claim)
+                    .filter(|_| roomy),
+            })
+            .collect();
         let results = spool.finish_all(&records, &present);
         let mut waiting = Vec::new();
         let mut no_room: Option<String> = None;

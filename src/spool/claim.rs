@@ -86,6 +86,13 @@ impl Hold {
         self.submitter = Some(uid);
     }
 
+    /// The daemon's copy of the job, when what it copies is still kept in
+    /// `.tmp/`: then it may become the record (see `finish`).
+    pub fn copy_with_claim(&self) -> Option<&File> {
+        self.taken.as_ref()?;
+        self.lock.as_deref()
+    }
+
     /// The locked descriptor a task inherits; `None` when nothing is
     /// locked (a submission that was never copied).
     pub fn lock_fd(&self) -> Option<RawFd> {

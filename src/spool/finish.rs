@@ -19,24 +19,41 @@ use super::{Spool, private, remove_any, rename_noreplace};
 use crate::fsio::io_context;
 use crate::record::Record;
 
-/// Which outputs a finished job may have left in `running/`: what the
-/// commit knows was never made is not moved (a silent task's absent
-/// outputs cost two failed renames a job). Both `true` when unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Present {
+/// What a finished job left in `running/`, as far as the commit knows:
+/// what was never made is not moved (a silent task's absent outputs cost
+/// two failed renames a job), and the daemon's copy of the job may become
+/// the record. Outputs `true` when unknown.
+#[derive(Debug, Clone, Copy)]
+pub struct Present<'a> {
     /// `<id>.out`.
     pub out: bool,
     /// `<id>.err`.
     pub err: bool,
+    /// The daemon's copy `running/<id>.toml`, open (its claim's lock),
+    /// when its submission is still kept in `.tmp/`: its inode becomes
+    /// the record (written over, then renamed into `done/`), which saves
+    /// a file made and one removed a job. Only then: should the daemon
+    /// die between the two, the kept submission runs again (see
+    /// `private`), as after any crash before a record.
+    pub copy: Option<&'a File>,
 }
 
-impl Default for Present {
-    fn default() -> Present {
+impl Default for Present<'_> {
+    fn default() -> Self {
         Present {
             out: true,
             err: true,
+            copy: None,
         }
     }
+}
+
+/// A record ready to be renamed into `done/`.
+struct Staged {
+    path: PathBuf,
+    /// Whether it is the job's copy in `running/` (else a new file in
+    /// `.tmp/`, removed when it cannot be placed).
+    in_place: bool,
 }
 
 impl Spool {
@@ -51,7 +68,7 @@ impl Spool {
     /// anything).
     pub fn finish_all(&self, records: &[Record], present: &[Present]) -> Vec<io::Result<()>> {
         let left = |i: usize| present.get(i).copied().unwrap_or_default();
-        let staged: Vec<io::Result<PathBuf>> = records
+        let staged: Vec<io::Result<Staged>> = records
             .iter()
             .enumerate()
             .map(|(i, r)| self.stage(r, left(i)))
@@ -59,14 +76,20 @@ impl Spool {
         if self.fsync {
             self.sync_fs();
         }
+        let in_place: Vec<bool> = staged
+            .iter()
+            .map(|s| s.as_ref().is_ok_and(|s| s.in_place))
+            .collect();
         let results: Vec<io::Result<()>> = records
             .iter()
             .zip(staged)
-            .map(|(rec, tmp)| {
-                let tmp = tmp?;
+            .map(|(rec, staged)| {
+                let staged = staged?;
                 let dest = self.done_record(&rec.id);
-                fs::rename(&tmp, &dest).map_err(|e| {
-                    let _ = fs::remove_file(&tmp);
+                fs::rename(&staged.path, &dest).map_err(|e| {
+                    if !staged.in_place {
+                        let _ = fs::remove_file(&staged.path);
+                    }
                     io_context("rename into place", &dest, e)
                 })
             })
@@ -74,11 +97,14 @@ impl Spool {
         if let Err(e) = self.sync_dir(&self.done_dir()) {
             crate::log!("{e}");
         }
-        for (rec, r) in records.iter().zip(&results) {
+        for (i, (rec, r)) in records.iter().zip(&results).enumerate() {
             if r.is_ok() {
-                // Output and files were moved: only these can be left.
+                // Output and files were moved: only these can be left
+                // (the job file too, unless it became the record).
                 let _ = fs::remove_file(self.running_result(&rec.id));
-                let _ = fs::remove_file(self.running_job(&rec.id));
+                if !in_place[i] {
+                    let _ = fs::remove_file(self.running_job(&rec.id));
+                }
                 self.remove_host(&rec.id);
             }
         }
@@ -87,7 +113,7 @@ impl Spool {
 
     /// Moves a job's output and (frozen) files into `done/` and writes its
     /// record into `.tmp/`, ready to be renamed into place.
-    fn stage(&self, record: &Record, present: Present) -> io::Result<PathBuf> {
+    fn stage(&self, record: &Record, present: Present) -> io::Result<Staged> {
         let id = record.id.as_str();
         for (from, to, _) in [
             (self.running_out(id), self.done_out(id), present.out),
@@ -123,8 +149,49 @@ impl Spool {
             Err(e) => return Err(io_context("move files folder", &files, e)),
         }
         let text = record.to_toml().map_err(io::Error::other)?;
+        if let Some(copy) = present.copy {
+            match self.write_over_copy(id, copy, text.as_bytes()) {
+                Ok(path) => {
+                    return Ok(Staged {
+                        path,
+                        in_place: true,
+                    });
+                }
+                Err(e) => crate::log!("{id}: the record goes into a new file: {e}"),
+            }
+        }
         // Not fsynced here: the group's syncfs covers every record at once.
-        self.write_private(text.as_bytes(), "rec", false)
+        Ok(Staged {
+            path: self.write_private(text.as_bytes(), "rec", false)?,
+            in_place: false,
+        })
+    }
+
+    /// Writes `bytes` over the job's copy `running/<id>.toml`, which must
+    /// be the very file `copy` is (the daemon's own, one link): the record
+    /// in the copy's inode, its holder mark gone.
+    fn write_over_copy(&self, id: &str, copy: &File, bytes: &[u8]) -> io::Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let path = self.running_job(id);
+        // No O_TRUNC: nothing is cut before it is known to be the copy.
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| io_context("open", &path, e))?;
+        let (at_name, ours) = (f.metadata()?, copy.metadata()?);
+        if (at_name.dev(), at_name.ino()) != (ours.dev(), ours.ino()) || at_name.nlink() != 1 {
+            return Err(io::Error::other(format!(
+                "{} is no longer the daemon's copy",
+                path.display()
+            )));
+        }
+        f.set_len(0)
+            .and_then(|()| (&f).write_all(bytes))
+            .map_err(|e| io_context("write", &path, e))?;
+        super::lease::clear_mark(&f);
+        Ok(path)
     }
 
     /// Flushes the whole file system the spool is on (`syncfs(2)`).
@@ -290,5 +357,68 @@ mod tests {
         let names = spool.names(&spool.new_dir()).unwrap();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(spool.names(&spool.private_dir()).unwrap().is_empty());
+    }
+
+    /// A claimed job's copy becomes its record: the same inode, written
+    /// over and renamed into `done/`, its holder mark gone; one that is no
+    /// longer the copy at its name is left alone, and the record is a new
+    /// file.
+    #[test]
+    fn a_claimed_copy_becomes_its_record_unless_it_was_swapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), false).unwrap();
+        fs::write(spool.new_path("c.toml"), "type = \"x\"\n").unwrap();
+        let claim = match spool.claim("c.toml", "c", 100).unwrap() {
+            super::super::ClaimOutcome::Claimed(c) => c,
+            _ => panic!("not claimed"),
+        };
+        let copy = claim.hold.copy_with_claim().unwrap();
+        let ino = copy.metadata().unwrap().ino();
+        let rec = Record::new("c", "x", Status::Succeeded);
+        let present = Present {
+            out: false,
+            err: false,
+            copy: Some(copy),
+        };
+        assert!(spool.finish_all(&[rec], &[present])[0].is_ok());
+        let done = fs::metadata(spool.done_record("c")).unwrap();
+        assert_eq!(done.ino(), ino);
+        assert_eq!(spool.read_record("c").unwrap().status, Status::Succeeded);
+        assert!(!spool.running_job("c").exists());
+        let mark =
+            std::ffi::CString::new(spool.done_record("c").into_os_string().into_encoded_bytes())
+                .unwrap();
+        // SAFETY: a NUL-terminated path and name; no buffer (size query).
+        let has_mark = unsafe {
+            libc::lgetxattr(
+                mark.as_ptr(),
+                c"user.raccoond".as_ptr(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert!(has_mark < 0, "the record kept its holder mark");
+        spool.release(claim.hold);
+        assert!(spool.names(&spool.private_dir()).unwrap().is_empty());
+
+        // Swapped for another file (nobody but the daemon writes running/,
+        // but a same-user task could): that file is not written.
+        fs::write(spool.new_path("s.toml"), "type = \"x\"\n").unwrap();
+        let claim = match spool.claim("s.toml", "s", 100).unwrap() {
+            super::super::ClaimOutcome::Claimed(c) => c,
+            _ => panic!("not claimed"),
+        };
+        fs::remove_file(spool.running_job("s")).unwrap();
+        fs::write(spool.running_job("s"), "someone else's").unwrap();
+        let other = fs::metadata(spool.running_job("s")).unwrap().ino();
+        let present = Present {
+            out: false,
+            err: false,
+            copy: claim.hold.copy_with_claim(),
+        };
+        let rec = Record::new("s", "x", Status::Succeeded);
+        assert!(spool.finish_all(&[rec], &[present])[0].is_ok());
+        assert_ne!(fs::metadata(spool.done_record("s")).unwrap().ino(), other);
+        assert_eq!(spool.read_record("s").unwrap().status, Status::Succeeded);
     }
 }

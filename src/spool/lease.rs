@@ -227,6 +227,13 @@ impl Spool {
     }
 }
 
+/// Removes a holder mark (a copy that became a record); a failure leaves
+/// a stale mark on a record, which nothing reads.
+pub(super) fn clear_mark(file: &File) {
+    // SAFETY: an open descriptor and a NUL-terminated name.
+    let _ = unsafe { libc::fremovexattr(file.as_raw_fd(), MARK.as_ptr()) };
+}
+
 /// Reads a holder mark: `host`, `uid` (may be empty), `secs.nanos` of the
 /// submission (may be empty), one per line. `None` when it names no host.
 fn parse_mark(bytes: &[u8]) -> Option<HostFile> {

@@ -76,8 +76,8 @@ mod ticks;
 pub mod unique;
 
 pub use catalog::{this_writer, writer_alive};
-pub use finish::Present;
 pub use claim::{Claim, ClaimOutcome, Hold, Refused};
+pub use finish::Present;
 pub use look::{Entry, Odd, irregular};
 pub use outputs::{OutputFile, Outputs};
 pub use pause::PAUSE_ALL;
