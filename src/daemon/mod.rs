@@ -271,8 +271,9 @@ pub struct Daemon {
     last_status_line: String,
     /// Every schedule's next tick and last fired job (`schedules`).
     ticker: schedules::Ticker,
-    /// Never read: inotify watches `new/` and `cancel/` while it lives.
-    _watcher: notify::RecommendedWatcher,
+    /// Never read: inotify watches `new/`, `cancel/` and `pause/` while it
+    /// lives.
+    _watcher: watch::Watcher,
 }
 
 impl Daemon {
@@ -349,17 +350,13 @@ impl Daemon {
         };
         let mail_enabled = mailer.is_some();
 
-        // notify runs the closure on a thread of its own: the guard in it
-        // reports that thread's end.
         let to_loop = tx.clone();
-        let guard = threads.guard("watcher");
         let watched = watch::Watched {
             new: spool.new_dir(),
             cancel: spool.cancel_dir(),
             pause: spool.pause_dir(),
         };
-        let watcher = watch::start(&watched, move |fs| {
-            let _alive = &guard;
+        let watcher = watch::start(&watched, &threads, move |fs| {
             let _ = to_loop.send(Event::Fs(fs));
         })
         .map_err(|e| {

@@ -1,9 +1,10 @@
 //! A small inotify(7) instance of one follower's own: watches on two
 //! folders and one open file, and the names its events carry.
 //!
-//! The daemon's watcher (`notify`) runs a thread of its own per watcher;
-//! a follower wants no thread, only a descriptor to `poll(2)` beside
-//! others (a client's socket), so it talks to the kernel directly. Owns
+//! A follower wants no thread, only a descriptor to `poll(2)` beside
+//! others (a client's socket), so it talks to the kernel directly; the
+//! daemon's watcher (`watch`) uses the same instance on a thread of its
+//! own, for the events it chooses. Owns
 //! the descriptor and the parsing of the events read from it; never
 //! decides what an event means for a job (the follower does).
 //!
@@ -75,6 +76,13 @@ impl Inotify {
     pub fn watch_folder(&self, dir: &Path) -> io::Result<i32> {
         let mask = FOLDER_EVENTS | libc::IN_ONLYDIR | libc::IN_DONT_FOLLOW;
         self.add(dir, mask)
+            .map_err(|e| io_context("watch (inotify)", dir, e))
+    }
+
+    /// Watches a folder for the events of `mask`, following a symlink at
+    /// its path (the daemon's own spool folders, which may be one).
+    pub fn watch_folder_for(&self, dir: &Path, mask: u32) -> io::Result<i32> {
+        self.add(dir, mask | libc::IN_ONLYDIR)
             .map_err(|e| io_context("watch (inotify)", dir, e))
     }
 
