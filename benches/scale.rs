@@ -127,41 +127,49 @@ fn start_watched(b: &mut Bench, queued: usize) -> Startup {
     let count = format!("Queued <span class=\"count\">{queued}</span>");
     let report = b.spool.join("report.html");
     let (mut ready, mut healthz, mut shown, mut addr) = (None, None, None, None);
-    wait("ready, /healthz and the report", Duration::from_secs(600), || {
-        if ready.is_none() || addr.is_none() {
-            let log = std::fs::read_to_string(&b.log).unwrap_or_default();
-            if ready.is_none() && log.contains(": ready,") {
-                ready = Some(begin.elapsed());
+    wait(
+        "ready, /healthz and the report",
+        Duration::from_secs(600),
+        || {
+            if ready.is_none() || addr.is_none() {
+                let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+                if ready.is_none() && log.contains(": ready,") {
+                    ready = Some(begin.elapsed());
+                }
+                addr = log
+                    .lines()
+                    .find_map(|l| l.strip_prefix("http: listening on "))
+                    .map(str::to_string);
             }
-            addr = log
-                .lines()
-                .find_map(|l| l.strip_prefix("http: listening on "))
-                .map(str::to_string);
-        }
-        if healthz.is_none()
-            && let Some(a) = &addr
-            && get(a, "/healthz").is_some_and(|(status, _)| status == 200)
-        {
-            healthz = Some(begin.elapsed());
-        }
-        if shown.is_none()
-            && std::fs::read_to_string(&report).is_ok_and(|html| html.contains(&count))
-        {
-            shown = Some(begin.elapsed());
-        }
-        Some(Startup {
-            ready: ready?,
-            healthz: healthz?,
-            report: shown?,
-            addr: addr.clone()?,
-        })
-    })
+            if healthz.is_none()
+                && let Some(a) = &addr
+                && get(a, "/healthz").is_some_and(|(status, _)| status == 200)
+            {
+                healthz = Some(begin.elapsed());
+            }
+            if shown.is_none()
+                && std::fs::read_to_string(&report).is_ok_and(|html| html.contains(&count))
+            {
+                shown = Some(begin.elapsed());
+            }
+            Some(Startup {
+                ready: ready?,
+                healthz: healthz?,
+                report: shown?,
+                addr: addr.clone()?,
+            })
+        },
+    )
 }
 
 /// One request on a connection of its own: status and body.
 fn get(addr: &str, path: &str) -> Option<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut answer = Vec::new();
     s.read_to_end(&mut answer).ok()?;
     let status = std::str::from_utf8(answer.get(9..12)?).ok()?.parse().ok()?;
@@ -271,7 +279,11 @@ fn main() {
     // An empty queue: the baseline of one submission.
     let mut empty = Bench::new(top, &types);
     let up_empty = start_watched(&mut empty, 0);
-    let submit_empty = median((0..20).map(|i| one_more(&empty, &format!("e{i}"))).collect());
+    let submit_empty = median(
+        (0..20)
+            .map(|i| one_more(&empty, &format!("e{i}")))
+            .collect(),
+    );
     empty.stop();
     drop(empty);
 
@@ -355,9 +367,11 @@ fn main() {
     // Until the daemon has read done/ once (its index answers): answers
     // ten times faster than the first.
     let (first, _) = lister.ask();
-    wait("the daemon's index of done/", Duration::from_secs(120), || {
-        (lister.ask().0 * 10.0 < first).then_some(())
-    });
+    wait(
+        "the daemon's index of done/",
+        Duration::from_secs(120),
+        || (lister.ask().0 * 10.0 < first).then_some(()),
+    );
     let (times, counts): (Vec<f64>, Vec<usize>) = (0..50).map(|_| lister.ask()).unzip();
     assert!(counts.iter().all(|c| *c == 100.min(records)), "{counts:?}");
     let get_jobs = median(times);
@@ -414,7 +428,11 @@ fn main() {
         written.as_secs_f64(),
         raccoond()
     );
-    let wide = rows.iter().map(|r| r.what.chars().count()).max().unwrap_or(0);
+    let wide = rows
+        .iter()
+        .map(|r| r.what.chars().count())
+        .max()
+        .unwrap_or(0);
     println!(
         "{:<wide$}  {:>14}  {:>10}  met",
         "measure", "figure", "target"

@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::job;
 use crate::record::{Record, Status};
 use crate::scheduler::Queued;
-use crate::spool::{self, ClaimOutcome, Entry, Refused, Spool};
+use crate::spool::{self, ClaimOutcome, Entry, Refused};
 use crate::time;
 
 impl Daemon {
@@ -38,21 +38,16 @@ impl Daemon {
     /// files are taken at once when they have settled; otherwise (and for
     /// later scans) unknown names wait for the settle time.
     pub(super) fn scan_new(&mut self, at_start: bool) {
-        match self.spool.raw_names_in_new() {
-            Ok(raw) => {
-                for name in raw {
-                    self.adopt_raw_name(&name);
-                }
-            }
-            Err(e) => crate::log!("scan: {e}"),
-        }
-        let names = match self.spool.names(&self.spool.new_dir()) {
-            Ok(n) => n,
+        let (names, raw) = match self.spool.names_in_new() {
+            Ok(listed) => listed,
             Err(e) => {
                 crate::log!("scan: {e}");
                 return;
             }
         };
+        for name in raw {
+            self.adopt_raw_name(&name);
+        }
         let mut fresh: Vec<String> = names
             .into_iter()
             .filter(|n| !self.queue.contains(n) && !self.settling.contains_key(n))
@@ -80,6 +75,16 @@ impl Daemon {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (spool, config) = (self.spool.clone(), self.config.clone());
         let (spool, config) = (&spool, &*config);
+        // Names looked at relative to new/ held open; without it (new/
+        // cannot be opened now), each by its path.
+        let folder = match spool.new_folder() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                crate::log!("{e}; reading new/ name by name");
+                None
+            }
+        };
+        let folder = folder.as_ref();
         let next = AtomicUsize::new(0);
         let next = &next;
         let block = |b: usize| fresh.get(b * READ_BLOCK..fresh.len().min((b + 1) * READ_BLOCK));
@@ -97,7 +102,13 @@ impl Daemon {
                             };
                             let seen = names
                                 .iter()
-                                .map(|n| examine(spool, config, n, true))
+                                .map(|n| {
+                                    let entry = match folder {
+                                        Some(f) => f.open(n),
+                                        None => spool.open_new(n),
+                                    };
+                                    examine(entry, config, n, true)
+                                })
                                 .collect();
                             if tx.send((b, seen)).is_err() {
                                 return;
@@ -157,7 +168,7 @@ impl Daemon {
         // A name the daemon gave (see `adopt_raw_name`) arrived by its
         // rename, which says nothing about whether its writer is done.
         let settle = settle || crate::escape::looks_escaped(name);
-        let seen = examine(&self.spool, &self.config, name, settle);
+        let seen = examine(self.spool.open_new(name), &self.config, name, settle);
         self.apply(name, seen);
     }
 
@@ -286,11 +297,12 @@ enum Examined {
     Reject,
 }
 
-/// Reads and checks a submission without changing anything: safe to run
-/// on many names at once (the first scan at start does).
-fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined {
+/// Reads and checks a submission without changing anything, given what
+/// the look at `new/<name>` found (`Spool::open_new`): safe to run on
+/// many names at once (the first scan at start does).
+fn examine(entry: std::io::Result<Entry>, config: &Config, name: &str, settle: bool) -> Examined {
     use std::io::Read;
-    let (mut file, meta) = match spool.open_new(name) {
+    let (mut file, meta) = match entry {
         // Its writer holds a lease on it: the kernel breaks it within
         // lease-break-time, so look again later.
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Examined::Unsettled,
