@@ -550,7 +550,7 @@ impl Queue {
         heads.sort_by_key(|(k, _, _)| *k);
         let mut free = slots.free.clone();
         // Heads passed over that have not reserved yet, with their needs.
-        let mut passed: Vec<(&Arc<str>, &Vec<(String, u32)>)> = Vec::new();
+        let mut passed: Vec<(&str, &Vec<(String, u32)>)> = Vec::new();
         for (_, name, (_, needs)) in heads {
             let impossible = needs
                 .iter()
@@ -581,7 +581,7 @@ impl Queue {
                     free.insert(r.clone(), 0);
                 }
             } else {
-                passed.push((name, needs));
+                passed.push((&**name, needs));
             }
         }
         None

@@ -6,9 +6,8 @@
 //! [`Health`] board (which `/healthz` reads) and reported through the
 //! callback given to [`Threads::new`] (the daemon's loop, which logs it and
 //! exits with 75 so that the service manager starts it again and recovery
-//! takes over). A thread that is not ours (notify's watcher thread) carries
-//! a [`Guard`] in the closure it runs, which reports when that thread drops
-//! it. Once the daemon ends its threads itself ([`Threads::closing`]),
+//! takes over). A thread that is not ours carries a [`Guard`] in the
+//! closure it runs, which reports when that thread drops it. Once the daemon ends its threads itself ([`Threads::closing`]),
 //! ends are expected and nothing is reported.
 //!
 //! Owns the names of threads, the board of parts that stopped working, and
