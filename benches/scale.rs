@@ -13,6 +13,10 @@
 //!    --limit 100` and `GET /jobs?limit=100` (once the daemon has read
 //!    `done/`, on one keep-alive connection).
 //!
+//! The daemons get `max_queued` above the number queued, so that the
+//! jobs submitted after them are read (at `max_queued` they would wait
+//! unread in `new/` until a queued job starts, by design).
+//!
 //! `cargo bench --bench scale`; `RACCOON_BENCH_N` jobs queued (default
 //! 1 000 000; 100 000 for a quicker run), `RACCOON_BENCH_RECORDS` records
 //! (default 100 000), `RACCOON_BENCH_BIN` another `raccoond` to measure,
@@ -43,9 +47,17 @@ fn one_more(b: &Bench, name: &str) -> f64 {
     let begin = Instant::now();
     std::fs::rename(&tmp, b.spool.join("new").join(format!("{name}.toml"))).unwrap();
     let rec = b.spool.join("done").join(format!("{name}.toml"));
-    wait("one more record", Duration::from_secs(30), || {
-        rec.exists().then_some(())
-    });
+    while !rec.exists() {
+        if begin.elapsed() > Duration::from_secs(30) {
+            let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "no record of {name} after 30 s; the daemon's log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
     begin.elapsed().as_secs_f64() * 1000.0
 }
 
@@ -273,7 +285,14 @@ fn main() {
         ("later", "command = [\"/bin/true\"]"),
         ("now", "command = [\"/bin/true\"]"),
     ];
-    let top = "total = 4\nfsync = false\n[http]\nlisten = \"127.0.0.1:0\"";
+    // Room for the queued jobs and the ones submitted after them: at
+    // `max_queued` (default 1 000 000) a submission waits unread in new/
+    // until a queued job starts, and none of these ever does.
+    let top = format!(
+        "total = 4\nfsync = false\nmax_queued = {}\n[http]\nlisten = \"127.0.0.1:0\"",
+        n + 1000
+    );
+    let top = top.as_str();
     let mut rows = Vec::new();
 
     // An empty queue: the baseline of one submission.
