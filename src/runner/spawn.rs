@@ -26,8 +26,8 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 /// Limits applied in the child between clone and exec, prepared before.
@@ -453,7 +453,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // Into the job's cgroup before anything of the task runs, so that
         // every process it ever makes is in it ("0": the writer itself),
         // unless it was born there.
-        if args.join >= 0 && libc::write(args.join, b"0".as_ptr() as *const libc::c_void, 1) < 0 {
+        if args.join >= 0 && libc::write(args.join, b"0".as_ptr() as *const libc::c_void, 1) < 0
+        {
             return fail(Step::Cgroup);
         }
         if libc::setsid() < 0 {
