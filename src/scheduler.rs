@@ -45,6 +45,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::job::Job;
@@ -54,26 +55,23 @@ use crate::record::Status;
 /// the line lets go by before it reserves them (the starvation rule).
 pub const BYPASS_LIMIT: u32 = 4;
 
-/// What the scheduler keeps of a queued job: small, because 100 000 of
-/// them may wait. The job itself stays on disk until it starts.
+/// What the scheduler keeps of a queued job: small, because a million of
+/// them may wait (`max_queued`). The job itself stays on disk until it
+/// starts. What few jobs have is boxed apart ([`Extra`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
-    /// Its name in `new/`: the key.
-    pub name: String,
+    /// Its name in `new/`: the key, shared by the queue's indexes.
+    pub name: Arc<str>,
     /// The id it asks for (the name without `.toml`), or a fresh one.
     pub id: String,
-    pub kind: String,
+    /// Its type: one allocation per type in the queue, shared by its jobs.
+    pub kind: Arc<str>,
     pub priority: i64,
     pub submitted: SystemTime,
     pub not_before: Option<SystemTime>,
-    /// Jobs that must all end `succeeded` before it starts.
-    pub after: Vec<String>,
-    /// Jobs that must all end, whatever their outcome, before it starts.
-    pub after_any: Vec<String>,
-    /// At most one queued or running job per (type, `unique`).
-    pub unique: Option<String>,
-    /// The resources it needs: name and count (none zero), by name.
-    pub needs: Vec<(String, u32)>,
+    /// Dependencies, a unique key and resources: `None` when it has none
+    /// of them, as most jobs.
+    pub extra: Option<Box<Extra>>,
     /// The inode of its file in `new/`: how the unique marker knows it
     /// whatever id it ends up with (0 when unknown).
     pub ino: u64,
@@ -84,26 +82,67 @@ pub struct Queued {
     pub submitter: Option<u32>,
 }
 
+/// What a queued job may have beyond its type, order and time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Jobs that must all end `succeeded` before it starts.
+    pub after: Vec<String>,
+    /// Jobs that must all end, whatever their outcome, before it starts.
+    pub after_any: Vec<String>,
+    /// At most one queued or running job per (type, `unique`).
+    pub unique: Option<String>,
+    /// The resources it needs: name and count (none zero), by name.
+    pub needs: Vec<(String, u32)>,
+}
+
 impl Queued {
     /// What the scheduler keeps of `job`, read from `new/<name>` (inode
     /// `ino`), to start under `id`; `submitted` when its file does not say.
     pub fn of(name: &str, id: String, job: &Job, submitted: SystemTime, ino: u64) -> Queued {
-        Queued {
-            name: name.to_string(),
-            id,
-            kind: job.kind.clone(),
-            priority: job.priority,
-            submitted: job.submitted.unwrap_or(submitted),
-            not_before: job.not_before,
+        let extra = Extra {
             after: job.after.clone(),
             after_any: job.after_any.clone(),
             unique: job.unique.clone(),
             needs: job.needs.iter().map(|(r, n)| (r.clone(), *n)).collect(),
+        };
+        Queued {
+            name: name.into(),
+            id,
+            kind: job.kind.as_str().into(),
+            priority: job.priority,
+            submitted: job.submitted.unwrap_or(submitted),
+            not_before: job.not_before,
+            extra: (extra != Extra::default()).then(|| Box::new(extra)),
             ino,
             fresh: job.submitted.is_none(),
             // Known from the file's owner, not the job: the reader sets it.
             submitter: None,
         }
+    }
+
+    /// Jobs that must all end `succeeded` before it starts.
+    pub fn after(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| &e.after)
+    }
+
+    /// Jobs that must all end, whatever their outcome, before it starts.
+    pub fn after_any(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| &e.after_any)
+    }
+
+    /// Its unique key, if any.
+    pub fn unique(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.unique.as_deref())
+    }
+
+    /// The resources it needs: name and count, by name.
+    pub fn needs(&self) -> &[(String, u32)] {
+        self.extra.as_ref().map_or(&[], |e| &e.needs)
+    }
+
+    /// Its extras, to change them (made when it had none).
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
     }
 }
 
@@ -132,7 +171,7 @@ pub enum Pushed {
 type Key = (Reverse<i64>, SystemTime, u64);
 
 /// Jobs of one type that need the same resources.
-type Class = (String, Vec<(String, u32)>);
+type Class = (Arc<str>, Vec<(String, u32)>);
 
 /// Where a queued job is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,27 +197,38 @@ struct Entry {
     bypassed: u32,
 }
 
+/// The queued jobs and their indexes. Every index names a job by its
+/// name in `new/` (shared, never copied), and each job's entry is boxed:
+/// a hash table keeps room for up to twice its jobs, and that room then
+/// costs a pointer each, not a whole entry.
 #[derive(Debug, Default)]
 pub struct Queue {
-    jobs: HashMap<String, Entry>,
+    jobs: HashMap<Arc<str>, Box<Entry>>,
     /// Ready jobs per class, in start order.
-    ready: BTreeMap<Class, BTreeMap<Key, String>>,
+    ready: BTreeMap<Class, BTreeMap<Key, Arc<str>>>,
     /// Jobs waiting for their `not_before`.
-    delayed: BTreeSet<(SystemTime, u64, String)>,
+    delayed: BTreeSet<(SystemTime, u64, Arc<str>)>,
     /// Held jobs by each parent they wait for.
-    waiting_on: HashMap<String, BTreeSet<String>>,
+    waiting_on: HashMap<String, BTreeSet<Arc<str>>>,
     /// Held jobs in start order, for the report's rows.
-    held: BTreeSet<(Key, String)>,
+    held: BTreeSet<(Key, Arc<str>)>,
     /// Doomed jobs, in the order they were doomed.
-    doomed: Vec<String>,
-    /// Name in `new/` by the id it asks for, for cancel by id.
-    by_id: HashMap<String, String>,
+    doomed: Vec<Arc<str>>,
+    /// Name in `new/` by the id it asks for, for cancel by id: only the
+    /// jobs whose name is not `<id>.toml` (most are found by that name).
+    by_id: HashMap<String, Arc<str>>,
     /// Name in `new/` by (type, `unique`).
-    uniques: HashMap<(String, String), String>,
+    uniques: HashMap<(String, String), Arc<str>>,
     /// Queued jobs per type, kept as jobs come and go so that counting
-    /// never walks the queue.
-    per_type: BTreeMap<String, usize>,
+    /// never walks the queue; its keys are the types the jobs share.
+    per_type: BTreeMap<Arc<str>, usize>,
     seq: u64,
+}
+
+/// The name in `new/` a job asked for by `id` has unless it was given
+/// another (see [`Queue::name_of`]).
+fn plain_name(id: &str) -> String {
+    format!("{id}.toml")
 }
 
 /// The job [`Queue::choose`] would start, and the heads it passes.
@@ -228,9 +278,26 @@ impl Queue {
         self.jobs.get(name).map(|e| &e.job)
     }
 
+    /// Makes room for `more` jobs at once (a whole listing of `new/`),
+    /// instead of growing step by step.
+    pub fn reserve(&mut self, more: usize) {
+        self.jobs.reserve(more);
+    }
+
     /// The name in `new/` of a queued job, by id.
     pub fn name_of(&self, id: &str) -> Option<&str> {
-        self.by_id.get(id).map(String::as_str)
+        if let Some(name) = self.by_id.get(id) {
+            return Some(name);
+        }
+        let (name, e) = self.jobs.get_key_value(plain_name(id).as_str())?;
+        (e.job.id == id).then_some(&**name)
+    }
+
+    /// The type as the queue keeps it: one allocation per type.
+    fn shared_kind(&self, kind: &Arc<str>) -> Arc<str> {
+        self.per_type
+            .get_key_value(kind)
+            .map_or_else(|| kind.clone(), |(k, _)| k.clone())
     }
 
     /// Adds a job, or replaces the one of the same name. `parent` says
@@ -238,23 +305,24 @@ impl Queue {
     /// `unique`) another queued job has is not added.
     pub fn push(
         &mut self,
-        job: Queued,
+        mut job: Queued,
         now: SystemTime,
         parent: &dyn Fn(&str) -> Parent,
     ) -> Pushed {
-        if let Some(key) = &job.unique
-            && let Some(other) = self.uniques.get(&(job.kind.clone(), key.clone()))
+        if let Some(key) = job.unique()
+            && let Some(other) = self.uniques.get(&(job.kind.to_string(), key.to_string()))
             && *other != job.name
         {
             let id = self.get(other).map_or_else(String::new, |q| q.id.clone());
             return Pushed::Duplicate(id);
         }
         self.remove(&job.name);
+        job.kind = self.shared_kind(&job.kind);
         self.seq += 1;
         let seq = self.seq;
         let mut waiting = BTreeMap::new();
         let mut doom = None;
-        for p in &job.after {
+        for p in job.after() {
             match parent(p) {
                 Parent::Pending => {
                     waiting.insert(p.clone(), true);
@@ -268,26 +336,33 @@ impl Queue {
                 }
             }
         }
-        for p in &job.after_any {
+        for p in job.after_any() {
             if parent(p) == Parent::Pending {
                 waiting.entry(p.clone()).or_insert(false);
             }
         }
-        self.by_id.insert(job.id.clone(), job.name.clone());
-        if let Some(key) = &job.unique {
-            self.uniques
-                .insert((job.kind.clone(), key.clone()), job.name.clone());
+        if *job.name != *plain_name(&job.id) {
+            self.by_id.insert(job.id.clone(), job.name.clone());
         }
-        *self.per_type.entry(job.kind.clone()).or_default() += 1;
+        if let Some(key) = job.unique() {
+            self.uniques
+                .insert((job.kind.to_string(), key.to_string()), job.name.clone());
+        }
+        match self.per_type.get_mut(&job.kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.per_type.insert(job.kind.clone(), 1);
+            }
+        }
         let name = job.name.clone();
         self.jobs.insert(
             name.clone(),
-            Entry {
+            Box::new(Entry {
                 job,
                 seq,
                 state: State::Ready,
                 bypassed: 0,
-            },
+            }),
         );
         match doom {
             Some(why) => self.doom(&name, why),
@@ -300,7 +375,7 @@ impl Queue {
     pub fn remove(&mut self, name: &str) -> Option<Queued> {
         let Entry {
             job, seq, state, ..
-        } = self.jobs.remove(name)?;
+        } = *self.jobs.remove(name)?;
         match state {
             State::Ready => {
                 let class = class_of(&job);
@@ -322,14 +397,14 @@ impl Queue {
                 }
                 self.held.remove(&(key(&job, seq), job.name.clone()));
             }
-            State::Doomed(_) => self.doomed.retain(|n| n != name),
+            State::Doomed(_) => self.doomed.retain(|n| **n != *name),
         }
-        if self.by_id.get(&job.id).is_some_and(|n| n == name) {
+        if self.by_id.get(&job.id).is_some_and(|n| **n == *name) {
             self.by_id.remove(&job.id);
         }
-        if let Some(u) = &job.unique {
-            let k = (job.kind.clone(), u.clone());
-            if self.uniques.get(&k).is_some_and(|n| n == name) {
+        if let Some(u) = job.unique() {
+            let k = (job.kind.to_string(), u.to_string());
+            if self.uniques.get(&k).is_some_and(|n| **n == *name) {
                 self.uniques.remove(&k);
             }
         }
@@ -458,7 +533,7 @@ impl Queue {
         if slots.running_total >= slots.total {
             return None;
         }
-        let mut heads: Vec<(Key, &String, &Class)> = self
+        let mut heads: Vec<(Key, &Arc<str>, &Class)> = self
             .ready
             .iter()
             .filter(|((kind, _), _)| {
@@ -475,7 +550,7 @@ impl Queue {
         heads.sort_by_key(|(k, _, _)| *k);
         let mut free = slots.free.clone();
         // Heads passed over that have not reserved yet, with their needs.
-        let mut passed: Vec<(&String, &Vec<(String, u32)>)> = Vec::new();
+        let mut passed: Vec<(&str, &Vec<(String, u32)>)> = Vec::new();
         for (_, name, (_, needs)) in heads {
             let impossible = needs
                 .iter()
@@ -492,10 +567,10 @@ impl Queue {
                             .iter()
                             .any(|(r, _)| needs.iter().any(|(m, _)| m == r))
                     })
-                    .map(|(n, _)| n.clone())
+                    .map(|(n, _)| n.to_string())
                     .collect();
                 return Some(Choice {
-                    name: name.clone(),
+                    name: name.to_string(),
                     bypassed,
                 });
             }
@@ -506,7 +581,7 @@ impl Queue {
                     free.insert(r.clone(), 0);
                 }
             } else {
-                passed.push((name, needs));
+                passed.push((&**name, needs));
             }
         }
         None
@@ -516,7 +591,7 @@ impl Queue {
     /// it passed count one more bypass each.
     pub fn take(&mut self, choice: Choice) -> Option<Queued> {
         for n in &choice.bypassed {
-            if let Some(e) = self.jobs.get_mut(n) {
+            if let Some(e) = self.jobs.get_mut(n.as_str()) {
                 e.bypassed = e.bypassed.saturating_add(1);
             }
         }
@@ -524,7 +599,7 @@ impl Queue {
     }
 
     /// Queued jobs per type (ready, delayed, held and doomed).
-    pub fn counts(&self) -> &BTreeMap<String, usize> {
+    pub fn counts(&self) -> &BTreeMap<Arc<str>, usize> {
         &self.per_type
     }
 
@@ -532,7 +607,7 @@ impl Queue {
     /// time, then those held for their parents). Costs O(classes × n),
     /// not O(queue).
     pub fn first(&self, n: usize) -> Vec<&Queued> {
-        let mut heads: Vec<(&Key, &String)> = self
+        let mut heads: Vec<(&Key, &Arc<str>)> = self
             .ready
             .values()
             .flat_map(|set| set.iter().take(n))
@@ -568,7 +643,7 @@ impl Queue {
         match e.job.not_before {
             Some(t) if t > now => {
                 e.state = State::Delayed;
-                self.delayed.insert((t, e.seq, name.to_string()));
+                self.delayed.insert((t, e.seq, e.job.name.clone()));
             }
             _ => self.make_ready(name),
         }
@@ -582,7 +657,7 @@ impl Queue {
         self.ready
             .entry(class_of(&e.job))
             .or_default()
-            .insert(key(&e.job, e.seq), name.to_string());
+            .insert(key(&e.job, e.seq), e.job.name.clone());
     }
 
     fn hold(&mut self, name: &str, waiting: BTreeMap<String, bool>) {
@@ -593,16 +668,16 @@ impl Queue {
             self.waiting_on
                 .entry(p.clone())
                 .or_default()
-                .insert(name.to_string());
+                .insert(e.job.name.clone());
         }
-        self.held.insert((key(&e.job, e.seq), name.to_string()));
+        self.held.insert((key(&e.job, e.seq), e.job.name.clone()));
         e.state = State::Held(waiting);
     }
 
     fn doom(&mut self, name: &str, why: String) {
         if let Some(e) = self.jobs.get_mut(name) {
             e.state = State::Doomed(why);
-            self.doomed.push(name.to_string());
+            self.doomed.push(e.job.name.clone());
         }
     }
 
@@ -628,7 +703,7 @@ fn key(job: &Queued, seq: u64) -> Key {
 }
 
 fn class_of(job: &Queued) -> Class {
-    (job.kind.clone(), job.needs.clone())
+    (job.kind.clone(), job.needs().to_vec())
 }
 
 #[cfg(test)]
@@ -648,16 +723,13 @@ mod tests {
         not_before: Option<u64>,
     ) -> Queued {
         Queued {
-            name: format!("{name}.toml"),
+            name: format!("{name}.toml").into(),
             id: name.into(),
             kind: kind.into(),
             priority,
             submitted: at(submitted),
             not_before: not_before.map(at),
-            after: Vec::new(),
-            after_any: Vec::new(),
-            unique: None,
-            needs: Vec::new(),
+            extra: None,
             ino: 0,
             fresh: true,
             submitter: None,
@@ -796,12 +868,12 @@ mod tests {
             };
             // Units are granted only to a job they fit (the daemon
             // rejects one that needs more than exists, at its claim).
-            if next.needs.iter().all(|(r, n)| free[r] >= *n as usize) {
-                for (r, n) in &next.needs {
+            if next.needs().iter().all(|(r, n)| free[r] >= *n as usize) {
+                for (r, n) in next.needs() {
                     *free.get_mut(r).unwrap() -= *n as usize;
                 }
             }
-            *running.entry(next.kind.clone()).or_default() += 1;
+            *running.entry(next.kind.to_string()).or_default() += 1;
             started.push(next.id);
         }
         started
@@ -871,7 +943,7 @@ mod tests {
         assert_eq!(drain(&mut q, &World::plain(10), 1000), Vec::<String>::new());
         // A held job removed leaves no trace in the parents' index.
         let mut child = job("c", "t", 0, 0, None);
-        child.after = vec!["p".into()];
+        child.extra_mut().after = vec!["p".into()];
         q.push(child, at(10), &pending);
         assert_eq!(q.awaited().count(), 1);
         assert!(q.remove("c.toml").is_some());
@@ -888,7 +960,7 @@ mod tests {
         q.push(job("a", "x", 1, 3, None), at(10), &pending);
         q.push(job("c", "y", 0, 1, None), at(10), &pending);
         let mut e = job("e", "x", 9, 0, None);
-        e.after = vec!["a".into()];
+        e.extra_mut().after = vec!["a".into()];
         q.push(e, at(10), &pending);
         let ids: Vec<&str> = q.first(3).iter().map(|j| j.id.as_str()).collect();
         assert_eq!(ids, ["a", "c", "b"]);
@@ -939,8 +1011,8 @@ mod tests {
         for (after, after_any, table, want) in cases {
             let mut q = Queue::default();
             let mut c = job("c", "t", 0, 0, None);
-            c.after = after.iter().map(|s| s.to_string()).collect();
-            c.after_any = after_any.iter().map(|s| s.to_string()).collect();
+            c.extra_mut().after = after.iter().map(|s| s.to_string()).collect();
+            c.extra_mut().after_any = after_any.iter().map(|s| s.to_string()).collect();
             assert_eq!(q.push(c, at(10), &parents(table)), Pushed::Queued);
             let doomed = q.take_doomed();
             let got = if let Some((j, why)) = doomed.first() {
@@ -970,8 +1042,8 @@ mod tests {
         let mut q = Queue::default();
         let mut add = |name: &str, after: &[&str], after_any: &[&str]| {
             let mut j = job(name, "t", 0, 0, None);
-            j.after = after.iter().map(|s| s.to_string()).collect();
-            j.after_any = after_any.iter().map(|s| s.to_string()).collect();
+            j.extra_mut().after = after.iter().map(|s| s.to_string()).collect();
+            j.extra_mut().after_any = after_any.iter().map(|s| s.to_string()).collect();
             q.push(j, at(0), &pending);
         };
         add("b", &["a"], &[]);
@@ -1011,9 +1083,9 @@ mod tests {
     fn a_parent_found_gone_later_dooms_after_and_releases_after_any() {
         let mut q = Queue::default();
         let mut a = job("a", "t", 0, 0, None);
-        a.after = vec!["p".into()];
+        a.extra_mut().after = vec!["p".into()];
         let mut b = job("b", "t", 0, 1, Some(50));
-        b.after_any = vec!["p".into()];
+        b.extra_mut().after_any = vec!["p".into()];
         q.push(a, at(0), &pending);
         q.push(b, at(0), &pending);
         q.parent_ended("p", Parent::Gone, at(10));
@@ -1034,7 +1106,7 @@ mod tests {
         let mut q = Queue::default();
         let u = |name: &str, kind: &str, key: &str| {
             let mut j = job(name, kind, 0, 0, None);
-            j.unique = Some(key.into());
+            j.extra_mut().unique = Some(key.into());
             j
         };
         let cases = [
@@ -1088,7 +1160,7 @@ mod tests {
 
     fn needing(name: &str, submitted: u64, needs: &[(&str, u32)]) -> Queued {
         let mut j = job(name, "t", 0, submitted, None);
-        j.needs = needs.iter().map(|(r, n)| (r.to_string(), *n)).collect();
+        j.extra_mut().needs = needs.iter().map(|(r, n)| (r.to_string(), *n)).collect();
         j
     }
 

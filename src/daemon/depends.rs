@@ -72,9 +72,9 @@ impl Daemon {
 
     /// What became of every parent of a job, for [`crate::scheduler::Queue::push`].
     pub(super) fn parent_states(&mut self, q: &Queued) -> HashMap<String, Parent> {
-        q.after
+        q.after()
             .iter()
-            .chain(&q.after_any)
+            .chain(q.after_any())
             .map(|p| (p.clone(), self.parent_state(p)))
             .collect()
     }
@@ -87,7 +87,7 @@ impl Daemon {
         q: &Queued,
         states: &HashMap<String, Parent>,
     ) -> Result<(), String> {
-        for p in q.after.iter().chain(&q.after_any) {
+        for p in q.after().iter().chain(q.after_any()) {
             if *p == q.id {
                 return Err(format!("dependency {p}: a job cannot wait for itself"));
             }

@@ -18,7 +18,9 @@
 //! rejected submission is taken out of `new/` by the spool's claim and
 //! recorded through `finish`).
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::ending::Cause;
@@ -28,7 +30,7 @@ use crate::config::Config;
 use crate::job;
 use crate::record::{Record, Status};
 use crate::scheduler::Queued;
-use crate::spool::{self, ClaimOutcome, Entry, Refused, Spool};
+use crate::spool::{self, ClaimOutcome, Entry, Refused};
 use crate::time;
 
 impl Daemon {
@@ -36,21 +38,16 @@ impl Daemon {
     /// files are taken at once when they have settled; otherwise (and for
     /// later scans) unknown names wait for the settle time.
     pub(super) fn scan_new(&mut self, at_start: bool) {
-        match self.spool.raw_names_in_new() {
-            Ok(raw) => {
-                for name in raw {
-                    self.adopt_raw_name(&name);
-                }
-            }
-            Err(e) => crate::log!("scan: {e}"),
-        }
-        let names = match self.spool.names(&self.spool.new_dir()) {
-            Ok(n) => n,
+        let (names, raw) = match self.spool.names_in_new() {
+            Ok(listed) => listed,
             Err(e) => {
                 crate::log!("scan: {e}");
                 return;
             }
         };
+        for name in raw {
+            self.adopt_raw_name(&name);
+        }
         let mut fresh: Vec<String> = names
             .into_iter()
             .filter(|n| !self.queue.contains(n) && !self.settling.contains_key(n))
@@ -70,30 +67,81 @@ impl Daemon {
     /// Reads and queues (or rejects) `fresh`, names in `new/`, at once:
     /// at start the whole of `new/` is read before READY, and files left
     /// unread for want of room are read when room frees up. The reading
-    /// and parsing is spread over the cores, then queued in name order.
+    /// and parsing is spread over the cores, in blocks of names taken in
+    /// turn; this thread queues each block as it comes, in name order, so
+    /// that queueing overlaps reading and only the blocks read ahead wait
+    /// in memory, never the whole of `new/` at once.
     pub(super) fn read_now(&mut self, fresh: &[String]) {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = fresh.len().div_ceil(threads).max(1);
-        let (spool, config) = (&self.spool, &self.config);
-        let seen: Vec<Vec<(&String, Examined)>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = fresh
-                .chunks(chunk)
-                .map(|names| {
+        let (spool, config) = (self.spool.clone(), self.config.clone());
+        let (spool, config) = (&spool, &*config);
+        // Names looked at relative to new/ held open; without it (new/
+        // cannot be opened now), each by its path.
+        let folder = match spool.new_folder() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                crate::log!("{e}; reading new/ name by name");
+                None
+            }
+        };
+        let folder = folder.as_ref();
+        let next = AtomicUsize::new(0);
+        let next = &next;
+        let block = |b: usize| fresh.get(b * READ_BLOCK..fresh.len().min((b + 1) * READ_BLOCK));
+        self.queue.reserve(fresh.len());
+        std::thread::scope(|scope| {
+            let (tx, rx) = crossbeam_channel::bounded::<(usize, Vec<Examined>)>(2 * threads);
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let tx = tx.clone();
                     scope.spawn(move || {
-                        names
-                            .iter()
-                            .map(|n| (n, examine(spool, config, n, true)))
-                            .collect::<Vec<_>>()
+                        loop {
+                            let b = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(names) = block(b).filter(|n| !n.is_empty()) else {
+                                return;
+                            };
+                            let seen = names
+                                .iter()
+                                .map(|n| {
+                                    let entry = match folder {
+                                        Some(f) => f.open(n),
+                                        None => spool.open_new(n),
+                                    };
+                                    examine(entry, config, n, true)
+                                })
+                                .collect();
+                            if tx.send((b, seen)).is_err() {
+                                return;
+                            }
+                        }
                     })
                 })
                 .collect();
-            // A worker that died leaves its names for the next rescan.
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_default())
-                .collect()
+            drop(tx);
+            // Blocks that came before their turn.
+            let mut early: BTreeMap<usize, Vec<Examined>> = BTreeMap::new();
+            let mut turn = 0;
+            for (b, seen) in rx {
+                early.insert(b, seen);
+                while let Some(seen) = early.remove(&turn) {
+                    self.apply_block(block(turn).unwrap_or_default(), seen);
+                    turn += 1;
+                }
+            }
+            // A worker that died leaves its block for the next rescan; the
+            // blocks after it are queued still.
+            for w in workers {
+                let _ = w.join();
+            }
+            for (b, seen) in early {
+                self.apply_block(block(b).unwrap_or_default(), seen);
+            }
         });
-        for (name, seen) in seen.into_iter().flatten() {
+    }
+
+    /// Acts on what was found of a block of names, in order.
+    fn apply_block(&mut self, names: &[String], seen: Vec<Examined>) {
+        for (name, seen) in names.iter().zip(seen) {
             self.apply(name, seen);
         }
     }
@@ -120,7 +168,7 @@ impl Daemon {
         // A name the daemon gave (see `adopt_raw_name`) arrived by its
         // rename, which says nothing about whether its writer is done.
         let settle = settle || crate::escape::looks_escaped(name);
-        let seen = examine(&self.spool, &self.config, name, settle);
+        let seen = examine(self.spool.open_new(name), &self.config, name, settle);
         self.apply(name, seen);
     }
 
@@ -232,6 +280,11 @@ impl Daemon {
     }
 }
 
+/// How many names a reader takes at a time when many are read at once: a
+/// block costs one message to this thread, and blocks read ahead of their
+/// turn are what waits in memory.
+const READ_BLOCK: usize = 256;
+
 /// What a name in `new/` turned out to be.
 enum Examined {
     Gone,
@@ -244,11 +297,12 @@ enum Examined {
     Reject,
 }
 
-/// Reads and checks a submission without changing anything: safe to run
-/// on many names at once (the first scan at start does).
-fn examine(spool: &Spool, config: &Config, name: &str, settle: bool) -> Examined {
+/// Reads and checks a submission without changing anything, given what
+/// the look at `new/<name>` found (`Spool::open_new`): safe to run on
+/// many names at once (the first scan at start does).
+fn examine(entry: std::io::Result<Entry>, config: &Config, name: &str, settle: bool) -> Examined {
     use std::io::Read;
-    let (mut file, meta) = match spool.open_new(name) {
+    let (mut file, meta) = match entry {
         // Its writer holds a lease on it: the kernel breaks it within
         // lease-break-time, so look again later.
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Examined::Unsettled,

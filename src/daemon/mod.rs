@@ -271,7 +271,8 @@ pub struct Daemon {
     last_status_line: String,
     /// Every schedule's next tick and last fired job (`schedules`).
     ticker: schedules::Ticker,
-    /// Never read: inotify watches `new/` and `cancel/` while it lives.
+    /// Never read: inotify watches `new/`, `cancel/` and `pause/` while it
+    /// lives.
     _watcher: watch::Watcher,
 }
 

@@ -78,7 +78,7 @@ impl Daemon {
                 name: name.clone(),
                 limit: self.config.limit_of(name),
                 running: running_by.get(name.as_str()).copied().unwrap_or(0),
-                queued: counts.get(name).copied().unwrap_or(0),
+                queued: counts.get(name.as_str()).copied().unwrap_or(0),
                 paused: self.pauses.held(name),
             })
             .collect();
@@ -110,7 +110,7 @@ impl Daemon {
                 .into_iter()
                 .map(|q| QueuedRow {
                     id: q.id.clone(),
-                    kind: q.kind.clone(),
+                    kind: q.kind.to_string(),
                     priority: q.priority,
                     submitted: q.submitted,
                     not_before: q.not_before,

@@ -114,9 +114,9 @@ impl Daemon {
                     .or_default() += 1;
             }
             let allow = |q: &Queued| {
-                let per_user = config.types.get(&q.kind).and_then(|t| t.per_user);
+                let per_user = config.types.get(&*q.kind).and_then(|t| t.per_user);
                 let running = by_submitter
-                    .get(&(q.kind.as_str(), q.submitter))
+                    .get(&(&*q.kind, q.submitter))
                     .copied()
                     .unwrap_or(0);
                 per_user_allows(per_user, running)
@@ -184,7 +184,7 @@ impl Daemon {
             Ok(ClaimOutcome::Gone) => None,
             Ok(ClaimOutcome::Busy) => {
                 self.settling
-                    .insert(q.name.clone(), Instant::now() + SETTLE);
+                    .insert(q.name.to_string(), Instant::now() + SETTLE);
                 None
             }
             Err(e) => {

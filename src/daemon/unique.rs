@@ -32,7 +32,7 @@ impl Daemon {
     /// Takes the key of a unique job read from `new/<name>`; a job without
     /// `unique` passes as it is.
     pub(super) fn take_key(&mut self, name: &str, mut q: Queued) -> Admitted {
-        let Some(key) = q.unique.clone() else {
+        let Some(key) = q.unique().map(str::to_string) else {
             return Admitted::Queued(Box::new(q));
         };
         if let Some(other) = self.queue.holder(&q.kind, &key)
@@ -76,7 +76,7 @@ impl Daemon {
     /// on, when it named another (a claim that had to take a fresh id, or
     /// a fresh id given at an earlier reading of the same file).
     pub(super) fn key_claimed(&self, q: &Queued, id: &str) {
-        if let Some(key) = &q.unique
+        if let Some(key) = q.unique()
             && let Err(e) = self.spool.unique_claimed(&q.kind, key, q.ino, id)
         {
             crate::log!("{id}: unique {key:?}: {e}");

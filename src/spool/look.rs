@@ -2,7 +2,10 @@
 //! blocking on it, and without reading what must not be read.
 //!
 //! Owns [`Entry`] and [`Spool::open_new`] (a look at a name in `new/`, for
-//! the daemon, the HTTP API and the client), [`Odd`] (every kind of entry
+//! the daemon, the HTTP API and the client; [`NewFolder::open`] the same
+//! look relative to `new/` held open, for the daemon's reading of a whole
+//! listing, where walking the spool's path twice a name would cost more
+//! than the look itself), [`Odd`] (every kind of entry
 //! the daemon refuses to read, and how a record says what it was), and
 //! the looks a claim makes: `peek` at `new/<name>`, `look` at what was
 //! taken into `.tmp/`.
@@ -14,11 +17,15 @@
 //!
 //! Never writes, renames or deletes anything.
 
-use std::fs::{self, File, Metadata};
+use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fstatat};
 
 use super::Spool;
 use crate::fsio::{io_context, open_nofollow};
@@ -99,6 +106,16 @@ pub(super) enum Look {
     Odd(Odd),
 }
 
+/// `new/`, held open: names in it looked at without walking the spool's
+/// path for each, as [`Spool::open_new`] does.
+pub struct NewFolder {
+    /// The folder, open for `fstatat`/`openat` (a symlink to it followed,
+    /// as a path through it would be).
+    dir: File,
+    /// Its path, for errors.
+    path: PathBuf,
+}
+
 impl Spool {
     /// Looks at a name in `new/` without following it or blocking on it,
     /// and opens it only when it is a regular file.
@@ -106,50 +123,106 @@ impl Spool {
     /// placed (look again later).
     pub fn open_new(&self, name: &str) -> io::Result<Entry> {
         let path = self.new_path(name);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
-            Err(e) => return Err(io_context("stat", &path, e)),
-        };
-        if let Some(kind) = irregular(&meta) {
-            return Ok(Entry::Other(kind));
-        }
-        let file = match open_nofollow(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Entry::Other("symlink")),
-            Err(e) => return Err(io_context("open", &path, e)),
-        };
-        // The name may have been replaced between lstat and open.
-        let meta = file.metadata().map_err(|e| io_context("stat", &path, e))?;
-        if let Some(kind) = irregular(&meta) {
-            return Ok(Entry::Other(kind));
-        }
-        if placing(&meta) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        // Maybe someone else's file, linked in: never to be read.
-        if meta.nlink() > 1 {
-            return Ok(Entry::Other("hard link"));
-        }
-        Ok(Entry::Regular { file, meta })
+        look_at(AT_FDCWD, &path, || path.clone())
     }
+
+    /// Opens `new/` to look at many names in it ([`NewFolder::open`]).
+    pub fn new_folder(&self) -> io::Result<NewFolder> {
+        let path = self.new_dir();
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| io_context("open", &path, e))?;
+        Ok(NewFolder { dir, path })
+    }
+}
+
+impl NewFolder {
+    /// What [`Spool::open_new`] says of `new/<name>`, looked at relative
+    /// to the open folder. `name` is one name, never a path.
+    pub fn open(&self, name: &str) -> io::Result<Entry> {
+        if name.is_empty() || name.contains('/') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: not a name in the folder",
+                    self.path.join(name).display()
+                ),
+            ));
+        }
+        look_at(self.dir.as_fd(), Path::new(name), || self.path.join(name))
+    }
+}
+
+/// The look of [`Spool::open_new`]: `at` relative to `dir` (a path
+/// relative to the working folder with `AT_FDCWD`), `shown` its path for
+/// errors. `lstat` first: only a regular file is opened, and its `fstat`
+/// is checked again (the name may have been replaced in between).
+fn look_at<D: AsFd>(dir: D, at: &Path, shown: impl Fn() -> PathBuf) -> io::Result<Entry> {
+    let st = match fstatat(&dir, at, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(e) => {
+            let e = io::Error::from(e);
+            if e.kind() == io::ErrorKind::NotFound {
+                return Ok(Entry::Gone);
+            }
+            return Err(io_context("stat", &shown(), e));
+        }
+    };
+    if let Some(kind) = irregular_mode(st.st_mode) {
+        return Ok(Entry::Other(kind));
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = match openat(&dir, at, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            let e = io::Error::from(e);
+            if e.kind() == io::ErrorKind::NotFound {
+                return Ok(Entry::Gone);
+            }
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                return Ok(Entry::Other("symlink"));
+            }
+            return Err(io_context("open", &shown(), e));
+        }
+    };
+    // The name may have been replaced between lstat and open.
+    let meta = file
+        .metadata()
+        .map_err(|e| io_context("stat", &shown(), e))?;
+    if let Some(kind) = irregular(&meta) {
+        return Ok(Entry::Other(kind));
+    }
+    if placing(&meta) {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    // Maybe someone else's file, linked in: never to be read.
+    if meta.nlink() > 1 {
+        return Ok(Entry::Other("hard link"));
+    }
+    Ok(Entry::Regular { file, meta })
 }
 
 /// What a non-regular file is, by name (`None` for a regular file).
 pub fn irregular(meta: &Metadata) -> Option<&'static str> {
-    let ft = meta.file_type();
-    if ft.is_file() {
+    irregular_mode(meta.mode())
+}
+
+/// [`irregular`] from the mode bits of a `stat`.
+fn irregular_mode(mode: u32) -> Option<&'static str> {
+    let kind = SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits());
+    if kind == SFlag::S_IFREG {
         None
-    } else if ft.is_symlink() {
+    } else if kind == SFlag::S_IFLNK {
         Some("symlink")
-    } else if ft.is_dir() {
+    } else if kind == SFlag::S_IFDIR {
         Some("directory")
-    } else if ft.is_fifo() {
+    } else if kind == SFlag::S_IFIFO {
         Some("FIFO")
-    } else if ft.is_socket() {
+    } else if kind == SFlag::S_IFSOCK {
         Some("socket")
-    } else if ft.is_char_device() {
+    } else if kind == SFlag::S_IFCHR {
         Some("character device")
     } else {
         Some("block device")
@@ -295,4 +368,52 @@ fn placing(meta: &Metadata) -> bool {
         && std::time::SystemTime::now()
             .duration_since(changed)
             .map_or(true, |age| age < super::lease::CLAIMING)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a look found, in words.
+    fn seen(entry: io::Result<Entry>) -> String {
+        match entry {
+            Ok(Entry::Regular { meta, .. }) => format!("regular {}", meta.len()),
+            Ok(Entry::Other(kind)) => kind.to_string(),
+            Ok(Entry::Gone) => "gone".to_string(),
+            Err(e) => format!("error {:?}", e.kind()),
+        }
+    }
+
+    #[test]
+    fn a_look_by_path_and_one_in_the_open_folder_agree_on_every_kind_of_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), false).unwrap();
+        let new = spool.new_dir();
+        fs::write(new.join("job.toml"), "type = \"t\"\n").unwrap();
+        fs::write(dir.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), new.join("link.toml")).unwrap();
+        fs::create_dir(new.join("folder.toml")).unwrap();
+        nix::unistd::mkfifo(&new.join("fifo.toml"), Mode::S_IRWXU).unwrap();
+        // Three links: two of the daemon's own a moment ago are a file
+        // being placed, looked at again later.
+        fs::hard_link(dir.path().join("secret"), new.join("hard.toml")).unwrap();
+        fs::hard_link(dir.path().join("secret"), dir.path().join("again")).unwrap();
+        let folder = spool.new_folder().unwrap();
+        let table = [
+            ("job.toml", "regular 11"),
+            ("link.toml", "symlink"),
+            ("folder.toml", "directory"),
+            ("fifo.toml", "FIFO"),
+            ("hard.toml", "hard link"),
+            ("missing.toml", "gone"),
+        ];
+        for (name, want) in table {
+            assert_eq!(seen(spool.open_new(name)), want, "{name} by path");
+            assert_eq!(seen(folder.open(name)), want, "{name} in the folder");
+        }
+        // Only names: nothing outside new/ is looked at through it.
+        for name in ["../secret", "", "a/b"] {
+            assert_eq!(seen(folder.open(name)), "error InvalidInput", "{name:?}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Names in `new/` that are not UTF-8: renamed, in `new/`, to their
 //! escaped form, so that they are submissions like any other.
 //!
-//! Owns [`Spool::raw_names_in_new`] and [`Spool::escape_name`]. The
+//! Owns [`Spool::names_in_new`] (the listing of `new/` that tells those
+//! names from the others) and [`Spool::escape_name`]. The
 //! escaped form (see [`crate::escape`]) is a name that is never a valid id,
 //! so the job gets a fresh id and its record keeps the escaped name in
 //! `submitted_as`. The file is not read, opened or claimed here: only its
@@ -22,12 +23,22 @@ use crate::fsio::io_context;
 const MAX_NAME: usize = 200;
 
 impl Spool {
-    /// Names in `new/` that are not UTF-8, dot-files left out.
-    pub fn raw_names_in_new(&self) -> io::Result<Vec<OsString>> {
-        Ok(list(&self.new_dir())?
-            .into_iter()
-            .filter(|n| n.to_str().is_none() && n.as_bytes().first() != Some(&b'.'))
-            .collect())
+    /// Every name in `new/`, dot-files left out, from one listing: those
+    /// that are UTF-8, and those that are not (to be renamed first). A
+    /// large `new/` costs its listing once, not once per kind of name.
+    pub fn names_in_new(&self) -> io::Result<(Vec<String>, Vec<OsString>)> {
+        let mut names = Vec::new();
+        let mut raw = Vec::new();
+        for n in list(&self.new_dir())? {
+            if n.as_bytes().first() == Some(&b'.') {
+                continue;
+            }
+            match n.into_string() {
+                Ok(name) => names.push(name),
+                Err(n) => raw.push(n),
+            }
+        }
+        Ok((names, raw))
     }
 
     /// Renames `new/<raw>`, a name that is not UTF-8, to its escaped form.
@@ -83,14 +94,19 @@ mod tests {
         let raw = OsStr::from_bytes(b"caf\xe9-\xff.toml");
         fs::write(spool.new_dir().join(raw), "type = \"x\"\n").unwrap();
         fs::write(spool.new_dir().join(OsStr::from_bytes(b".\xff")), "").unwrap();
-        assert_eq!(spool.raw_names_in_new().unwrap(), vec![raw.to_os_string()]);
+        fs::write(spool.new_dir().join("plain.toml"), "").unwrap();
+        fs::write(spool.new_dir().join(".draft"), "").unwrap();
+        assert_eq!(
+            spool.names_in_new().unwrap(),
+            (vec!["plain.toml".to_string()], vec![raw.to_os_string()])
+        );
         let name = spool.escape_name(raw).unwrap().unwrap();
         assert_eq!(name, "caf\\xe9-\\xff.toml");
         assert_eq!(
             fs::read_to_string(spool.new_path(&name)).unwrap(),
             "type = \"x\"\n"
         );
-        assert!(spool.raw_names_in_new().unwrap().is_empty());
+        assert!(spool.names_in_new().unwrap().1.is_empty());
         assert_eq!(spool.escape_name(raw).unwrap(), None);
         // Taken: the next one gets a suffix.
         fs::write(spool.new_dir().join(raw), "second").unwrap();
