@@ -18,7 +18,7 @@
 //! rejected submission is taken out of `new/` by the spool's claim and
 //! recorded through `finish`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::job;
 use crate::record::{Record, Status};
 use crate::scheduler::Queued;
-use crate::spool::{self, ClaimOutcome, Entry, Refused};
+use crate::spool::{self, ClaimOutcome, Entry, Refused, Seen};
 use crate::time;
 
 impl Daemon {
@@ -107,7 +107,7 @@ impl Daemon {
                                         Some(f) => f.open(n),
                                         None => spool.open_new(n),
                                     };
-                                    examine(entry, config, n, true)
+                                    examine(entry, config, n, true, false)
                                 })
                                 .collect();
                             if tx.send((b, seen)).is_err() {
@@ -168,7 +168,7 @@ impl Daemon {
         // A name the daemon gave (see `adopt_raw_name`) arrived by its
         // rename, which says nothing about whether its writer is done.
         let settle = settle || crate::escape::looks_escaped(name);
-        let seen = examine(self.spool.open_new(name), &self.config, name, settle);
+        let seen = examine(self.spool.open_new(name), &self.config, name, settle, true);
         self.apply(name, seen);
     }
 
@@ -201,7 +201,12 @@ impl Daemon {
                 self.settling
                     .insert(name.to_string(), Instant::now() + SETTLE);
             }
-            Examined::Job(queued) => self.admit(name, *queued),
+            Examined::Job(queued, seen) => {
+                if let Some(seen) = seen {
+                    self.reads.put(name, *seen);
+                }
+                self.admit(name, *queued)
+            }
             Examined::Reject => self.reject(name, None),
         }
     }
@@ -292,7 +297,8 @@ enum Examined {
     /// Still being written (or leased by its writer): look again after the
     /// settle time.
     Unsettled,
-    Job(Box<Queued>),
+    /// A job, and what was read (when asked to keep it).
+    Job(Box<Queued>, Option<Box<Seen>>),
     /// Not a job: take it out of `new/` and record why.
     Reject,
 }
@@ -300,7 +306,14 @@ enum Examined {
 /// Reads and checks a submission without changing anything, given what
 /// the look at `new/<name>` found (`Spool::open_new`): safe to run on
 /// many names at once (the first scan at start does).
-fn examine(entry: std::io::Result<Entry>, config: &Config, name: &str, settle: bool) -> Examined {
+/// `keep`: hand back what was read, for the claim (see [`Reads`]).
+fn examine(
+    entry: std::io::Result<Entry>,
+    config: &Config,
+    name: &str,
+    settle: bool,
+    keep: bool,
+) -> Examined {
     use std::io::Read;
     let (mut file, meta) = match entry {
         // Its writer holds a lease on it: the kernel breaks it within
@@ -344,9 +357,43 @@ fn examine(entry: std::io::Result<Entry>, config: &Config, name: &str, settle: b
                 Some(std::os::unix::fs::MetadataExt::uid(&meta)),
                 job.submitter.as_deref(),
             );
-            Examined::Job(Box::new(queued))
+            let seen =
+                (keep && bytes.len() <= Reads::MAX_BYTES).then(|| Box::new(Seen::of(&meta, bytes)));
+            Examined::Job(Box::new(queued), seen)
         }
         Err(_) => Examined::Reject,
+    }
+}
+
+/// Submissions read on their arrival, kept for their claim a moment later
+/// (which then need not read them again: see `spool::Seen`); at most
+/// [`Reads::MAX`] of them, the oldest forgotten first, each at most
+/// [`Reads::MAX_BYTES`]. A queue backed up far past that reads at the
+/// claim, as always.
+#[derive(Debug, Default)]
+pub(super) struct Reads {
+    by_name: HashMap<String, Seen>,
+    order: VecDeque<String>,
+}
+
+impl Reads {
+    const MAX: usize = 1024;
+    const MAX_BYTES: usize = 4096;
+
+    fn put(&mut self, name: &str, seen: Seen) {
+        if self.by_name.insert(name.to_string(), seen).is_none() {
+            self.order.push_back(name.to_string());
+        }
+        while self.order.len() > Self::MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.by_name.remove(&old);
+            }
+        }
+    }
+
+    /// What was read of `new/<name>`, if it is still remembered.
+    pub(super) fn take(&mut self, name: &str) -> Option<Seen> {
+        self.by_name.remove(name)
     }
 }
 

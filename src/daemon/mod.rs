@@ -202,6 +202,8 @@ pub struct Daemon {
     /// Names in `new/` not read yet because they may still be being
     /// written, with when to look again.
     settling: HashMap<String, Instant>,
+    /// Submissions read on arrival, for their claims (`ingest::Reads`).
+    reads: ingest::Reads,
     /// Files were left unread in `new/` for want of room (`max_queued`):
     /// `new/` is listed again once the queue has drained (see `admit`).
     backlog: bool,
@@ -401,6 +403,7 @@ impl Daemon {
             pool,
             running: HashMap::new(),
             settling: HashMap::new(),
+            reads: ingest::Reads::default(),
             backlog: false,
             held: HashSet::new(),
             next_held_check: None,

@@ -174,7 +174,11 @@ impl Daemon {
     /// it), another daemon is claiming it right now (looked at again after
     /// the settle time), or the claim failed (logged).
     pub(super) fn claim_queued(&mut self, q: &Queued, what: &str) -> Option<Claim> {
-        match self.spool.claim(&q.name, &q.id, self.config.max_job_bytes) {
+        let seen = self.reads.take(&q.name);
+        match self
+            .spool
+            .claim_seen(&q.name, &q.id, self.config.max_job_bytes, seen.as_ref())
+        {
             Ok(ClaimOutcome::Claimed(c)) => Some(c),
             Ok(ClaimOutcome::Refused(r)) => {
                 let submitted_as = submitted_as(&r.id, &q.name);

@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::lease::CLAIMING;
-use super::look::{Look, Odd, Peek, look, odd, peek, same_inode};
+use super::look::{Look, Odd, Peek, Seen, look, odd, peek, same_inode};
 use super::{Spool, private, remove_any, rename_noreplace};
 use crate::fsio::{io_context, open_nofollow};
 use crate::ids::fresh_id;
@@ -191,8 +191,20 @@ impl Spool {
     /// `new/`; anything else is taken out unread. `Err` leaves the
     /// submission where it was.
     pub fn claim(&self, name: &str, want: &str, max_bytes: u64) -> io::Result<ClaimOutcome> {
+        self.claim_seen(name, want, max_bytes, None)
+    }
+
+    /// [`Spool::claim`], taking `seen`'s bytes instead of reading the file
+    /// again when it is still the very file they were read from.
+    pub fn claim_seen(
+        &self,
+        name: &str,
+        want: &str,
+        max_bytes: u64,
+        seen: Option<&Seen>,
+    ) -> io::Result<ClaimOutcome> {
         let from = self.new_path(name);
-        let (read, bytes) = match peek(&from, max_bytes)? {
+        let (read, bytes) = match peek(&from, max_bytes, seen)? {
             Peek::Gone => return Ok(ClaimOutcome::Gone),
             Peek::Odd => return self.take_odd(name, self.free_id(want), max_bytes),
             Peek::Read(file, bytes) => (file, bytes),
@@ -577,6 +589,41 @@ mod tests {
             spool.claim("j.toml", "j", 100).unwrap(),
             ClaimOutcome::Gone
         ));
+    }
+
+    /// What was read on arrival is taken only while the file is the very
+    /// one, unchanged: any write since (or another file at the name) means
+    /// it is read again. (The bytes given here differ from the file's only
+    /// to show which were taken.)
+    #[test]
+    fn bytes_read_on_arrival_stand_only_for_an_unchanged_file() {
+        let (_d, spool) = spool();
+        let path = spool.new_path("r.toml");
+        fs::write(&path, "type = \"x\"\n").unwrap();
+        let seen = Seen::of(&fs::metadata(&path).unwrap(), b"as-read-xx\n".to_vec());
+        let c = claimed(spool.claim_seen("r.toml", "r", 100, Some(&seen)).unwrap());
+        assert_eq!(c.bytes, b"as-read-xx\n");
+        spool.release(c.hold);
+
+        fs::write(&path, "type = \"x\"\n").unwrap();
+        let seen = Seen::of(&fs::metadata(&path).unwrap(), b"as-read-xx\n".to_vec());
+        // Written again, the same length: its times moved.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, "type = \"y\"\n").unwrap();
+        let c = claimed(spool.claim_seen("r.toml", "r2", 100, Some(&seen)).unwrap());
+        assert_eq!(c.bytes, b"type = \"y\"\n");
+        spool.release(c.hold);
+
+        // Another file at the name.
+        fs::write(spool.new_path("s.toml"), "type = \"x\"\n").unwrap();
+        let seen = Seen::of(
+            &fs::metadata(spool.new_path("s.toml")).unwrap(),
+            b"old-bytes!\n".to_vec(),
+        );
+        fs::remove_file(spool.new_path("s.toml")).unwrap();
+        fs::write(spool.new_path("s.toml"), "type = \"z\"\n").unwrap();
+        let c = claimed(spool.claim_seen("s.toml", "s", 100, Some(&seen)).unwrap());
+        assert_eq!(c.bytes, b"type = \"z\"\n");
     }
 
     #[test]

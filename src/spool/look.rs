@@ -241,7 +241,45 @@ pub(super) enum Peek {
 /// Looks at a name in `new/` without following it or blocking on it, and
 /// reads it only if it is a regular file with one link and at most `max`
 /// bytes.
-pub(super) fn peek(path: &Path, max: u64) -> io::Result<Peek> {
+/// What a submission held when the daemon read it on its arrival, and
+/// which inode that was: a claim a moment later that finds the same inode
+/// unchanged (size, modification and change times: any write, truncation,
+/// link or chmod moves the change time) takes these bytes instead of
+/// reading the file again. Only ever bytes that file held.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    bytes: Vec<u8>,
+}
+
+impl Seen {
+    /// `bytes`, read from the file whose metadata (taken through the
+    /// descriptor they were read from, before reading) is `meta`.
+    pub fn of(meta: &fs::Metadata, bytes: Vec<u8>) -> Seen {
+        Seen {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            bytes,
+        }
+    }
+
+    /// Whether `meta` is that file, unchanged since.
+    fn holds(&self, meta: &fs::Metadata) -> bool {
+        (meta.dev(), meta.ino(), meta.len()) == (self.dev, self.ino, self.len)
+            && (meta.mtime(), meta.mtime_nsec()) == self.mtime
+            && (meta.ctime(), meta.ctime_nsec()) == self.ctime
+            && self.bytes.len() as u64 == self.len
+    }
+}
+
+pub(super) fn peek(path: &Path, max: u64, seen: Option<&Seen>) -> io::Result<Peek> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Peek::Gone),
@@ -260,6 +298,11 @@ pub(super) fn peek(path: &Path, max: u64) -> io::Result<Peek> {
     let now = file.metadata().map_err(|e| io_context("stat", path, e))?;
     if !now.is_file() || now.nlink() > 1 || now.ino() != meta.ino() || now.dev() != meta.dev() {
         return Ok(Peek::Odd);
+    }
+    if let Some(seen) = seen.filter(|s| s.holds(&now))
+        && now.len() <= max
+    {
+        return Ok(Peek::Read(file, seen.bytes.clone()));
     }
     let mut bytes = Vec::with_capacity(now.len().min(max) as usize);
     (&mut file)

@@ -78,7 +78,7 @@ pub mod unique;
 pub use catalog::{this_writer, writer_alive};
 pub use claim::{Claim, ClaimOutcome, Hold, Refused};
 pub use finish::Present;
-pub use look::{Entry, NewFolder, Odd, irregular};
+pub use look::{Entry, NewFolder, Odd, Seen, irregular};
 pub use outputs::{OutputFile, Outputs};
 pub use pause::PAUSE_ALL;
 pub use recovery::Leftover;
