@@ -17,7 +17,7 @@
 //!
 //! Waiting: inotify on `running/` and `done/` (names coming and going)
 //! and on the open output (writes), through the follower's own descriptor
-//! ([`inotify`]); a look at the job every [`RECHECK`] whatever inotify
+//! ([`crate::inotify`]); a look at the job every [`RECHECK`] whatever inotify
 //! says (it does not see what another host writes on a shared file
 //! system). Without inotify (no instance left, no watch), a look every
 //! [`POLL`]. A follower may also be given a connection to watch (a client
