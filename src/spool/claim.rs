@@ -12,7 +12,9 @@
 //! 1. Look at `new/<name>` without following it or blocking on it: only a
 //!    regular file with one link and at most `max_job_bytes` is read
 //!    (anything else, an [`Odd`], is not read at all: a hard link may be a
-//!    file its submitter cannot read).
+//!    file its submitter cannot read). A file that is still the very one
+//!    the daemon read on its arrival, unchanged ([`Seen`]), is not read
+//!    again: those bytes are what it holds.
 //! 2. Copy what was read into a new file of the daemon's own in `.tmp/`,
 //!    locked (the "alive" lock, on a read-only descriptor the task
 //!    inherits; not fsynced: the submission is kept until the record is
