@@ -26,13 +26,16 @@
 // A benchmark that cannot do its IO has nothing to report: panicking says why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::read_body;
 use raccoond::record::Status;
 use raccoond::status::{FinishedRow, Histogram, QueuedRow, ROWS, RunningRow, Snapshot, TypeRow};
 
@@ -321,21 +324,7 @@ fn client(addr: &str, count: usize, hold: bool) -> Vec<Duration> {
         line.clear();
         reader.read_line(&mut line).unwrap();
         assert!(line.starts_with("HTTP/1.1 201"), "{line}");
-        let mut len = 0;
-        loop {
-            line.clear();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut answer = vec![0; len];
-        reader.read_exact(&mut answer).unwrap();
+        read_body(&mut reader);
         lat.push(t.elapsed());
     }
     lat
@@ -391,21 +380,7 @@ fn list_cost(bin: &Path, records: usize) -> ListCost {
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
         assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-        let mut len = 0;
-        loop {
-            line.clear();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut answer = vec![0; len];
-        reader.read_exact(&mut answer).unwrap();
+        let answer = read_body(&mut reader);
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
         assert_eq!(v["jobs"].as_array().map(Vec::len), Some(100.min(records)));

@@ -217,21 +217,7 @@ impl Lister {
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
         assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-        let mut len = 0;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut answer = vec![0; len];
-        self.reader.read_exact(&mut answer).unwrap();
+        let answer = read_body(&mut self.reader);
         let took = ms(t.elapsed());
         let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
         (took, v["jobs"].as_array().map_or(0, Vec::len))

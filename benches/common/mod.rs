@@ -243,3 +243,25 @@ pub fn n_or(default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The rest of an HTTP/1.1 answer whose status line was read: its headers,
+/// then its body of `Content-Length` bytes.
+pub fn read_body(reader: &mut impl std::io::BufRead) -> Vec<u8> {
+    let mut line = String::new();
+    let mut len = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut answer = vec![0; len];
+    reader.read_exact(&mut answer).unwrap();
+    answer
+}
