@@ -178,8 +178,42 @@ struct ChildArgs<'a> {
     /// must join it itself (`clone` without `clone3`); else -1.
     join: RawFd,
     /// Whether the kernel already reset the signal handlers
-    /// (`CLONE_CLEAR_SIGHAND`).
+    /// (`CLONE_CLEAR_SIGHAND`): then only the signals in `ignored` are
+    /// left to reset.
     handlers_reset: bool,
+    /// The signals the daemon ignores (bit `n - 1` for signal `n`).
+    ignored: u64,
+}
+
+/// The signals the daemon ignores (SIGPIPE, as every Rust program; the
+/// C library's own), bit `n - 1` for signal `n`, read once, at the first
+/// start (the daemon sets its dispositions before): `CLONE_CLEAR_SIGHAND`
+/// resets handled signals only, and an ignored signal stays ignored across
+/// exec.
+fn ignored_signals() -> u64 {
+    static IGNORED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *IGNORED.get_or_init(|| {
+        let mut mask = 0u64;
+        for sig in 1..65 {
+            // SAFETY: all-zero is a valid sigaction; the kernel writes the
+            // current one into it and changes nothing (no new action).
+            let ignored = unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    std::ptr::null::<libc::sigaction>(),
+                    &mut old as *mut libc::sigaction,
+                    8usize,
+                ) == 0
+                    && old.sa_sigaction == libc::SIG_IGN
+            };
+            if ignored {
+                mask |= 1 << (sig - 1);
+            }
+        }
+        mask
+    })
 }
 
 /// `struct clone_args` of linux/sched.h, as far as version 2 (5.7).
@@ -230,6 +264,7 @@ pub(super) fn spawn(
         nofile,
         join: -1,
         handlers_reset: false,
+        ignored: ignored_signals(),
     };
     let mut stack = vec![0u64; 8 * 1024];
     // Opened only when the child must join its cgroup itself.
@@ -429,7 +464,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         for sig in 1..65 {
-            if !args.handlers_reset && sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            let left = !args.handlers_reset || args.ignored & (1 << (sig - 1)) != 0;
+            if left && sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::syscall(
                     libc::SYS_rt_sigaction,
                     sig,

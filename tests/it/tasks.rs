@@ -248,6 +248,31 @@ fn usage_counts_the_cpu_a_task_burned() {
     assert!((0.3..=1.5).contains(&cpu), "cpu_seconds = {cpu}");
 }
 
+/// A task starts with every signal at its default: none ignored (the
+/// daemon ignores SIGPIPE, as Rust programs do, and an ignored signal
+/// survives exec), none blocked.
+#[test]
+fn a_task_starts_with_no_signal_ignored_or_blocked() {
+    let t = TestSpool::builder()
+        .ty(
+            "sigs",
+            "command = [\"grep\", \"-E\", \"^Sig(Ign|Blk)\", \"/proc/self/status\"]",
+        )
+        .start();
+    t.drop_job("s.toml", "type = \"sigs\"\n");
+    let r = t.wait_record("s");
+    assert_eq!(status_of(&r), "succeeded", "{r:?}");
+    let out = t.read("done/s.out");
+    for line in out.lines() {
+        let mask = line.split_whitespace().nth(1).unwrap_or_default();
+        assert!(
+            mask.chars().all(|c| c == '0'),
+            "the task started with {line}"
+        );
+    }
+    assert_eq!(out.lines().count(), 2, "{out}");
+}
+
 /// An emptied cgroup is reused for the next job: the next job's CPU time
 /// is its own, not the sum of every job the cgroup held.
 #[test]
