@@ -304,15 +304,10 @@ pub(super) fn peek(path: &Path, max: u64, seen: Option<&Seen>) -> io::Result<Pee
     {
         return Ok(Peek::Read(file, seen.bytes.clone()));
     }
-    let mut bytes = Vec::with_capacity(now.len().min(max) as usize);
-    (&mut file)
-        .take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_context("read", path, e))?;
-    if bytes.len() as u64 > max {
-        return Ok(Peek::Odd);
+    match read_at_most(&mut file, now.len(), max, path)? {
+        Ok(bytes) => Ok(Peek::Read(file, bytes)),
+        Err(_) => Ok(Peek::Odd),
     }
-    Ok(Peek::Read(file, bytes))
 }
 
 /// Whether `path` is (not through a link) the file open as `file`.
@@ -351,18 +346,32 @@ pub(super) fn look(path: &Path, max: u64) -> io::Result<Look> {
     if now.nlink() > 1 {
         return Ok(Look::Odd(hard_link(&now)));
     }
-    let mut bytes = Vec::with_capacity(now.len().min(max) as usize);
-    (&mut file)
-        .take(max.saturating_add(1))
+    match read_at_most(&mut file, now.len(), max, path)? {
+        Ok(bytes) => Ok(Look::Bytes(bytes)),
+        Err(got) => Ok(Look::Odd(Odd::TooLarge {
+            size: now.len().max(got),
+            max,
+        })),
+    }
+}
+
+/// Reads an open file of `len` bytes (as its `fstat` said) up to one byte
+/// past `max`: its bytes, or how many were read when that was more than
+/// `max` (it grew meanwhile).
+fn read_at_most(
+    file: &mut File,
+    len: u64,
+    max: u64,
+    path: &Path,
+) -> io::Result<Result<Vec<u8>, u64>> {
+    let mut bytes = Vec::with_capacity(len.min(max) as usize);
+    file.take(max.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| io_context("read", path, e))?;
     if bytes.len() as u64 > max {
-        return Ok(Look::Odd(Odd::TooLarge {
-            size: now.len().max(bytes.len() as u64),
-            max,
-        }));
+        return Ok(Err(bytes.len() as u64));
     }
-    Ok(Look::Bytes(bytes))
+    Ok(Ok(bytes))
 }
 
 /// What an entry is when it is not a regular file with one link and at
