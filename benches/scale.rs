@@ -85,8 +85,9 @@ fn queue_delayed(b: &Bench, n: usize) {
 }
 
 /// Writes `n` records into `done/`, each with its (empty) files folder,
-/// as the commit thread leaves them; finished 10 ms apart, expiring far
-/// ahead so that the sweeper keeps them.
+/// as the commit thread leaves them; finished 10 ms apart (each file's
+/// time a moment after), expiring far ahead so that the sweeper keeps
+/// them.
 fn write_records(spool: &Path, n: usize) {
     let done = spool.join("done");
     let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
@@ -106,7 +107,14 @@ fn write_records(spool: &Path, n: usize) {
             i32::from(i % 10 == 0),
             me(),
         );
-        std::fs::write(done.join(format!("{id}.toml")), text).unwrap();
+        let path = done.join(format!("{id}.toml"));
+        std::fs::write(&path, text).unwrap();
+        // Written as it finished, as the commit thread writes it.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(base + Duration::from_millis(i as u64 * 10 + 6)))
+            .unwrap();
         std::fs::create_dir(done.join(format!("{id}.files"))).unwrap();
     }
 }

@@ -618,7 +618,8 @@ mod tests {
                 &format!(
                     "id = \"{id}\"\ntype = \"{kind}\"\nstatus = \"{status}\"\nfinished = {t}\n"
                 ),
-                at(0),
+                // Written as it finished, as the commit thread writes it.
+                at(i * 10),
             );
             rows.push(IndexRow {
                 id: id.as_str().into(),
