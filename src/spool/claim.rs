@@ -40,14 +40,14 @@
 //! the copied text is a job (the daemon parses it).
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
 use super::lease::CLAIMING;
-use super::look::{Look, Odd, Peek, Seen, look, odd, peek, same_inode};
+use super::look::{Look, Odd, Peek, Seen, holds_exactly, look, odd, peek, same_inode};
 use super::{Spool, private, remove_any, rename_noreplace};
 use crate::fsio::{io_context, open_nofollow};
 use crate::ids::fresh_id;
@@ -379,13 +379,7 @@ impl Spool {
             .ok()
             .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
             .is_none_or(|age| age < CLAIMING);
-        if !young || meta.len() != bytes.len() as u64 {
-            return false;
-        }
-        let mut theirs = Vec::with_capacity(bytes.len());
-        file.take(bytes.len() as u64 + 1)
-            .read_to_end(&mut theirs)
-            .is_ok_and(|_| theirs == bytes)
+        young && holds_exactly(&file, meta.len(), bytes)
     }
 
     /// Renames a locked copy into `running/<id>.toml` without replacing
@@ -609,9 +603,16 @@ mod tests {
 
         fs::write(&path, "type = \"x\"\n").unwrap();
         let seen = Seen::of(&fs::metadata(&path).unwrap(), b"as-read-xx\n".to_vec());
-        // Written again, the same length: its times moved.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Written again, the same length: its times moved (set here too,
+        // so that a clock too coarse to tell the two writes apart cannot
+        // hide the change).
         fs::write(&path, "type = \"y\"\n").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .unwrap();
         let c = claimed(spool.claim_seen("r.toml", "r2", 100, Some(&seen)).unwrap());
         assert_eq!(c.bytes, b"type = \"y\"\n");
         spool.release(c.hold);

@@ -4,8 +4,10 @@
 //! Owns [`Spool::finish_all`] (a group of records with their outputs and
 //! files), [`Spool::requeue`], [`Spool::rewrite_record`],
 //! [`Spool::write_report`] and [`Spool::delete_finished`]. Every file it
-//! publishes is written first in `.tmp/` (the daemon's own folder) and
-//! renamed into place; nothing it writes was ever a submitter's or a
+//! publishes is written whole before a rename puts it in place: in `.tmp/`
+//! (the daemon's own folder), or, for a record, over the daemon's own copy
+//! of the job in `running/` while the submission it copies is kept (see
+//! [`Present::copy`]). Nothing it writes was ever a submitter's or a
 //! task's file.
 //!
 //! Never decides how a job ends (the daemon did), and never writes through

@@ -355,6 +355,18 @@ pub(super) fn look(path: &Path, max: u64) -> io::Result<Look> {
     }
 }
 
+/// Whether an open file of `len` bytes (as its `fstat` said) holds exactly
+/// `bytes`: read no further than one byte past them.
+pub(super) fn holds_exactly(file: &File, len: u64, bytes: &[u8]) -> bool {
+    if len != bytes.len() as u64 {
+        return false;
+    }
+    let mut theirs = Vec::with_capacity(bytes.len());
+    file.take(len + 1)
+        .read_to_end(&mut theirs)
+        .is_ok_and(|_| theirs == bytes)
+}
+
 /// Reads an open file of `len` bytes (as its `fstat` said) up to one byte
 /// past `max`: its bytes, or how many were read when that was more than
 /// `max` (it grew meanwhile).

@@ -197,17 +197,15 @@ impl Spool {
         else {
             return false;
         };
-        if meta.len() != taken_meta.len() {
-            return true;
+        let mut claimed = Vec::with_capacity(taken_meta.len() as usize);
+        if (&taken)
+            .take(taken_meta.len() + 1)
+            .read_to_end(&mut claimed)
+            .is_err()
+        {
+            return false;
         }
-        let read = |f: &File, len: u64| {
-            let mut v = Vec::with_capacity(len as usize);
-            f.take(len + 1).read_to_end(&mut v).map(|_| v)
-        };
-        match (read(&copy, meta.len()), read(&taken, meta.len())) {
-            (Ok(a), Ok(b)) => a != b,
-            _ => false,
-        }
+        !super::look::holds_exactly(&copy, meta.len(), &claimed)
     }
 
     /// A dead daemon's claim for job `id`: gone if the job went on, else

@@ -22,7 +22,7 @@
 //! cannot be read is logged and looked at again next time.
 
 use std::fs::{self, File, Metadata};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
@@ -259,13 +259,7 @@ impl Spool {
         let Ok(Some((file, meta))) = open_regular(&path) else {
             return false;
         };
-        if meta.nlink() > 1 || meta.len() != bytes.len() as u64 {
-            return false;
-        }
-        let mut theirs = Vec::with_capacity(bytes.len());
-        file.take(bytes.len() as u64 + 1)
-            .read_to_end(&mut theirs)
-            .is_ok_and(|_| theirs == bytes)
+        meta.nlink() == 1 && super::look::holds_exactly(&file, meta.len(), bytes)
     }
 
     /// Replaces a job file someone else has locked with a new, locked copy
