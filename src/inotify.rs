@@ -1,9 +1,9 @@
 //! A small inotify(7) instance: watches on folders (for the events their
 //! user names) and on open files, and the names its events carry.
 //!
-//! Used by the daemon's watcher (`watch`, on a thread of its own) and by
-//! followers (`follow`, which want no thread, only a descriptor to
-//! `poll(2)` beside others). Owns the descriptor and the parsing of the
+//! Used by the daemon's watch (`watch`, whose descriptor the main loop
+//! polls beside its mailbox) and by followers (`follow`): neither wants a
+//! thread, only a descriptor to `poll(2)` beside others. Owns the descriptor and the parsing of the
 //! events read from it; never decides what an event means (its users do).
 //!
 //! Invariant: a folder is watched without following a symlink
@@ -83,15 +83,6 @@ impl Inotify {
         let link = format!("/proc/self/fd/{}", file.as_raw_fd());
         self.add(Path::new(&link), FILE_EVENTS)
             .map_err(|e| io_context("watch (inotify)", Path::new(&link), e))
-    }
-
-    /// The same instance through another descriptor: its watches and
-    /// queue are this one's (one side reads while the other unwatches).
-    pub fn try_clone(&self) -> io::Result<Inotify> {
-        Ok(Inotify {
-            fd: self.fd.try_clone()?,
-            buf: vec![0; self.buf.len()],
-        })
     }
 
     /// Stops a watch (a file no longer followed). A watch the kernel

@@ -310,14 +310,14 @@ mod tests {
     #[test]
     fn a_guard_reports_the_end_of_a_thread_that_is_not_ours() {
         let (threads, rx) = watched();
-        let guard = threads.guard("watcher");
+        let guard = threads.guard("library");
         std::thread::spawn(move || {
             let _kept = guard;
         })
         .join()
         .unwrap();
         assert_eq!(rx.recv_timeout(SOON).unwrap().why, "ended");
-        let guard = threads.guard("watcher");
+        let guard = threads.guard("library");
         let _ = std::thread::spawn(move || {
             let _kept = guard;
             panic!("inside notify");
@@ -331,7 +331,7 @@ mod tests {
         let (threads, rx) = watched();
         threads.closing();
         threads.spawn("http-0", || {}).unwrap().join().unwrap();
-        drop(threads.guard("watcher"));
+        drop(threads.guard("library"));
         assert!(rx.try_recv().is_err());
         assert!(threads.health().problems().is_empty());
     }

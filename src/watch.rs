@@ -1,8 +1,9 @@
 //! Turns inotify events on `new/`, `cancel/` and `pause/` into what the
 //! daemon acts on.
 //!
-//! Takes the spool's folders; gives [`Fs`] events through a callback, from
-//! a thread of its own reading one inotify descriptor. It never opens,
+//! Takes the spool's folders; gives [`Fs`] events to whoever reads its one
+//! inotify descriptor (the daemon's loop, which polls it beside its
+//! mailbox: no thread stands between a submission and the loop). It never opens,
 //! reads or moves a file: deciding whether a file is complete is the
 //! daemon's job. A file is *ready* when its writer closed it or it was
 //! renamed in; a file merely *seen* (created, hard-linked) must be left
@@ -22,12 +23,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::inotify::Inotify;
 
@@ -82,79 +80,58 @@ impl Dir {
     }
 }
 
-/// A running watch: its thread reads until the watcher is dropped.
+/// A watch on the folders: its descriptor becomes readable when something
+/// happened; [`Watcher::read`] says what. Dropping it ends the watch.
 pub struct Watcher {
-    /// The thread's instance, through a descriptor of its own.
     inotify: Inotify,
-    watches: Vec<i32>,
-    /// Set when dropped: the thread ends at its next wake-up (removing the
-    /// watches wakes it).
-    stop: Arc<AtomicBool>,
+    /// Each watch and its folder.
+    dir_of: Vec<(i32, Dir)>,
 }
 
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for wd in self.watches.drain(..) {
-            self.inotify.unwatch(wd);
+impl Watcher {
+    /// Watches `dirs`.
+    pub fn start(dirs: &Watched) -> io::Result<Watcher> {
+        let inotify = Inotify::new()?;
+        let mut dir_of = Vec::new();
+        for (path, dir) in [
+            (&dirs.new, Dir::New),
+            (&dirs.cancel, Dir::Cancel),
+            (&dirs.pause, Dir::Pause),
+        ] {
+            let wd = inotify.watch_folder(path, dir.mask())?;
+            dir_of.push((wd, dir));
         }
+        Ok(Watcher { inotify, dir_of })
     }
-}
 
-/// Starts watching on a thread that `spawn` starts (the daemon's
-/// supervised spawn). The returned watcher stops when dropped.
-pub fn start<F, S>(dirs: &Watched, send: F, spawn: S) -> io::Result<Watcher>
-where
-    F: Fn(Fs) + Send + 'static,
-    S: FnOnce(Box<dyn FnOnce() + Send>) -> io::Result<()>,
-{
-    let ino = Inotify::new()?;
-    let mut watches = Vec::new();
-    let mut dir_of = Vec::new();
-    for (path, dir) in [
-        (&dirs.new, Dir::New),
-        (&dirs.cancel, Dir::Cancel),
-        (&dirs.pause, Dir::Pause),
-    ] {
-        let wd = ino.watch_folder(path, dir.mask())?;
-        watches.push(wd);
-        dir_of.push((wd, dir));
+    /// Readable when there are events to [`read`](Watcher::read).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inotify.fd()
     }
-    let inotify = ino.try_clone()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopping = stop.clone();
-    spawn(Box::new(move || {
-        let mut ino = ino;
-        loop {
-            let mut fds = [PollFd::new(ino.fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::NONE);
-            let events = ino.drain();
-            if stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            match events {
-                Ok(events) => {
-                    for ev in events {
-                        let dir = dir_of.iter().find(|(wd, _)| *wd == ev.wd).map(|(_, d)| *d);
-                        let name = (!ev.name.is_empty()).then(|| OsStr::from_bytes(&ev.name));
-                        if let Some(fs) = translate(dir, ev.mask, name) {
-                            send(fs);
-                        }
-                    }
-                }
-                Err(e) => {
-                    crate::log!("watch: {e}");
-                    send(Fs::Overflow);
-                    std::thread::sleep(std::time::Duration::from_secs(1));
-                }
+
+    /// What happened since the last read (nothing: never blocks). An error
+    /// of the descriptor is [`Fs::Overflow`]: whatever it hid is found by
+    /// listing.
+    pub fn read(&mut self) -> Vec<Fs> {
+        match self.inotify.drain() {
+            Ok(events) => events
+                .into_iter()
+                .filter_map(|ev| {
+                    let dir = self
+                        .dir_of
+                        .iter()
+                        .find(|(wd, _)| *wd == ev.wd)
+                        .map(|(_, d)| *d);
+                    let name = (!ev.name.is_empty()).then(|| OsStr::from_bytes(&ev.name));
+                    translate(dir, ev.mask, name)
+                })
+                .collect(),
+            Err(e) => {
+                crate::log!("watch: {e}");
+                vec![Fs::Overflow]
             }
         }
-    }))?;
-    Ok(Watcher {
-        inotify,
-        watches,
-        stop,
-    })
+    }
 }
 
 /// What one inotify event (`IN_*` bits in `mask`) in `dir` (`None`: no
@@ -311,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn a_watcher_reports_arrivals_and_stops_when_dropped() {
+    fn a_watcher_reports_arrivals_and_not_the_daemons_reads() {
         let d = tempfile::tempdir().unwrap();
         let dirs = Watched {
             new: d.path().join("new"),
@@ -321,22 +298,8 @@ mod tests {
         for p in [&dirs.new, &dirs.cancel, &dirs.pause] {
             std::fs::create_dir(p).unwrap();
         }
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let w = start(
-            &dirs,
-            move |fs| {
-                let _ = tx.send(fs);
-            },
-            move |f| {
-                std::thread::spawn(move || {
-                    f();
-                    let _ = done_tx.send(());
-                });
-                Ok(())
-            },
-        )
-        .unwrap();
+        let mut w = Watcher::start(&dirs).unwrap();
+        assert!(w.read().is_empty(), "nothing before the arrivals");
         std::fs::write(d.path().join("j.toml"), "x").unwrap();
         std::fs::rename(d.path().join("j.toml"), dirs.new.join("j.toml")).unwrap();
         std::fs::write(dirs.cancel.join("k"), "").unwrap();
@@ -346,8 +309,12 @@ mod tests {
         // Until the last arrival (a created-then-closed cancel file says
         // so twice: the daemon takes a cancel once).
         let mut got: Vec<Fs> = Vec::new();
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while got.last() != Some(&Fs::Pause) {
-            got.push(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap());
+            assert!(std::time::Instant::now() < give_up, "only {got:?}");
+            let mut fds = [nix::poll::PollFd::new(w.fd(), nix::poll::PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+            got.extend(w.read());
         }
         got.dedup();
         assert_eq!(
@@ -358,10 +325,6 @@ mod tests {
                 Fs::Pause
             ],
         );
-        drop(w);
-        done_rx
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .unwrap();
-        assert!(rx.try_recv().is_err(), "nothing after the arrivals");
+        assert!(w.read().is_empty(), "nothing after the arrivals");
     }
 }

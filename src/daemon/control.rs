@@ -14,9 +14,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
-
 use super::ingest::submitted_as;
+use super::mailbox::Tx;
 use super::submitter::{may_cancel, name_of, submitter_uid};
 use super::{Daemon, Event, Fatal, Stop};
 use crate::job;
@@ -26,7 +25,7 @@ use crate::threads::Threads;
 use crate::time::{self, format_duration};
 
 /// Starts the thread that turns SIGTERM, SIGINT and SIGHUP into events.
-pub(super) fn start_signals(tx: &Sender<Event>, threads: &Threads) -> Result<(), Fatal> {
+pub(super) fn start_signals(tx: &Tx<Event>, threads: &Threads) -> Result<(), Fatal> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Fatal::Temporary(format!("cannot install signal handlers: {e}")))?;

@@ -1,9 +1,11 @@
 //! The main loop: one thread that owns the queue, the running jobs and
 //! every deadline, and reacts to [`Event`]s.
 //!
-//! Every other thread (the watcher, the signal thread, the task
-//! supervisor, the sweeper, the commit thread, HTTP health checks) only
-//! sends events into one channel; the loop `recv`s them with a deadline computed from the next
+//! Every other thread (the signal thread, the task supervisor, the
+//! sweeper, the commit thread, HTTP health checks) only sends events into
+//! one mailbox (`mailbox`); the loop waits in one `poll(2)` for them and
+//! for the spool's inotify descriptor (`watch`, read here: no thread
+//! between a submission and the loop), with a deadline computed from the next
 //! thing that must happen (a settle check, a `not_before`, a timeout, a
 //! kill after the grace, the drain deadline, the rescan, the report, the
 //! watchdog, the next look at jobs held by another daemon, a schedule's
@@ -41,7 +43,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::TryRecvError;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
@@ -69,6 +71,7 @@ mod depends;
 mod ending;
 mod finish;
 mod ingest;
+mod mailbox;
 mod pause;
 mod publish;
 mod recover;
@@ -99,7 +102,7 @@ pub enum Event {
     /// The sweeper's first pass over `done/`.
     FirstScan(FirstScan),
     /// A health check: the loop answers, proving it is alive.
-    Ping(Sender<()>),
+    Ping(crossbeam_channel::Sender<()>),
     /// From the commit thread: records wait for room on the spool's file
     /// system (`true`: start nothing), or all are written (`false`).
     DiskFull(bool),
@@ -217,10 +220,10 @@ pub struct Daemon {
     /// When the leases of our claimed jobs are refreshed next (every
     /// `lease / 3`): daemons of other hosts see only those.
     next_lease: Option<Instant>,
-    /// A sender into the loop's channel, for HTTP's health checks.
-    tx: Sender<Event>,
+    /// A sender into the loop's mailbox, for HTTP's health checks.
+    tx: mailbox::Tx<Event>,
     /// The loop's one inbox: every thread reports here.
-    rx: Receiver<Event>,
+    rx: mailbox::Rx<Event>,
     /// Set by SIGTERM or SIGINT: when tasks still running are stopped.
     /// While set nothing starts, and the loop ends once nothing runs.
     draining: Option<Instant>,
@@ -275,7 +278,11 @@ pub struct Daemon {
     ticker: schedules::Ticker,
     /// Never read: inotify watches `new/`, `cancel/` and `pause/` while it
     /// lives.
-    _watcher: watch::Watcher,
+    /// The spool's folders, read by the loop itself.
+    watcher: watch::Watcher,
+    /// Events read from the folders, not handled yet: at most what one
+    /// read gave (the kernel's queue) plus a batch ([`BATCH`]).
+    folder_events: VecDeque<Fs>,
 }
 
 impl Daemon {
@@ -336,7 +343,8 @@ impl Daemon {
         let spool = Spool::open(&config.spool, config.fsync)
             .map_err(|e| Fatal::Temporary(format!("spool: {e}")))?
             .with_host(&config.host);
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = mailbox::mailbox()
+            .map_err(|e| Fatal::Temporary(format!("cannot make the loop's mailbox: {e}")))?;
         let to_loop = tx.clone();
         let threads = Threads::new(move |dead| {
             let _ = to_loop.send(Event::ThreadDied(dead));
@@ -352,19 +360,11 @@ impl Daemon {
         };
         let mail_enabled = mailer.is_some();
 
-        let to_loop = tx.clone();
-        let watched = watch::Watched {
+        let watcher = watch::Watcher::start(&watch::Watched {
             new: spool.new_dir(),
             cancel: spool.cancel_dir(),
             pause: spool.pause_dir(),
-        };
-        let watcher = watch::start(
-            &watched,
-            move |fs| {
-                let _ = to_loop.send(Event::Fs(fs));
-            },
-            |body| threads.spawn("watcher", body).map(drop),
-        )
+        })
         .map_err(|e| Fatal::Temporary(format!("cannot watch the spool: {e}")))?;
         control::start_signals(&tx, &threads)?;
 
@@ -430,7 +430,8 @@ impl Daemon {
             history: Arc::default(),
             last_status_line: String::new(),
             ticker: schedules::Ticker::default(),
-            _watcher: watcher,
+            watcher,
+            folder_events: VecDeque::new(),
         })
     }
 
@@ -442,23 +443,31 @@ impl Daemon {
                 self.release_stalled();
                 return;
             }
-            let first = match self.next_deadline() {
-                Some(d) => self.rx.recv_deadline(d),
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            // One wait for the mailbox and the spool's folders; none while
+            // folder events read earlier are still to be handled.
+            let deadline = match self.folder_events.is_empty() {
+                true => self.next_deadline(),
+                false => Some(Instant::now()),
             };
-            match first {
-                Ok(ev) => {
-                    self.handle(ev);
-                    // Take a batch before the (comparatively costly) tick.
-                    for _ in 0..BATCH {
-                        match self.rx.try_recv() {
-                            Ok(ev) => self.handle(ev),
-                            Err(_) => break,
-                        }
-                    }
+            let [folders] = self.rx.wait([self.watcher.fd()], deadline);
+            // A batch of each before the (comparatively costly) tick.
+            for _ in 0..BATCH {
+                match self.rx.try_recv() {
+                    Ok(ev) => self.handle(ev),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // Read only while few wait: a burst waits in the kernel's
+            // queue, and one that overflows it is found by listing new/.
+            if folders && self.folder_events.len() < BATCH {
+                self.folder_events.extend(self.watcher.read());
+            }
+            for _ in 0..BATCH {
+                let Some(fs) = self.folder_events.pop_front() else {
+                    break;
+                };
+                self.handle(Event::Fs(fs));
             }
             if self.died.is_some() {
                 return;

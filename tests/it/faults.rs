@@ -445,11 +445,6 @@ fn a_dead_signal_thread_makes_the_daemon_exit_75() {
     a_dead_thread_makes_the_daemon_exit_75("signals", "");
 }
 
-#[test]
-fn a_dead_watcher_makes_the_daemon_exit_75() {
-    a_dead_thread_makes_the_daemon_exit_75("watcher", "");
-}
-
 /// HTTP heals in place (SPEC §9): its threads die, the daemon goes on.
 #[test]
 fn dead_http_threads_are_started_again_and_the_daemon_goes_on() {
