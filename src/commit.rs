@@ -54,6 +54,7 @@ use crate::mail::Mailer;
 use crate::record::Record;
 use crate::runner::Output;
 use crate::space::{self, Room};
+use crate::spool::ledger::Ledger;
 use crate::spool::query::{Stage, Stream};
 use crate::spool::{Hold, Present, Spool};
 use crate::threads::{Health, Threads};
@@ -169,7 +170,16 @@ impl Committer {
             mailer,
             on_full,
         } = peers;
+        // Without a ledger, `raccoon list --limit` may not see this
+        // daemon's records while other daemons keep theirs: said once.
+        let ledger = spool
+            .open_ledger()
+            .map_err(|e| {
+                crate::log!("ledger: {e}; `raccoon list --limit` may miss this daemon's jobs")
+            })
+            .ok();
         let writer = Writer {
+            ledger,
             spool,
             sweeper,
             mailer,
@@ -239,6 +249,8 @@ impl Drop for Committer {
 struct Writer {
     /// Every write goes through it; replaced when the configuration is.
     spool: Spool,
+    /// This daemon's log in `.finished/` (`None`: it could not be made).
+    ledger: Option<Ledger>,
     /// Told `(id, expires)` of every record written.
     sweeper: Sender<(String, SystemTime)>,
     /// `None` without a `[mail]` section.
@@ -394,7 +406,7 @@ impl Writer {
                     .filter(|_| roomy),
             })
             .collect();
-        let results = spool.finish_all(&records, &present);
+        let results = spool.finish_all(&records, &present, self.ledger.as_mut());
         let mut waiting = Vec::new();
         let mut no_room: Option<String> = None;
         let batch = std::mem::take(&mut self.batch);

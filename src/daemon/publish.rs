@@ -152,6 +152,15 @@ impl Daemon {
     /// join the report's list, and mail still `pending` goes to the commit
     /// thread (which skips what this run has handed to the mailer already).
     pub(super) fn first_scan(&mut self, scan: FirstScan) {
+        crate::log!(
+            "raccoond: done/ read ({} newest records indexed{})",
+            scan.index.len(),
+            if scan.index_complete {
+                ", all of them"
+            } else {
+                ""
+            }
+        );
         std::sync::Arc::make_mut(&mut self.history).absorb_failures(scan.failures);
         self.board
             .update_finished(|index| index.scanned(scan.index, scan.index_complete));

@@ -17,6 +17,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::ledger::Ledger;
 use super::{Spool, private, remove_any, rename_noreplace};
 use crate::fsio::io_context;
 use crate::record::Record;
@@ -68,13 +69,29 @@ impl Spool {
     /// per record, whether it was written.
     /// `present[i]` says what record `i`'s job may have left (missing:
     /// anything).
-    pub fn finish_all(&self, records: &[Record], present: &[Present]) -> Vec<io::Result<()>> {
+    pub fn finish_all(
+        &self,
+        records: &[Record],
+        present: &[Present],
+        ledger: Option<&mut Ledger>,
+    ) -> Vec<io::Result<()>> {
         let left = |i: usize| present.get(i).copied().unwrap_or_default();
         let staged: Vec<io::Result<Staged>> = records
             .iter()
             .enumerate()
             .map(|(i, r)| self.stage(r, left(i)))
             .collect();
+        // Their lines before their renames (and before the group's
+        // `syncfs`): a reader that sees a record sees its line.
+        if let Some(ledger) = ledger {
+            let placed: Vec<&Record> = records
+                .iter()
+                .zip(&staged)
+                .filter(|(_, s)| s.is_ok())
+                .map(|(r, _)| r)
+                .collect();
+            ledger.append(&placed, self.fsync);
+        }
         if self.fsync {
             self.sync_fs();
         }
@@ -330,7 +347,7 @@ mod tests {
         fs::write(spool.running_job("a"), "type = \"x\"\n").unwrap();
         let job_ino = fs::metadata(spool.running_job("a")).unwrap().ino();
         fs::write(spool.running_out("a"), "out").unwrap();
-        let results = spool.finish_all(&[Record::new("a", "x", Status::Succeeded)], &[]);
+        let results = spool.finish_all(&[Record::new("a", "x", Status::Succeeded)], &[], None);
         assert!(results[0].is_ok());
         assert!(spool.names(&spool.running_dir()).unwrap().is_empty());
         assert_eq!(fs::read_to_string(spool.done_out("a")).unwrap(), "out");
@@ -382,7 +399,7 @@ mod tests {
             err: false,
             copy: Some(copy),
         };
-        assert!(spool.finish_all(&[rec], &[present])[0].is_ok());
+        assert!(spool.finish_all(&[rec], &[present], None)[0].is_ok());
         let done = fs::metadata(spool.done_record("c")).unwrap();
         assert_eq!(done.ino(), ino);
         assert_eq!(spool.read_record("c").unwrap().status, Status::Succeeded);
@@ -419,7 +436,7 @@ mod tests {
             copy: claim.hold.copy_with_claim(),
         };
         let rec = Record::new("s", "x", Status::Succeeded);
-        assert!(spool.finish_all(&[rec], &[present])[0].is_ok());
+        assert!(spool.finish_all(&[rec], &[present], None)[0].is_ok());
         assert_ne!(fs::metadata(spool.done_record("s")).unwrap().ino(), other);
         assert_eq!(spool.read_record("s").unwrap().status, Status::Succeeded);
     }

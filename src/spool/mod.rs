@@ -13,7 +13,9 @@
 //! job in `running/`, and for how long), `catalog` (`types.json`, the daemon's
 //! description of what it accepts, and whether its writer still runs),
 //! `ticks` (`.ticks/`, which schedule ticks were fired, and the `O_EXCL`
-//! claim of a tick), and [`query`] (the read side).
+//! claim of a tick), [`ledger`] (`.finished/`, each daemon's log of the
+//! records it placed, for the newest without listing `done/`), and
+//! [`query`] (the read side).
 //!
 //! The daemon's side of the spool is written here only: no other module
 //! of raccoond creates, renames, writes or deletes a spool path.
@@ -64,6 +66,7 @@ mod claim;
 mod finish;
 mod freeze;
 pub mod lease;
+pub mod ledger;
 mod look;
 mod names;
 mod outputs;

@@ -296,7 +296,27 @@ impl Query<'_> {
                 }
             }
         }
-        if filter.status.is_none_or(Status::is_final) {
+        let from_ledger = if filter.status.is_none_or(Status::is_final) && filter.limit < usize::MAX
+        {
+            // The daemons' logs of what they placed in done/, newest
+            // first, when they can say (see `ledger`).
+            super::ledger::newest(self.spool, filter.limit, SKEW, |id| {
+                let rec = load_record(&self.spool.done_record(id)).ok()??;
+                (rec.id == id && wants(rec.status) && kind_ok(&rec.kind))
+                    .then(|| (rec.finished_at().unwrap_or(UNIX_EPOCH), Box::new(rec)))
+            })
+        } else {
+            None
+        };
+        let listed = from_ledger.is_some();
+        if let Some(found) = from_ledger {
+            cands.extend(
+                found
+                    .into_iter()
+                    .map(|(when, id, rec)| (when, id, Some(rec))),
+            );
+        }
+        if !listed && filter.status.is_none_or(Status::is_final) {
             // Newest written first: a record is written after its job
             // finished, so its file's time bounds its finish time (give or
             // take the hosts' clock skew, `SKEW`). Once `limit` records
@@ -653,6 +673,95 @@ mod tests {
                 assert_eq!(some, want, "{status:?} {kind:?} limit {limit}");
             }
         }
+    }
+
+    /// The newest `limit` jobs from the daemons' ledgers are those of a
+    /// full listing: records committed as the commit thread commits them,
+    /// in batches out of finish order, by two daemons, one of which dies
+    /// and has its log merged by the next.
+    #[test]
+    fn the_newest_from_the_ledgers_are_the_newest_of_a_full_listing() {
+        let (_d, spool) = spool();
+        // A spool whose ledger began before these records.
+        fs::create_dir(spool.root().join(".finished")).unwrap();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % m
+        };
+        let mut a = spool.open_ledger().unwrap();
+        let mut b = Some(spool.open_ledger().unwrap());
+        let mut c = None;
+        let mut n = 0;
+        for batch in 0..40 {
+            if batch == 20 {
+                drop(b.take());
+                c = Some(spool.open_ledger().unwrap());
+            }
+            let recs: Vec<Record> = (0..10)
+                .map(|_| {
+                    n += 1;
+                    let kind = if next(3) == 0 { "a" } else { "b" };
+                    let status = if next(5) == 0 {
+                        Status::Failed
+                    } else {
+                        Status::Succeeded
+                    };
+                    let mut r = Record::new(&format!("r{n:03}"), kind, status);
+                    // Finished up to 2 s before its batch is written.
+                    let t = SystemTime::now() - Duration::from_millis(next(2000));
+                    r.finished = Some(crate::time::to_toml(t));
+                    r
+                })
+                .collect();
+            let ledger = match (batch % 2, b.as_mut(), c.as_mut()) {
+                (0, Some(b), _) => b,
+                (0, None, Some(c)) => c,
+                _ => &mut a,
+            };
+            for r in spool.finish_all(&recs, &[], Some(ledger)) {
+                r.unwrap();
+            }
+        }
+        let q = spool.query(1000);
+        let ids =
+            |f: &Filter| -> Vec<String> { q.list(f).unwrap().into_iter().map(|l| l.id).collect() };
+        for (status, kind) in [
+            (None, None),
+            (Some(Status::Failed), None),
+            (None, Some("a")),
+            (Some(Status::Succeeded), Some("b")),
+        ] {
+            let all = ids(&Filter {
+                status,
+                kind,
+                limit: usize::MAX,
+            });
+            for limit in [1, 7, 100, 399, 1000] {
+                let some = ids(&Filter {
+                    status,
+                    kind,
+                    limit,
+                });
+                let want: Vec<String> = all.iter().take(limit).cloned().collect();
+                assert_eq!(some, want, "{status:?} {kind:?} limit {limit}");
+            }
+        }
+        // The limited listing came from the ledgers: a record placed in
+        // done/ by hand (no daemon's line) is only in the full listing.
+        let mut r = Record::new("by-hand", "a", Status::Succeeded);
+        r.finished = Some(crate::time::to_toml(SystemTime::now()));
+        fs::write(spool.done_record("by-hand"), r.to_toml().unwrap()).unwrap();
+        let every = Filter {
+            status: None,
+            kind: None,
+            limit: usize::MAX,
+        };
+        assert_eq!(ids(&every).first().map(String::as_str), Some("by-hand"));
+        let one = Filter { limit: 1, ..every };
+        assert_ne!(ids(&one).first().map(String::as_str), Some("by-hand"));
     }
 
     fn fifo(path: &Path) {

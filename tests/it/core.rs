@@ -393,6 +393,61 @@ fn the_client_submits_waits_and_reports() {
     assert!(v.as_array().unwrap().iter().any(|j| j["id"] == id.as_str()));
 }
 
+/// Each daemon keeps a log of the records it places (`.finished/`, one
+/// log a daemon, a line a record, written before the record), which
+/// `raccoon list --limit` reads instead of listing `done/`; a daemon that
+/// starts after a crash takes the dead one's log into its own.
+#[test]
+fn the_ledger_has_a_line_for_every_record_and_outlives_a_crash() {
+    let lines_of = |t: &TestSpool| -> Vec<String> {
+        let dir = t.path(".finished");
+        let logs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        assert_eq!(logs.len(), 1, "one log: {logs:?}");
+        let text = std::fs::read_to_string(&logs[0]).unwrap();
+        let mut lines = text.lines();
+        assert!(
+            lines.next().unwrap().starts_with("raccoond-ledger 1 "),
+            "{text}"
+        );
+        lines
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .collect()
+    };
+    let mut t = TestSpool::builder().sh("ok", "true").start();
+    for i in 0..3 {
+        t.drop_job(&format!("a{i}.toml"), "type = \"ok\"\n");
+        t.wait_record(&format!("a{i}"));
+    }
+    let mut ids = lines_of(&t);
+    ids.sort();
+    assert_eq!(ids, ["a0", "a1", "a2"]);
+    t.kill9();
+    t.launch();
+    t.drop_job("b0.toml", "type = \"ok\"\n");
+    t.wait_record("b0");
+    let mut ids = lines_of(&t);
+    ids.sort();
+    assert_eq!(ids, ["a0", "a1", "a2", "b0"]);
+    // Limited or not, the same newest jobs.
+    let list = |args: &[&str]| -> Vec<String> {
+        let out = t.client(&[&["--json", "list"], args].concat());
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = list(&[]);
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(list(&["--limit", "2"]), all[..2]);
+}
+
 #[test]
 fn the_client_wait_fails_when_the_job_fails() {
     let t = TestSpool::builder().sh("bad", "exit 3").start();
