@@ -205,6 +205,9 @@ pub struct Ledger {
     /// Lines written since the last rewrite, and kept at it.
     lines: usize,
     kept: usize,
+    /// Whether a failure was logged and no write has worked since: a full
+    /// disk fails every batch, and says so once.
+    said: bool,
 }
 
 impl Spool {
@@ -298,6 +301,7 @@ impl Spool {
             header,
             lines: 0,
             kept: merged.lines().count(),
+            said: false,
         };
         let text = format!("{}{merged}", ledger.header.text());
         ledger.write(text.as_bytes(), self.fsync);
@@ -330,7 +334,9 @@ impl Ledger {
             match self.reopen(now) {
                 Ok(()) => text.push_str(&self.header.text()),
                 Err(e) => {
-                    crate::log!("{e}");
+                    if !std::mem::replace(&mut self.said, true) {
+                        crate::log!("{e}");
+                    }
                     return;
                 }
             }
@@ -356,12 +362,17 @@ impl Ledger {
             .write_all(bytes)
             .and_then(|()| if fsync { f.sync_data() } else { Ok(()) });
         match done {
-            Ok(()) => true,
+            Ok(()) => {
+                self.said = false;
+                true
+            }
             Err(e) => {
-                crate::log!(
-                    "{}: {e}; emptied (`raccoon list --limit` lists done/ until it is written again)",
-                    self.path.display()
-                );
+                if !std::mem::replace(&mut self.said, true) {
+                    crate::log!(
+                        "{}: {e}; emptied (`raccoon list --limit` lists done/ until it is written again)",
+                        self.path.display()
+                    );
+                }
                 let _ = f.set_len(0);
                 self.file = None;
                 false

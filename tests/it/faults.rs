@@ -254,10 +254,28 @@ fn a_full_disk_is_waited_out(fill: Fill) {
     t.wait_logged("/healthz to say 200", PROMPT, || {
         (get(&http, "/healthz").status == 200).then_some(())
     });
+    // The newest jobs, limited or not, are the same (the ledger, if a
+    // write of it failed, was emptied and readers listed done/).
+    let list = |args: &[&str]| -> Vec<String> {
+        let out = t.client(&[&["--json", "list"], args].concat());
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = list(&[]);
+    assert_eq!(list(&["--limit", "3"]), all[..3]);
 
     let status = t.stop(PROMPT);
     assert!(status.success(), "{status}");
     let log = t.log();
+    assert!(
+        count(&log, "emptied") <= 1,
+        "the ledger's failure, at most once:\n{log}"
+    );
     assert_eq!(count(&log, FULL_BEGINS), 1, "the start, once:\n{log}");
     assert_eq!(count(&log, FULL_ENDS), 1, "the end, once:\n{log}");
     assert!(!log.contains("interrupted"), "{log}");
