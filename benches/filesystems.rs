@@ -233,8 +233,9 @@ fn main() {
     let own = std::env::var_os("RACCOON_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let fstype = Command::new("stat")
-        .args(["-f", "-c", "%T"])
+    // findmnt names ext4 (`stat -f` says "ext2/ext3" for all three).
+    let fstype = Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE", "--target"])
         .arg(&own)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
