@@ -1,0 +1,325 @@
+//! The readers' side of the ledger: every log read from its end, the
+//! lines merged newest-written first, the records they name read until
+//! the newest `limit` are known, and the answer given only where no
+//! record can be missing from the logs.
+//!
+//! Never writes. Trusts nothing it cannot check: a log another user owns
+//! or may write, a line that does not parse, or fewer lines than asked
+//! for after the latest `since` make it say "cannot tell".
+
+use std::collections::{BinaryHeap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::{CHUNK, Header, Line, at};
+use crate::record::Record;
+use crate::spool::Spool;
+
+/// A log read from its end, a chunk at a time: lines newest-written last
+/// in the file come out first.
+struct Tail {
+    file: File,
+    /// Where the part not read yet ends.
+    end: u64,
+    /// Where the lines start (after the header).
+    start: u64,
+    /// The start of a line cut by the last chunk read.
+    carry: Vec<u8>,
+    /// Lines read, not handed out yet, in file order.
+    ready: Vec<Line>,
+    /// Whether the next chunk is the first, at the end as it was opened.
+    first: bool,
+}
+
+impl Tail {
+    /// Opens a log; `None` when it cannot be trusted (see `read_whole`).
+    fn open(path: &Path, owner: u32) -> Option<(Header, Tail)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.uid() != owner || meta.mode() & 0o022 != 0 {
+            return None;
+        }
+        let mut head = [0u8; 256];
+        let n = (&file).read(&mut head).ok()?;
+        let nl = head.get(..n)?.iter().position(|b| *b == b'\n')?;
+        let header = Header::parse(std::str::from_utf8(head.get(..nl)?).ok()?)?;
+        let size = meta.len();
+        Some((
+            header,
+            Tail {
+                file,
+                end: size,
+                start: nl as u64 + 1,
+                carry: Vec::new(),
+                ready: Vec::new(),
+                first: true,
+            },
+        ))
+    }
+
+    /// The next line from the end; `Err` when the log cannot be trusted
+    /// (a line that does not parse, a read that fails).
+    fn next(&mut self) -> Result<Option<Line>, ()> {
+        loop {
+            if let Some(l) = self.ready.pop() {
+                return Ok(Some(l));
+            }
+            if self.end <= self.start {
+                if self.carry.is_empty() {
+                    return Ok(None);
+                }
+                let text = std::mem::take(&mut self.carry);
+                return self.parse_block(&text).map(|()| self.ready.pop());
+            }
+            let from = self.end.saturating_sub(CHUNK).max(self.start);
+            let mut buf = vec![0u8; (self.end - from) as usize];
+            (&self.file).seek(SeekFrom::Start(from)).map_err(drop)?;
+            (&self.file).read_exact(&mut buf).map_err(drop)?;
+            let at_end = std::mem::replace(&mut self.first, false);
+            self.end = from;
+            buf.extend_from_slice(&std::mem::take(&mut self.carry));
+            // The first (partial) line waits for the chunk before it,
+            // unless this chunk starts where the lines start.
+            let cut = if from > self.start {
+                match buf.iter().position(|b| *b == b'\n') {
+                    Some(i) => i + 1,
+                    None => {
+                        self.carry = buf;
+                        continue;
+                    }
+                }
+            } else {
+                0
+            };
+            self.carry = buf.get(..cut).map(<[u8]>::to_vec).unwrap_or_default();
+            let mut block = buf.get(cut..).map(<[u8]>::to_vec).unwrap_or_default();
+            // A last line still being written (no newline) is left out:
+            // its record is renamed into place only after it is whole.
+            if at_end && block.last().is_some_and(|b| *b != b'\n') {
+                let keep = block.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                block.truncate(keep);
+            }
+            self.parse_block(&block)?;
+        }
+    }
+
+    fn parse_block(&mut self, block: &[u8]) -> Result<(), ()> {
+        let text = std::str::from_utf8(block).map_err(drop)?;
+        for l in text.split_terminator('\n') {
+            self.ready.push(Line::parse(l).ok_or(())?);
+        }
+        Ok(())
+    }
+}
+
+/// The newest `limit` finished jobs that `accept` takes (it reads the
+/// record a line names: `None` when it is gone or filtered out), newest
+/// first (ties: the larger id first), from the ledger; `None` when the
+/// ledger cannot say (see the module's header): the caller lists `done/`.
+pub(in crate::spool) fn newest<F>(
+    spool: &Spool,
+    limit: usize,
+    skew: Duration,
+    mut accept: F,
+) -> Option<Vec<(SystemTime, String, Box<Record>)>>
+where
+    F: FnMut(&str) -> Option<(SystemTime, Box<Record>)>,
+{
+    if limit == 0 {
+        return Some(Vec::new());
+    }
+    let dir = spool.ledger_dir();
+    let owner = fs::symlink_metadata(spool.done_dir()).ok()?.uid();
+    let meta = fs::symlink_metadata(&dir).ok()?;
+    if !meta.is_dir() || meta.uid() != owner || meta.mode() & 0o022 != 0 {
+        return None;
+    }
+    let mut tails = Vec::new();
+    let mut since = 0u128;
+    for name in spool.names(&dir).ok()? {
+        if name.starts_with('.') {
+            continue;
+        }
+        let (header, tail) = Tail::open(&dir.join(&name), owner)?;
+        since = since.max(header.since);
+        tails.push(tail);
+    }
+    if tails.is_empty() {
+        return None;
+    }
+    // The newest-written line of every log, the newest of them on top.
+    let mut heads: BinaryHeap<(u128, usize, String)> = BinaryHeap::new();
+    for (i, t) in tails.iter_mut().enumerate() {
+        if let Some(l) = t.next().ok()? {
+            heads.push((l.written, i, l.id));
+        }
+    }
+    let skew_ns = skew.as_nanos();
+    let mut newest: Vec<SystemTime> = Vec::new();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let last = limit - 1;
+    while let Some((written, i, id)) = heads.pop() {
+        // No record not read yet finished after this line was written
+        // (give or take the clocks): once `limit` taken finished later,
+        // the rest cannot be among the newest.
+        if newest.get(last).is_some_and(|t| *t > at(written + skew_ns)) {
+            break;
+        }
+        if let Some(t) = tails.get_mut(i)
+            && let Some(l) = t.next().ok()?
+        {
+            heads.push((l.written, i, l.id));
+        }
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Some((when, rec)) = accept(&id) {
+            let pos = newest.partition_point(|t| *t > when);
+            newest.insert(pos, when);
+            newest.truncate(limit);
+            out.push((when, id, rec));
+        }
+    }
+    // Trusted only where no record can be missing: after the latest
+    // `since`.
+    let trusted = since == 0 || newest.get(last).is_some_and(|t| *t >= at(since + skew_ns));
+    out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+    out.truncate(limit);
+    trusted.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn the_newest_come_from_the_log_and_a_first_log_trusts_nothing_before_it() {
+        let (_d, s) = spool();
+        // A record of a daemon before ledgers.
+        let old = record("old", SystemTime::now() - Duration::from_secs(60));
+        fs::write(s.done_record("old"), old.to_toml().unwrap()).unwrap();
+        let mut l = s.open_ledger().unwrap();
+        let recs = finished_now("j", 30);
+        commit(&s, &mut l, &recs);
+        let got = ids(newest(&s, 3, SKEW, read(&s)));
+        assert_eq!(
+            got,
+            Some(vec!["j00029".into(), "j00028".into(), "j00027".into()])
+        );
+        assert_eq!(
+            ids(newest(&s, 30, SKEW, read(&s))).map(|v| v.len()),
+            Some(30)
+        );
+        // One more than the log holds after its start: not known here.
+        assert_eq!(ids(newest(&s, 31, SKEW, read(&s))), None);
+        // A line whose record is gone (expired) is skipped.
+        fs::remove_file(s.done_record("j00029")).unwrap();
+        assert_eq!(
+            ids(newest(&s, 2, SKEW, read(&s))),
+            Some(vec!["j00028".into(), "j00027".into()])
+        );
+    }
+
+    #[test]
+    fn a_dead_daemons_log_is_merged_and_a_failed_one_distrusts_the_past() {
+        let (_d, s) = spool();
+        let mut first = s.open_ledger().unwrap();
+        commit(&s, &mut first, &finished_now("a", 5));
+        // Its daemon dies (its lock goes with its descriptor).
+        drop(first);
+        let mut second = s.open_ledger().unwrap();
+        let logs = s.names(&s.ledger_dir()).unwrap();
+        assert_eq!(logs.len(), 1, "merged and removed: {logs:?}");
+        commit(&s, &mut second, &finished_now("b", 1));
+        // The merged lines count: the first log's records are trusted.
+        assert_eq!(ids(newest(&s, 6, SKEW, read(&s))).map(|v| v.len()), Some(6));
+        // A live daemon's log is left alone.
+        let third = s.open_ledger().unwrap();
+        assert_eq!(s.names(&s.ledger_dir()).unwrap().len(), 2);
+        drop(third);
+        // A log emptied by a failed write: readers list done/.
+        fs::File::options()
+            .write(true)
+            .open(&second.path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        assert_eq!(ids(newest(&s, 1, SKEW, read(&s))), None);
+        // Its writer starts it again at its next write, since then only.
+        second.file = None;
+        let later = finished_now("c", 2);
+        commit(&s, &mut second, &later);
+        assert_eq!(
+            ids(newest(&s, 2, SKEW, read(&s))),
+            Some(vec!["c00001".into(), "c00000".into()])
+        );
+        assert_eq!(ids(newest(&s, 3, SKEW, read(&s))), None);
+    }
+
+    #[test]
+    fn a_log_others_may_write_or_a_line_that_does_not_parse_is_not_trusted() {
+        let (_d, s) = spool();
+        let mut l = s.open_ledger().unwrap();
+        commit(&s, &mut l, &finished_now("x", 1));
+        assert!(newest(&s, 1, SKEW, read(&s)).is_some());
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&l.path, fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(newest(&s, 1, SKEW, read(&s)).is_none());
+        fs::set_permissions(&l.path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(s.ledger_dir(), fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(newest(&s, 1, SKEW, read(&s)).is_none());
+        fs::set_permissions(s.ledger_dir(), fs::Permissions::from_mode(0o755)).unwrap();
+        l.write(b"garbage\n", false);
+        assert!(newest(&s, 1, SKEW, read(&s)).is_none());
+    }
+
+    #[test]
+    fn a_last_line_still_being_written_is_left_out() {
+        let (_d, s) = spool();
+        let mut l = s.open_ledger().unwrap();
+        commit(&s, &mut l, &finished_now("y", 2));
+        // Half a line: a writer's append caught in the middle (its record
+        // is not in done/ yet). "y0000" would be another job's id.
+        let half = Line::of(&record("y00001", SystemTime::now()), SystemTime::now()).text();
+        let half = half.get(..half.len() - 2).unwrap().to_string();
+        l.write(half.as_bytes(), false);
+        assert_eq!(
+            ids(newest(&s, 2, SKEW, read(&s))),
+            Some(vec!["y00001".into(), "y00000".into()])
+        );
+    }
+
+    #[test]
+    fn many_lines_read_backwards_across_chunks_in_written_order() {
+        let (_d, s) = spool();
+        let mut l = s.open_ledger().unwrap();
+        // Enough lines for several chunks, committed in batches written
+        // in another order than they finished.
+        let mut all = Vec::new();
+        for batch in 0..40 {
+            let mut recs = finished_now(&format!("r{batch:02}-"), 100);
+            recs.reverse();
+            commit(&s, &mut l, &recs);
+            all.extend(recs);
+        }
+        let mut want: Vec<(SystemTime, String)> = all
+            .iter()
+            .map(|r| (r.finished_at().unwrap(), r.id.clone()))
+            .collect();
+        want.sort_by(|a, b| b.cmp(a));
+        for limit in [1, 7, 150, 4000] {
+            let got = ids(newest(&s, limit, SKEW, read(&s))).unwrap();
+            let w: Vec<String> = want.iter().take(limit).map(|(_, id)| id.clone()).collect();
+            assert_eq!(got, w, "{limit}");
+        }
+    }
+}

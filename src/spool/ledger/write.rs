@@ -1,0 +1,297 @@
+//! The daemon's side of the ledger: its own log, started at start-up
+//! (merging the logs of this host's dead daemons), appended by the commit
+//! thread before each batch's renames, emptied when a write fails and
+//! started again, rewritten without expired lines as it grows.
+//!
+//! Never reads a record: a line says what the commit thread was given.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{Header, Line, SLACK, boot_id, host_of, lock, log_name, nanos, read_whole, since_of};
+use crate::fsio::io_context;
+use crate::record::Record;
+use crate::spool::Spool;
+
+/// This daemon's log, written by the commit thread.
+#[derive(Debug)]
+pub struct Ledger {
+    pub(super) path: PathBuf,
+    /// Open, locked while the daemon lives; `None` once a write failed
+    /// (the log is empty then) until the next write starts it again.
+    pub(super) file: Option<File>,
+    header: Header,
+    /// Lines written since the last rewrite, and kept at it.
+    lines: usize,
+    kept: usize,
+    /// Whether a failure was logged and no write has worked since: a full
+    /// disk fails every batch, and says so once.
+    said: bool,
+}
+
+impl Spool {
+    /// Starts this daemon's log: makes `.finished/` (not writable by
+    /// others), merges the logs of this host's dead daemons, and writes
+    /// the header. `Err`: no log (logged by the caller; readers of a
+    /// ledger this daemon does not write may miss its records).
+    pub fn open_ledger(&self) -> io::Result<Ledger> {
+        let dir = self.ledger_dir();
+        // The first log of a spool: records before it have no lines.
+        let first = match fs::DirBuilder::new().mode(0o755).create(&dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(io_context("create folder", &dir, e)),
+        };
+        let meta = fs::symlink_metadata(&dir).map_err(|e| io_context("stat", &dir, e))?;
+        if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(io::Error::other(format!(
+                "{}: must be a folder of raccoond's own user",
+                dir.display()
+            )));
+        }
+        let now = SystemTime::now();
+        let boot = boot_id();
+        let name = log_name(&self.host, std::process::id(), nanos(now));
+        let path = dir.join(&name);
+        // Created empty (what readers take as "list done/") and locked
+        // before anything else: another daemon starting now sees it alive.
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| io_context("create", &path, e))?;
+        lock(&file, false).map_err(|e| io_context("lock", &path, e))?;
+
+        let mut since = if first { since_of(now) } else { 0 };
+        let mut merged = String::new();
+        let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mine = log_name(&self.host, 0, 0);
+        let my_host = host_of(&mine);
+        for other in self.names(&dir)?.iter().filter(|n| **n != name) {
+            // A rewrite's leftover is `.` and the log's name.
+            let rewrite = other.starts_with('.');
+            if host_of(other.trim_start_matches('.')) != my_host {
+                continue;
+            }
+            let p = dir.join(other);
+            let Ok(f) = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&p)
+            else {
+                continue;
+            };
+            // Alive (or another daemon merging it right now): left alone.
+            if lock(&f, true).is_err() {
+                continue;
+            }
+            if rewrite {
+                let _ = fs::remove_file(&p);
+                continue;
+            }
+            match read_whole(&f) {
+                Some((h, lines)) if h.boot == boot || h.fsync => {
+                    since = since.max(h.since);
+                    for l in lines.iter().filter(|l| l.expires == 0 || l.expires > now_s) {
+                        merged.push_str(&l.text());
+                    }
+                }
+                // Empty (a write failed), unreadable, or of an earlier boot
+                // without fsync: what it missed is not known.
+                _ => since = since.max(since_of(now)),
+            }
+            let _ = fs::remove_file(&p);
+        }
+        let header = Header {
+            since,
+            boot,
+            fsync: self.fsync,
+        };
+        let mut ledger = Ledger {
+            path,
+            file: Some(file),
+            header,
+            lines: 0,
+            kept: merged.lines().count(),
+            said: false,
+        };
+        let text = format!("{}{merged}", ledger.header.text());
+        ledger.write(text.as_bytes(), self.fsync);
+        if self.fsync {
+            let _ = File::open(&dir).and_then(|d| d.sync_all());
+        }
+        Ok(ledger)
+    }
+}
+
+impl Ledger {
+    /// Appends the lines of `records` (about to be renamed into `done/`),
+    /// in one write. A failure empties the log (readers then list
+    /// `done/`); the next append starts it again, with `since` = then.
+    pub fn append(&mut self, records: &[&Record], fsync: bool) {
+        let now = SystemTime::now();
+        let lines: Vec<Line> = records.iter().map(|r| Line::of(r, now)).collect();
+        self.append_lines(&lines, fsync);
+    }
+
+    /// Appends `lines` (see [`Ledger::append`]): for a benchmark that
+    /// writes records as daemons once did.
+    pub fn append_lines(&mut self, lines: &[Line], fsync: bool) {
+        if lines.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        let mut text = String::new();
+        if self.file.is_none() {
+            match self.reopen(now) {
+                Ok(()) => text.push_str(&self.header.text()),
+                Err(e) => {
+                    if !std::mem::replace(&mut self.said, true) {
+                        crate::log!("{e}");
+                    }
+                    return;
+                }
+            }
+        }
+        for l in lines {
+            text.push_str(&l.text());
+        }
+        if self.write(text.as_bytes(), false) {
+            self.lines += lines.len();
+            if self.lines > 2 * self.kept + SLACK {
+                self.rewrite(now, fsync);
+            }
+        }
+    }
+
+    /// Writes `bytes` at the end; on failure, empties the log and forgets
+    /// it until the next append. Whether it was written.
+    pub(super) fn write(&mut self, bytes: &[u8], fsync: bool) -> bool {
+        let Some(f) = self.file.as_mut() else {
+            return false;
+        };
+        let done = f
+            .write_all(bytes)
+            .and_then(|()| if fsync { f.sync_data() } else { Ok(()) });
+        match done {
+            Ok(()) => {
+                self.said = false;
+                true
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.said, true) {
+                    crate::log!(
+                        "{}: {e}; emptied (`raccoon list --limit` lists done/ until it is written again)",
+                        self.path.display()
+                    );
+                }
+                let _ = f.set_len(0);
+                self.file = None;
+                false
+            }
+        }
+    }
+
+    /// After a failed write: the log starts again, empty, `since` = now.
+    fn reopen(&mut self, now: SystemTime) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(|e| io_context("open", &self.path, e))?;
+        file.set_len(0)
+            .map_err(|e| io_context("truncate", &self.path, e))?;
+        lock(&file, false).map_err(|e| io_context("lock", &self.path, e))?;
+        self.header.since = since_of(now);
+        self.file = Some(file);
+        self.lines = 0;
+        self.kept = 0;
+        Ok(())
+    }
+
+    /// Drops the lines of expired records: a new file, locked, renamed
+    /// over the log.
+    fn rewrite(&mut self, now: SystemTime, fsync: bool) {
+        let Some(f) = self.file.as_ref() else {
+            return;
+        };
+        let Some((header, lines)) = read_whole(f) else {
+            return;
+        };
+        let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let kept: Vec<Line> = lines
+            .into_iter()
+            .filter(|l| l.expires == 0 || l.expires > now_s)
+            .collect();
+        let mut text = header.text();
+        for l in &kept {
+            text.push_str(&l.text());
+        }
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let Some(name) = self.path.file_name() else {
+            return;
+        };
+        let tmp = dir.join(format!(".{}", name.to_string_lossy()));
+        // A leftover of a rewrite that failed is ours to replace.
+        let _ = fs::remove_file(&tmp);
+        let made = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .and_then(|mut t| {
+                lock(&t, false)?;
+                t.write_all(text.as_bytes())?;
+                if fsync {
+                    t.sync_data()?;
+                }
+                fs::rename(&tmp, &self.path)?;
+                Ok(t)
+            });
+        match made {
+            Ok(t) => {
+                self.file = Some(t);
+                self.kept = kept.len();
+                self.lines = 0;
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                crate::log!("{}: cannot rewrite: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn expired_lines_are_dropped_when_the_log_is_rewritten() {
+        let (_d, s) = spool();
+        let mut l = s.open_ledger().unwrap();
+        let past = SystemTime::now() - Duration::from_secs(10 * 86_400);
+        let old: Vec<Record> = (0..(SLACK + 10))
+            .map(|i| record(&format!("o{i}"), past))
+            .collect();
+        let refs: Vec<&Record> = old.iter().collect();
+        l.append(&refs, false);
+        let (_, lines) = read_whole(&File::open(&l.path).unwrap()).unwrap();
+        assert!(lines.is_empty(), "{} lines kept", lines.len());
+        l.append(&[&record("new", SystemTime::now())], false);
+        let (_, lines) = read_whole(&File::open(&l.path).unwrap()).unwrap();
+        assert_eq!(lines.len(), 1);
+    }
+}
