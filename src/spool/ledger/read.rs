@@ -32,6 +32,8 @@ struct Tail {
     ready: Vec<Line>,
     /// Whether the next chunk is the first, at the end as it was opened.
     first: bool,
+    /// How much is read at a time ([`CHUNK`]; less in tests).
+    chunk: u64,
 }
 
 impl Tail {
@@ -60,6 +62,7 @@ impl Tail {
                 carry: Vec::new(),
                 ready: Vec::new(),
                 first: true,
+                chunk: CHUNK,
             },
         ))
     }
@@ -78,12 +81,23 @@ impl Tail {
                 let text = std::mem::take(&mut self.carry);
                 return self.parse_block(&text).map(|()| self.ready.pop());
             }
-            let from = self.end.saturating_sub(CHUNK).max(self.start);
+            let from = self.end.saturating_sub(self.chunk).max(self.start);
             let mut buf = vec![0u8; (self.end - from) as usize];
             (&self.file).seek(SeekFrom::Start(from)).map_err(drop)?;
             (&self.file).read_exact(&mut buf).map_err(drop)?;
-            let at_end = std::mem::replace(&mut self.first, false);
             self.end = from;
+            // A last line still being written (no newline yet) is left
+            // out, however many chunks it spans: its record is renamed
+            // into place only after it is whole.
+            if self.first {
+                match buf.iter().rposition(|b| *b == b'\n') {
+                    Some(i) => {
+                        buf.truncate(i + 1);
+                        self.first = false;
+                    }
+                    None => continue,
+                }
+            }
             buf.extend_from_slice(&std::mem::take(&mut self.carry));
             // The first (partial) line waits for the chunk before it,
             // unless this chunk starts where the lines start.
@@ -99,13 +113,7 @@ impl Tail {
                 0
             };
             self.carry = buf.get(..cut).map(<[u8]>::to_vec).unwrap_or_default();
-            let mut block = buf.get(cut..).map(<[u8]>::to_vec).unwrap_or_default();
-            // A last line still being written (no newline) is left out:
-            // its record is renamed into place only after it is whole.
-            if at_end && block.last().is_some_and(|b| *b != b'\n') {
-                let keep = block.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                block.truncate(keep);
-            }
+            let block = buf.get(cut..).map(<[u8]>::to_vec).unwrap_or_default();
             self.parse_block(&block)?;
         }
     }
@@ -200,6 +208,7 @@ where
 mod tests {
     use super::super::tests_support::*;
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn the_newest_come_from_the_log_and_a_first_log_trusts_nothing_before_it() {
@@ -320,6 +329,102 @@ mod tests {
             let got = ids(newest(&s, limit, SKEW, read(&s))).unwrap();
             let w: Vec<String> = want.iter().take(limit).map(|(_, id)| id.clone()).collect();
             assert_eq!(got, w, "{limit}");
+        }
+    }
+
+    fn any_line() -> impl Strategy<Value = Line> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            "[a-zA-Z0-9][a-zA-Z0-9_.-]{0,30}",
+        )
+            .prop_map(|(f, w, e, id)| Line {
+                finished: u128::from(f),
+                written: u128::from(w),
+                expires: u64::from(e),
+                id,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Read backwards at any chunk size, a log gives exactly its
+        /// whole lines, last first; a last line still being written is
+        /// left out.
+        #[test]
+        fn a_log_read_from_its_end_gives_its_lines_last_first(
+            lines in proptest::collection::vec(any_line(), 0..60),
+            half in 0usize..40,
+            chunk in 1u64..200,
+        ) {
+            let (_d, s) = spool();
+            let mut l = s.open_ledger().unwrap();
+            l.append_lines(&lines, false);
+            let mut text = String::new();
+            if let Some(last) = lines.last() {
+                let t = last.text();
+                text.push_str(t.get(..half.min(t.len() - 1)).unwrap());
+            }
+            l.write(text.as_bytes(), false);
+            let owner = fs::symlink_metadata(s.done_dir()).unwrap().uid();
+            let (_, mut tail) = Tail::open(&l.path, owner).unwrap();
+            tail.chunk = chunk;
+            let mut got = Vec::new();
+            while let Some(line) = tail.next().unwrap() {
+                got.push(line);
+            }
+            got.reverse();
+            prop_assert_eq!(got, lines);
+        }
+
+        /// Whatever bytes follow a header, reading never panics, and a
+        /// line that does not parse makes the log untrusted.
+        #[test]
+        fn a_damaged_log_is_refused_never_misread(
+            lines in proptest::collection::vec(any_line(), 1..30),
+            at in any::<proptest::sample::Index>(),
+            byte in any::<u8>(),
+            chunk in 1u64..200,
+        ) {
+            let (_d, s) = spool();
+            let mut l = s.open_ledger().unwrap();
+            l.append_lines(&lines, false);
+            let path = l.path.clone();
+            drop(l);
+            let mut bytes = fs::read(&path).unwrap();
+            let header = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+            let i = header + at.index(bytes.len() - header);
+            bytes[i] = byte;
+            fs::write(&path, &bytes).unwrap();
+            let owner = fs::symlink_metadata(s.done_dir()).unwrap().uid();
+            let (_, mut tail) = Tail::open(&path, owner).unwrap();
+            tail.chunk = chunk;
+            let mut got = Vec::new();
+            let mut refused = false;
+            loop {
+                match tail.next() {
+                    Ok(Some(line)) => got.push(line),
+                    Ok(None) => break,
+                    Err(()) => {
+                        refused = true;
+                        break;
+                    }
+                }
+            }
+            // Unless refused, every line given is one a whole line of the
+            // damaged text says.
+            if !refused {
+                let text = String::from_utf8_lossy(&bytes[header..]).to_string();
+                let whole: Vec<Line> = text
+                    .split_inclusive('\n')
+                    .filter_map(|l| l.strip_suffix('\n'))
+                    .filter_map(Line::parse)
+                    .collect();
+                got.reverse();
+                prop_assert_eq!(got, whole);
+            }
         }
     }
 }
