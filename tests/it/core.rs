@@ -433,19 +433,9 @@ fn the_ledger_has_a_line_for_every_record_and_outlives_a_crash() {
     ids.sort();
     assert_eq!(ids, ["a0", "a1", "a2", "b0"]);
     // Limited or not, the same newest jobs.
-    let list = |args: &[&str]| -> Vec<String> {
-        let out = t.client(&[&["--json", "list"], args].concat());
-        assert!(out.status.success(), "{out:?}");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|j| j["id"].as_str().unwrap().to_string())
-            .collect()
-    };
-    let all = list(&[]);
+    let all = t.listed(&[]);
     assert_eq!(all.len(), 4, "{all:?}");
-    assert_eq!(list(&["--limit", "2"]), all[..2]);
+    assert_eq!(t.listed(&["--limit", "2"]), all[..2]);
 }
 
 #[test]

@@ -256,18 +256,8 @@ fn a_full_disk_is_waited_out(fill: Fill) {
     });
     // The newest jobs, limited or not, are the same (the ledger, if a
     // write of it failed, was emptied and readers listed done/).
-    let list = |args: &[&str]| -> Vec<String> {
-        let out = t.client(&[&["--json", "list"], args].concat());
-        assert!(out.status.success(), "{out:?}");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|j| j["id"].as_str().unwrap().to_string())
-            .collect()
-    };
-    let all = list(&[]);
-    assert_eq!(list(&["--limit", "3"]), all[..3]);
+    let all = t.listed(&[]);
+    assert_eq!(t.listed(&["--limit", "3"]), all[..3]);
 
     let status = t.stop(PROMPT);
     assert!(status.success(), "{status}");

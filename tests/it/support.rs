@@ -404,6 +404,19 @@ impl TestSpool {
             .unwrap_or_else(|e| panic!("cannot run raccoon: {e}"))
     }
 
+    /// The ids `raccoon --json list ARGS` prints, in its order.
+    pub fn listed(&self, args: &[&str]) -> Vec<String> {
+        let out = self.client(&[&["--json", "list"], args].concat());
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("raccoon list --json: {e}: {out:?}"));
+        v.as_array()
+            .unwrap_or_else(|| panic!("raccoon list --json: not a list: {v}"))
+            .iter()
+            .map(|j| j["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

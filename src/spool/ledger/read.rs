@@ -274,6 +274,37 @@ mod tests {
         assert_eq!(ids(newest(&s, 3, SKEW, read(&s))), None);
     }
 
+    /// A member who makes `.finished` before the daemon (a symlink to a
+    /// folder of forged logs, or a folder of their own) gets no ledger
+    /// trusted: the daemon refuses to write there, readers list `done/`.
+    #[test]
+    fn a_ledger_folder_someone_else_made_is_never_trusted() {
+        let (d, s) = spool();
+        let forged = d.path().join("forged");
+        fs::create_dir(&forged).unwrap();
+        std::os::unix::fs::symlink(&forged, s.ledger_dir()).unwrap();
+        assert!(s.open_ledger().is_err(), "wrote through a symlink");
+        assert!(newest(&s, 1, SKEW, read(&s)).is_none());
+        fs::remove_file(s.ledger_dir()).unwrap();
+        // A real folder with a well-formed log, owned by someone else.
+        let mut l = s.open_ledger().unwrap();
+        commit(&s, &mut l, &finished_now("z", 1));
+        assert!(newest(&s, 1, SKEW, read(&s)).is_some());
+        let nobody = Some(nix::unistd::Uid::from_raw(65534));
+        nix::unistd::chown(&s.ledger_dir(), nobody, None).unwrap();
+        assert!(
+            newest(&s, 1, SKEW, read(&s)).is_none(),
+            "a folder of another user"
+        );
+        assert!(s.open_ledger().is_err(), "wrote into another user's folder");
+        nix::unistd::chown(&s.ledger_dir(), Some(nix::unistd::geteuid()), None).unwrap();
+        nix::unistd::chown(&l.path, nobody, None).unwrap();
+        assert!(
+            newest(&s, 1, SKEW, read(&s)).is_none(),
+            "a log of another user"
+        );
+    }
+
     #[test]
     fn a_log_others_may_write_or_a_line_that_does_not_parse_is_not_trusted() {
         let (_d, s) = spool();
@@ -332,6 +363,20 @@ mod tests {
         }
     }
 
+    /// Every line of the log at `path` read from its end `chunk` bytes at
+    /// a time, put back in file order; `Err` when refused.
+    fn read_back(s: &Spool, path: &Path, chunk: u64) -> Result<Vec<Line>, ()> {
+        let owner = fs::symlink_metadata(s.done_dir()).unwrap().uid();
+        let (_, mut tail) = Tail::open(path, owner).unwrap();
+        tail.chunk = chunk;
+        let mut got = Vec::new();
+        while let Some(line) = tail.next()? {
+            got.push(line);
+        }
+        got.reverse();
+        Ok(got)
+    }
+
     fn any_line() -> impl Strategy<Value = Line> {
         (
             any::<u64>(),
@@ -368,15 +413,7 @@ mod tests {
                 text.push_str(t.get(..half.min(t.len() - 1)).unwrap());
             }
             l.write(text.as_bytes(), false);
-            let owner = fs::symlink_metadata(s.done_dir()).unwrap().uid();
-            let (_, mut tail) = Tail::open(&l.path, owner).unwrap();
-            tail.chunk = chunk;
-            let mut got = Vec::new();
-            while let Some(line) = tail.next().unwrap() {
-                got.push(line);
-            }
-            got.reverse();
-            prop_assert_eq!(got, lines);
+            prop_assert_eq!(read_back(&s, &l.path, chunk), Ok(lines));
         }
 
         /// Whatever bytes follow a header, reading never panics, and a
@@ -398,31 +435,15 @@ mod tests {
             let i = header + at.index(bytes.len() - header);
             bytes[i] = byte;
             fs::write(&path, &bytes).unwrap();
-            let owner = fs::symlink_metadata(s.done_dir()).unwrap().uid();
-            let (_, mut tail) = Tail::open(&path, owner).unwrap();
-            tail.chunk = chunk;
-            let mut got = Vec::new();
-            let mut refused = false;
-            loop {
-                match tail.next() {
-                    Ok(Some(line)) => got.push(line),
-                    Ok(None) => break,
-                    Err(()) => {
-                        refused = true;
-                        break;
-                    }
-                }
-            }
             // Unless refused, every line given is one a whole line of the
             // damaged text says.
-            if !refused {
+            if let Ok(got) = read_back(&s, &path, chunk) {
                 let text = String::from_utf8_lossy(&bytes[header..]).to_string();
                 let whole: Vec<Line> = text
                     .split_inclusive('\n')
                     .filter_map(|l| l.strip_suffix('\n'))
                     .filter_map(Line::parse)
                     .collect();
-                got.reverse();
                 prop_assert_eq!(got, whole);
             }
         }
