@@ -276,9 +276,7 @@ pub struct Daemon {
     last_status_line: String,
     /// Every schedule's next tick and last fired job (`schedules`).
     ticker: schedules::Ticker,
-    /// Never read: inotify watches `new/`, `cancel/` and `pause/` while it
-    /// lives.
-    /// The spool's folders, read by the loop itself.
+    /// Inotify on `new/`, `cancel/` and `pause/`, read by the loop itself.
     watcher: watch::Watcher,
     /// Events read from the folders, not handled yet: at most what one
     /// read gave (the kernel's queue) plus a batch ([`BATCH`]).
@@ -445,9 +443,10 @@ impl Daemon {
             }
             // One wait for the mailbox and the spool's folders; none while
             // folder events read earlier are still to be handled.
-            let deadline = match self.folder_events.is_empty() {
-                true => self.next_deadline(),
-                false => Some(Instant::now()),
+            let deadline = if self.folder_events.is_empty() {
+                self.next_deadline()
+            } else {
+                Some(Instant::now())
             };
             let [folders] = self.rx.wait([self.watcher.fd()], deadline);
             // A batch of each before the (comparatively costly) tick.

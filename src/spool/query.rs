@@ -268,7 +268,10 @@ impl Query<'_> {
     }
 
     /// The jobs that pass `filter`, newest first (ties: the larger id
-    /// first), each job once.
+    /// first), each job once. With a limit, the finished ones come from
+    /// the daemons' ledger where it can say which are the newest (see
+    /// `ledger`), else from `done/`, reading as few records as their
+    /// files' times allow.
     pub fn list(&self, filter: &Filter) -> io::Result<Vec<Listed>> {
         let wants = |s: Status| filter.status.is_none_or(|w| w == s);
         let kind_ok = |k: &str| filter.kind.is_none_or(|w| w == k);
