@@ -93,10 +93,9 @@ fn write_records(spool: &Path, n: usize) {
     let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
     // The daemons that wrote them kept a ledger (`.finished/`) from
     // before the first: one log, its lines written as the records were.
-    std::fs::create_dir_all(spool.join(".finished")).unwrap();
     let mut ledger = raccoond::spool::Spool::open(spool, false)
         .unwrap()
-        .open_ledger()
+        .open_ledger_begun(base)
         .unwrap();
     let ns = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
     let mut lines = Vec::new();

@@ -696,7 +696,7 @@ mod tests {
     fn the_newest_from_the_ledgers_are_the_newest_of_a_full_listing() {
         let (_d, spool) = spool();
         // A spool whose ledger began before these records.
-        fs::create_dir(spool.root().join(".finished")).unwrap();
+        crate::spool::ledger::begun_long_ago(&spool);
         let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let mut a = spool.open_ledger().unwrap();
         let mut b = Some(spool.open_ledger().unwrap());

@@ -97,7 +97,9 @@ fn the_unit_the_etc_configuration_sysusers_and_tmpfiles_agree() {
     );
     // tmpfiles sets up every folder the daemon would otherwise create.
     let made = temp_dir();
-    raccoond::spool::Spool::open(made.path(), false).unwrap_or_else(|e| panic!("{e}"));
+    let spool = raccoond::spool::Spool::open(made.path(), false).unwrap_or_else(|e| panic!("{e}"));
+    // The ledger's folder, made when the commit thread starts.
+    drop(spool.open_ledger().unwrap_or_else(|e| panic!("{e}")));
     let mut daemon_dirs: Vec<String> = vec![SPOOL.to_string()];
     for e in fs::read_dir(made.path()).into_iter().flatten().flatten() {
         daemon_dirs.push(format!("{SPOOL}/{}", e.file_name().to_string_lossy()));

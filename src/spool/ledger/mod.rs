@@ -298,6 +298,17 @@ mod tests {
     }
 }
 
+/// A ledger begun long ago (a dead daemon's log that misses nothing,
+/// ever): for tests of readers on a spool whose records all have lines.
+#[cfg(test)]
+pub(crate) fn begun_long_ago(spool: &Spool) {
+    drop(
+        spool
+            .open_ledger_begun(UNIX_EPOCH)
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+}
+
 /// What the tests of both sides share.
 #[cfg(test)]
 mod tests_support {

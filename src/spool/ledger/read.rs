@@ -216,6 +216,9 @@ mod tests {
         // A record of a daemon before ledgers.
         let old = record("old", SystemTime::now() - Duration::from_secs(60));
         fs::write(s.done_record("old"), old.to_toml().unwrap()).unwrap();
+        // The folder made empty beforehand, as the package's tmpfiles does
+        // on an upgrade: still the first log.
+        fs::create_dir(s.ledger_dir()).unwrap();
         let mut l = s.open_ledger().unwrap();
         let recs = finished_now("j", 30);
         commit(&s, &mut l, &recs);

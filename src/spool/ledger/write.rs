@@ -38,13 +38,19 @@ impl Spool {
     /// the header. `Err`: no log (logged by the caller; readers of a
     /// ledger this daemon does not write may miss its records).
     pub fn open_ledger(&self) -> io::Result<Ledger> {
+        self.open_ledger_begun(SystemTime::now())
+    }
+
+    /// [`Spool::open_ledger`] for a writer that places records as daemons
+    /// did since `began` (a benchmark's spool of old records): a first
+    /// log misses nothing from then on.
+    pub fn open_ledger_begun(&self, began: SystemTime) -> io::Result<Ledger> {
         let dir = self.ledger_dir();
-        // The first log of a spool: records before it have no lines.
-        let first = match fs::DirBuilder::new().mode(0o755).create(&dir) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        match fs::DirBuilder::new().mode(0o755).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_context("create folder", &dir, e)),
-        };
+        }
         let meta = fs::symlink_metadata(&dir).map_err(|e| io_context("stat", &dir, e))?;
         if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
             return Err(io::Error::other(format!(
@@ -52,6 +58,20 @@ impl Spool {
                 dir.display()
             )));
         }
+        // Daemons starting at once take turns (a lock on the folder), so
+        // that exactly one of them finds no log and starts the first.
+        let folder = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&dir)
+            .map_err(|e| io_context("open", &dir, e))?;
+        lock(&folder, false).map_err(|e| io_context("lock", &dir, e))?;
+        // The first log of a spool (the folder may have been made empty,
+        // by the package): records before it have no lines.
+        let first = !self
+            .names(&dir)?
+            .iter()
+            .any(|n| host_of(n.trim_start_matches('.')).is_some());
         let now = SystemTime::now();
         let boot = boot_id();
         let name = log_name(&self.host, std::process::id(), nanos(now));
@@ -68,7 +88,7 @@ impl Spool {
             .map_err(|e| io_context("create", &path, e))?;
         lock(&file, false).map_err(|e| io_context("lock", &path, e))?;
 
-        let mut since = if first { since_of(now) } else { 0 };
+        let mut since = if first { since_of(began.min(now)) } else { 0 };
         let mut merged = String::new();
         let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mine = log_name(&self.host, 0, 0);
@@ -124,8 +144,9 @@ impl Spool {
         let text = format!("{}{merged}", ledger.header.text());
         ledger.write(text.as_bytes(), self.fsync);
         if self.fsync {
-            let _ = File::open(&dir).and_then(|d| d.sync_all());
+            let _ = folder.sync_all();
         }
+        drop(folder);
         Ok(ledger)
     }
 }
