@@ -33,6 +33,9 @@
 //!   `since` = then.
 //! - Lines of expired records are dropped when the log has grown to twice
 //!   what it held after its last rewrite (a new file, renamed over it).
+//! - A log is read whole (to merge or rewrite it) only up to 64 MiB, about
+//!   a million lines: a dead daemon's larger log is removed unmerged, as
+//!   one of an earlier boot is.
 //!
 //! Daemons of an earlier version write no ledger: on a spool shared with
 //! one, use `raccoon list` without `--limit`.
@@ -65,6 +68,10 @@ const CHUNK: u64 = 64 * 1024;
 /// A log is rewritten without expired lines when it holds this many more
 /// lines than twice what it kept at its last rewrite.
 const SLACK: usize = 10_000;
+/// The largest log read whole (merged at start, rewritten): about a
+/// million lines. A larger one (that many records not expired) is not
+/// merged: the next daemon's log starts afresh, `since` its start.
+const WHOLE: u64 = 64 * 1024 * 1024;
 
 /// A log's first line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,12 +224,17 @@ fn lock(f: &File, nonblocking: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// A whole log: its header and every line. `None`: empty, no header, or a
-/// line that does not parse (then nothing in it can be trusted).
+/// A whole log: its header and every line. `None`: empty, no header, a
+/// line that does not parse (then nothing in it can be trusted), or
+/// larger than [`WHOLE`] (not read into memory: a merge drops it, and a
+/// rewrite waits).
 fn read_whole(f: &File) -> Option<(Header, Vec<Line>)> {
+    if f.metadata().ok()?.len() > WHOLE {
+        return None;
+    }
     let mut text = String::new();
     (&*f).seek(SeekFrom::Start(0)).ok()?;
-    (&*f).read_to_string(&mut text).ok()?;
+    f.take(WHOLE).read_to_string(&mut text).ok()?;
     let mut lines = text.split_inclusive('\n');
     let header = Header::parse(lines.next()?.strip_suffix('\n')?)?;
     let mut out = Vec::new();

@@ -299,6 +299,29 @@ mod tests {
     use super::super::tests_support::*;
     use super::*;
 
+    /// A dead daemon's log too large to read whole is not merged: it is
+    /// removed, and the new log trusts nothing before its start.
+    #[test]
+    fn a_dead_log_too_large_to_merge_is_dropped_and_distrusted() {
+        let (_d, s) = spool();
+        super::super::begun_long_ago(&s);
+        let mut old = s.open_ledger().unwrap();
+        let before = SystemTime::now();
+        old.append(&[&record("a", before)], false);
+        // A million records not expired (sparse: no need to write them).
+        old.file
+            .as_ref()
+            .unwrap()
+            .set_len(super::super::WHOLE + 1)
+            .unwrap();
+        drop(old);
+        let l = s.open_ledger().unwrap();
+        assert_eq!(s.names(&s.ledger_dir()).unwrap().len(), 1);
+        let (header, lines) = read_whole(&File::open(&l.path).unwrap()).unwrap();
+        assert!(lines.is_empty());
+        assert!(header.since >= since_of(before), "{header:?}");
+    }
+
     #[test]
     fn expired_lines_are_dropped_when_the_log_is_rewritten() {
         let (_d, s) = spool();
