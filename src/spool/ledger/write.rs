@@ -58,14 +58,22 @@ impl Spool {
                 dir.display()
             )));
         }
-        // Daemons starting at once take turns (a lock on the folder), so
-        // that exactly one of them finds no log and starts the first.
+        // Daemons starting at once take turns, so that exactly one of
+        // them finds no log and starts the first. The lock is on a file
+        // only the daemon's user may open: members may open the folder and
+        // the logs (to read them), and so lock those, and a lock they hold
+        // must never make the daemon wait.
+        let turn = dir.join(".lock");
         let folder = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&dir)
-            .map_err(|e| io_context("open", &dir, e))?;
-        lock(&folder, false).map_err(|e| io_context("lock", &dir, e))?;
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&turn)
+            .map_err(|e| io_context("open", &turn, e))?;
+        lock(&folder, false).map_err(|e| io_context("lock", &turn, e))?;
         // The first log of a spool (the folder may have been made empty,
         // by the package): records before it have no lines.
         let first = !self
@@ -86,7 +94,7 @@ impl Spool {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| io_context("create", &path, e))?;
-        lock(&file, false).map_err(|e| io_context("lock", &path, e))?;
+        lock(&file, true).map_err(|e| io_context("lock", &path, e))?;
 
         let mut since = if first { since_of(began.min(now)) } else { 0 };
         let mut merged = String::new();
@@ -144,7 +152,7 @@ impl Spool {
         let text = format!("{}{merged}", ledger.header.text());
         ledger.write(text.as_bytes(), self.fsync);
         if self.fsync {
-            let _ = folder.sync_all();
+            let _ = File::open(&dir).and_then(|d| d.sync_all());
         }
         drop(folder);
         Ok(ledger)
@@ -229,7 +237,7 @@ impl Ledger {
             .map_err(|e| io_context("open", &self.path, e))?;
         file.set_len(0)
             .map_err(|e| io_context("truncate", &self.path, e))?;
-        lock(&file, false).map_err(|e| io_context("lock", &self.path, e))?;
+        lock(&file, true).map_err(|e| io_context("lock", &self.path, e))?;
         self.header.since = since_of(now);
         self.file = Some(file);
         self.lines = 0;
@@ -272,7 +280,7 @@ impl Ledger {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
             .and_then(|mut t| {
-                lock(&t, false)?;
+                lock(&t, true)?;
                 t.write_all(text.as_bytes())?;
                 if fsync {
                     t.sync_data()?;
@@ -320,6 +328,36 @@ mod tests {
         let (header, lines) = read_whole(&File::open(&l.path).unwrap()).unwrap();
         assert!(lines.is_empty());
         assert!(header.since >= since_of(before), "{header:?}");
+    }
+
+    /// Members may open the folder and the logs, and so lock them: no lock
+    /// of theirs makes a starting daemon wait.
+    #[test]
+    fn locks_a_member_may_hold_never_make_the_daemon_wait() {
+        let (_d, s) = spool();
+        let l = s.open_ledger().unwrap();
+        let held: Vec<File> = [s.ledger_dir(), l.path.clone()]
+            .iter()
+            .map(|p| {
+                let f = File::open(p).unwrap();
+                lock(&f, true).ok();
+                f
+            })
+            .collect();
+        let dir_locked = File::open(s.ledger_dir()).unwrap();
+        assert!(lock(&dir_locked, true).is_err(), "the folder is held");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        std::thread::spawn(move || {
+            let other = s2.open_ledger().map(drop);
+            let _ = tx.send(other.is_ok());
+        });
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(true),
+            "a second daemon's start waited on a member's lock"
+        );
+        drop(held);
     }
 
     #[test]
