@@ -8,7 +8,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Header, Line, SLACK, boot_id, host_of, lock, log_name, nanos, read_whole, since_of};
@@ -86,15 +86,7 @@ impl Spool {
         let path = dir.join(&name);
         // Created empty (what readers take as "list done/") and locked
         // before anything else: another daemon starting now sees it alive.
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| io_context("create", &path, e))?;
-        lock(&file, true).map_err(|e| io_context("lock", &path, e))?;
+        let file = open_log(&path, true)?;
 
         let mut since = if first { since_of(began.min(now)) } else { 0 };
         let mut merged = String::new();
@@ -229,15 +221,9 @@ impl Ledger {
 
     /// After a failed write: the log starts again, empty, `since` = now.
     fn reopen(&mut self, now: SystemTime) -> io::Result<()> {
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&self.path)
-            .map_err(|e| io_context("open", &self.path, e))?;
+        let file = open_log(&self.path, false)?;
         file.set_len(0)
             .map_err(|e| io_context("truncate", &self.path, e))?;
-        lock(&file, true).map_err(|e| io_context("lock", &self.path, e))?;
         self.header.since = since_of(now);
         self.file = Some(file);
         self.lines = 0;
@@ -272,22 +258,14 @@ impl Ledger {
         let tmp = dir.join(format!(".{}", name.to_string_lossy()));
         // A leftover of a rewrite that failed is ours to replace.
         let _ = fs::remove_file(&tmp);
-        let made = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .and_then(|mut t| {
-                lock(&t, true)?;
-                t.write_all(text.as_bytes())?;
-                if fsync {
-                    t.sync_data()?;
-                }
-                fs::rename(&tmp, &self.path)?;
-                Ok(t)
-            });
+        let made = open_log(&tmp, true).and_then(|mut t| {
+            t.write_all(text.as_bytes())?;
+            if fsync {
+                t.sync_data()?;
+            }
+            fs::rename(&tmp, &self.path)?;
+            Ok(t)
+        });
         match made {
             Ok(t) => {
                 self.file = Some(t);
@@ -300,6 +278,22 @@ impl Ledger {
             }
         }
     }
+}
+
+/// A log of this daemon's, opened to append (made when `create`, 0644,
+/// readable by members) and locked without waiting: a member may have
+/// opened it to read, and any lock of theirs is refused, never waited on.
+fn open_log(path: &Path, create: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create_new(create)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_context(if create { "create" } else { "open" }, path, e))?;
+    lock(&file, true).map_err(|e| io_context("lock", path, e))?;
+    Ok(file)
 }
 
 #[cfg(test)]
