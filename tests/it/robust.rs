@@ -616,3 +616,38 @@ fn after_kill_9_the_leftover_children_of_a_task_are_killed_and_its_job_recovered
     assert_eq!(status_of(&r), "cancelled");
     assert_eq!(r["attempts"].as_integer(), Some(2));
 }
+
+/// A burst larger than the kernel's inotify queue, renamed into `new/`
+/// while the daemon cannot read (stopped): the queue overflows, the daemon
+/// says so and lists `new/`, and every submission is queued.
+#[test]
+fn a_burst_past_the_inotify_queue_loses_no_submission() {
+    let t = TestSpool::builder().sh("later", "true").start();
+    let limit: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .unwrap_or_else(|e| panic!("max_queued_events: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("max_queued_events: {e}"));
+    let n = limit + 500;
+    let staged = t.dir().join("staged");
+    std::fs::create_dir(&staged).unwrap();
+    let text = "type = \"later\"\nnot_before = 2099-01-01T00:00:00Z\n";
+    for i in 0..n {
+        std::fs::write(staged.join(format!("b{i:05}.toml")), text).unwrap();
+    }
+    t.signal(Signal::SIGSTOP);
+    for i in 0..n {
+        let name = format!("b{i:05}.toml");
+        std::fs::rename(staged.join(&name), t.path("new").join(&name)).unwrap();
+    }
+    t.signal(Signal::SIGCONT);
+    t.wait_logged("the lost events to be said", PROMPT, || {
+        t.log().contains("watch: events were lost").then_some(())
+    });
+    let queued = t.wait_logged("every submission to be queued", PROMPT, || {
+        let listed = t.listed(&["--status", "queued"]);
+        (listed.len() == n).then_some(listed)
+    });
+    assert_eq!(queued.len(), n);
+    assert!(t.ls("running").is_empty(), "{:?}", t.ls("running"));
+}
