@@ -18,7 +18,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -106,15 +106,11 @@ impl<T> Rx<T> {
             .chain(also)
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let ms = d.saturating_duration_since(Instant::now()).as_millis();
-                // Rounded up: waking a little early would only wait again.
-                let ms = if d > Instant::now() { ms + 1 } else { 0 };
-                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
-            }
-        };
+        let timeout = deadline.map_or(PollTimeout::NONE, |d| {
+            // To the next millisecond: waking early would only wait again.
+            let left = d.saturating_duration_since(Instant::now());
+            PollTimeout::try_from(left + Duration::from_nanos(999_999)).unwrap_or(PollTimeout::MAX)
+        });
         // EINTR or an error of poll itself: the loop looks at everything
         // and waits again.
         if poll(&mut fds, timeout).is_ok() {

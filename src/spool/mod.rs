@@ -14,8 +14,9 @@
 //! description of what it accepts, and whether its writer still runs),
 //! `ticks` (`.ticks/`, which schedule ticks were fired, and the `O_EXCL`
 //! claim of a tick), [`ledger`] (`.finished/`, each daemon's log of the
-//! records it placed, for the newest without listing `done/`), and
-//! [`query`] (the read side).
+//! records it placed, for the newest without listing `done/`), `newest`
+//! (the pure rule of when the newest finished jobs are known, both ways of
+//! listing them share it), and [`query`] (the read side).
 //!
 //! The daemon's side of the spool is written here only: no other module
 //! of raccoond creates, renames, writes or deletes a spool path.
@@ -69,6 +70,7 @@ pub mod lease;
 pub mod ledger;
 mod look;
 mod names;
+mod newest;
 mod outputs;
 mod pause;
 mod private;
@@ -375,6 +377,35 @@ fn read_limited(file: &mut File, max: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// The daemons' turn at `dir`: an exclusive `flock` on `dir/.lock`, a file
+/// of the daemon's user only (0600), so that no member, who may open the
+/// folder and its other files and so lock those, can ever hold it.
+/// Without `wait`, `Ok(None)` when another daemon has the turn. The turn
+/// ends when the lock is dropped.
+fn take_turn(dir: &Path, wait: bool) -> io::Result<Option<nix::fcntl::Flock<File>>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| io_context("open", &path, e))?;
+    let how = if wait {
+        FlockArg::LockExclusive
+    } else {
+        FlockArg::LockExclusiveNonblock
+    };
+    match Flock::lock(file, how) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(io_context("lock", &path, e.into())),
+    }
 }
 
 /// `rename(2)` that fails with `AlreadyExists` instead of replacing

@@ -39,6 +39,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 
+use super::newest::Newest;
 use super::{Entry, Spool, load_record};
 use crate::fsio::{io_context, open_regular, open_regular_in};
 use crate::ids;
@@ -320,11 +321,9 @@ impl Query<'_> {
             );
         }
         if !listed && filter.status.is_none_or(Status::is_final) {
-            // Newest written first: a record is written after its job
-            // finished, so its file's time bounds its finish time (give or
-            // take the hosts' clock skew, `SKEW`). Once `limit` records
-            // read finished after the next record was written, no record
-            // left can be among the newest: the rest are not read.
+            // Newest written first, until the rest cannot be among the
+            // newest (`Newest`): a record's file time says when it was
+            // written.
             let mut records: Vec<(SystemTime, String)> = Vec::new();
             for id in self.spool.done_ids()? {
                 if !ids::valid_id(&id) {
@@ -335,15 +334,11 @@ impl Query<'_> {
                 }
             }
             records.sort_by_key(|r| std::cmp::Reverse(r.0));
-            // The finish times of the records read so far, newest first
-            // (queued and running candidates may be gone when read: they
-            // do not count).
-            let mut newest: Vec<SystemTime> = Vec::new();
+            // Only records count (queued and running candidates may be
+            // gone when read).
+            let mut newest = Newest::new(filter.limit, SKEW);
             for (written, id) in records {
-                let bound = crate::time::add(written, SKEW);
-                if newest.len() >= filter.limit
-                    && newest.get(filter.limit - 1).is_some_and(|t| *t > bound)
-                {
+                if newest.done_before(written) {
                     break;
                 }
                 // Gone since the listing (expired), or not a record.
@@ -352,9 +347,7 @@ impl Query<'_> {
                 };
                 if wants(rec.status) && kind_ok(&rec.kind) {
                     let when = rec.finished_at().unwrap_or(UNIX_EPOCH);
-                    let at = newest.partition_point(|t| *t > when);
-                    newest.insert(at, when);
-                    newest.truncate(filter.limit.max(1));
+                    newest.take(when);
                     cands.push((when, id, Some(Box::new(rec))));
                 }
             }
@@ -648,7 +641,7 @@ mod tests {
                 kind,
                 limit: usize::MAX,
             });
-            for limit in [1, 7, 100, 299, 1000] {
+            for limit in [0, 1, 7, 100, 299, 1000] {
                 let some = ids(&Filter {
                     status,
                     kind,

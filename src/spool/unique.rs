@@ -38,8 +38,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::Spool;
@@ -142,25 +140,8 @@ impl Spool {
             .mode(0o755)
             .create(&dir)
             .map_err(|e| io_context("create folder", &dir, e))?;
-        let lock_path = dir.join(".lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(|e| io_context("open", &lock_path, e))?;
-        let how = if wait {
-            FlockArg::LockExclusive
-        } else {
-            FlockArg::LockExclusiveNonblock
-        };
-        let _lock = match Flock::lock(file, how) {
-            Ok(l) => l,
-            Err((_, Errno::EWOULDBLOCK)) => return Ok(Take::Busy),
-            Err((_, e)) => return Err(io_context("lock", &lock_path, e.into())),
+        let Some(_turn) = super::take_turn(&dir, wait)? else {
+            return Ok(Take::Busy);
         };
         let path = dir.join(hex(key));
         let marker = read_marker(&path)?;

@@ -45,10 +45,11 @@
 //! readers'.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
 
 use super::Spool;
 use crate::record::Record;
@@ -214,14 +215,10 @@ impl Spool {
     }
 }
 
-/// `flock` on `f`: exclusive, waiting or not.
-fn lock(f: &File, nonblocking: bool) -> io::Result<()> {
-    let op = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
-    // SAFETY: no pointers; the descriptor is open for the call.
-    if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// `f` locked (`flock`, exclusive), or `None` when someone holds a lock
+/// on it: never waits (a member may hold one on any log, which is 0644).
+fn try_lock(f: File) -> Option<Flock<File>> {
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).ok()
 }
 
 /// A whole log: its header and every line. `None`: empty, no header, a

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use super::{CHUNK, Header, Line, at};
 use crate::record::Record;
 use crate::spool::Spool;
+use crate::spool::newest::Newest;
 
 /// A log read from its end, a chunk at a time: lines newest-written last
 /// in the file come out first.
@@ -169,16 +170,11 @@ where
             heads.push((l.written, i, l.id));
         }
     }
-    let skew_ns = skew.as_nanos();
-    let mut newest: Vec<SystemTime> = Vec::new();
+    let mut newest = Newest::new(limit, skew);
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    let last = limit - 1;
     while let Some((written, i, id)) = heads.pop() {
-        // No record not read yet finished after this line was written
-        // (give or take the clocks): once `limit` taken finished later,
-        // the rest cannot be among the newest.
-        if newest.get(last).is_some_and(|t| *t > at(written + skew_ns)) {
+        if newest.done_before(at(written)) {
             break;
         }
         if let Some(t) = tails.get_mut(i)
@@ -190,15 +186,13 @@ where
             continue;
         }
         if let Some((when, rec)) = accept(&id) {
-            let pos = newest.partition_point(|t| *t > when);
-            newest.insert(pos, when);
-            newest.truncate(limit);
+            newest.take(when);
             out.push((when, id, rec));
         }
     }
     // Trusted only where no record can be missing: after the latest
     // `since`.
-    let trusted = since == 0 || newest.get(last).is_some_and(|t| *t >= at(since + skew_ns));
+    let trusted = since == 0 || newest.all_since(at(since));
     out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
     out.truncate(limit);
     trusted.then_some(out)

@@ -11,10 +11,14 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Header, Line, SLACK, boot_id, host_of, lock, log_name, nanos, read_whole, since_of};
+use nix::fcntl::Flock;
+
+use super::{
+    Header, Line, SLACK, boot_id, host_of, log_name, nanos, read_whole, since_of, try_lock,
+};
 use crate::fsio::io_context;
 use crate::record::Record;
-use crate::spool::Spool;
+use crate::spool::{Spool, take_turn};
 
 /// This daemon's log, written by the commit thread.
 #[derive(Debug)]
@@ -22,7 +26,7 @@ pub struct Ledger {
     pub(super) path: PathBuf,
     /// Open, locked while the daemon lives; `None` once a write failed
     /// (the log is empty then) until the next write starts it again.
-    pub(super) file: Option<File>,
+    pub(super) file: Option<Flock<File>>,
     header: Header,
     /// Lines written since the last rewrite, and kept at it.
     lines: usize,
@@ -59,21 +63,9 @@ impl Spool {
             )));
         }
         // Daemons starting at once take turns, so that exactly one of
-        // them finds no log and starts the first. The lock is on a file
-        // only the daemon's user may open: members may open the folder and
-        // the logs (to read them), and so lock those, and a lock they hold
-        // must never make the daemon wait.
-        let turn = dir.join(".lock");
-        let folder = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&turn)
-            .map_err(|e| io_context("open", &turn, e))?;
-        lock(&folder, false).map_err(|e| io_context("lock", &turn, e))?;
+        // them finds no log and starts the first (members may open the
+        // folder and the logs, and lock those: never the turn's file).
+        let turn = take_turn(&dir, true)?;
         // The first log of a spool (the folder may have been made empty,
         // by the package): records before it have no lines.
         let first = !self
@@ -100,17 +92,17 @@ impl Spool {
                 continue;
             }
             let p = dir.join(other);
-            let Ok(f) = OpenOptions::new()
+            // Alive (or another daemon merging it right now, or a member
+            // holding a lock on it): left alone.
+            let Some(f) = OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(&p)
+                .ok()
+                .and_then(try_lock)
             else {
                 continue;
             };
-            // Alive (or another daemon merging it right now): left alone.
-            if lock(&f, true).is_err() {
-                continue;
-            }
             if rewrite {
                 let _ = fs::remove_file(&p);
                 continue;
@@ -146,7 +138,7 @@ impl Spool {
         if self.fsync {
             let _ = File::open(&dir).and_then(|d| d.sync_all());
         }
-        drop(folder);
+        drop(turn);
         Ok(ledger)
     }
 }
@@ -283,17 +275,21 @@ impl Ledger {
 /// A log of this daemon's, opened to append (made when `create`, 0644,
 /// readable by members) and locked without waiting: a member may have
 /// opened it to read, and any lock of theirs is refused, never waited on.
-fn open_log(path: &Path, create: bool) -> io::Result<File> {
+fn open_log(path: &Path, create: bool) -> io::Result<Flock<File>> {
     let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create_new(create)
         .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| io_context(if create { "create" } else { "open" }, path, e))?;
-    lock(&file, true).map_err(|e| io_context("lock", path, e))?;
-    Ok(file)
+    try_lock(file).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("lock {}: held by another process", path.display()),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -330,16 +326,12 @@ mod tests {
     fn locks_a_member_may_hold_never_make_the_daemon_wait() {
         let (_d, s) = spool();
         let l = s.open_ledger().unwrap();
-        let held: Vec<File> = [s.ledger_dir(), l.path.clone()]
+        let held: Vec<Option<Flock<File>>> = [s.ledger_dir(), l.path.clone()]
             .iter()
-            .map(|p| {
-                let f = File::open(p).unwrap();
-                lock(&f, true).ok();
-                f
-            })
+            .map(|p| try_lock(File::open(p).unwrap()))
             .collect();
-        let dir_locked = File::open(s.ledger_dir()).unwrap();
-        assert!(lock(&dir_locked, true).is_err(), "the folder is held");
+        assert!(held[0].is_some(), "a member holds the folder");
+        assert!(try_lock(File::open(s.ledger_dir()).unwrap()).is_none());
         let (tx, rx) = std::sync::mpsc::channel();
         let s2 = s.clone();
         std::thread::spawn(move || {
@@ -352,6 +344,29 @@ mod tests {
             "a second daemon's start waited on a member's lock"
         );
         drop(held);
+    }
+
+    /// A write the disk refuses (ENOSPC, as `/dev/full` answers every
+    /// write) leaves the log untrusted and is said once; the next batch
+    /// starts the log again, trusted only from then on.
+    #[test]
+    fn a_write_the_disk_refuses_starts_the_log_again_from_then() {
+        let (_d, s) = spool();
+        super::super::begun_long_ago(&s);
+        let mut l = s.open_ledger().unwrap();
+        assert_eq!(l.header.since, 0);
+        l.append(&[&record("a", SystemTime::now())], false);
+        let full = File::options().write(true).open("/dev/full").unwrap();
+        l.file = Some(try_lock(full).unwrap());
+        let failed = SystemTime::now();
+        l.append(&[&record("b", SystemTime::now())], false);
+        assert!(l.file.is_none() && l.said, "the failure is remembered");
+        l.append(&[&record("c", SystemTime::now())], false);
+        let (header, lines) = read_whole(&File::open(&l.path).unwrap()).unwrap();
+        assert!(header.since >= since_of(failed), "{header:?}");
+        let ids: Vec<&str> = lines.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(ids, ["c"]);
+        assert!(!l.said, "a write that works ends the failure");
     }
 
     #[test]
